@@ -1,0 +1,276 @@
+//! Who exists: users with their credentials, and projects with their members and visibility.
+//!
+//! Built once from `gateway.yaml` and shared read-only. Lookups are what the token service
+//! needs on every request: a user by name, and the project that owns a repository (the
+//! longest project path the repository name lies within).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use time::OffsetDateTime;
+
+use super::scope::RepositoryName;
+
+/// A project role, GitLab's order: guest < reporter < developer < maintainer < owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Guest,
+    Reporter,
+    Developer,
+    Maintainer,
+    Owner,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "guest" => Ok(Role::Guest),
+            "reporter" => Ok(Role::Reporter),
+            "developer" => Ok(Role::Developer),
+            "maintainer" => Ok(Role::Maintainer),
+            "owner" => Ok(Role::Owner),
+            other => Err(format!(
+                "unknown role {other:?}: use guest, reporter, developer, maintainer or owner"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Guest => "guest",
+            Role::Reporter => "reporter",
+            Role::Developer => "developer",
+            Role::Maintainer => "maintainer",
+            Role::Owner => "owner",
+        })
+    }
+}
+
+/// Who may see a project at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Visibility {
+    Private,
+    Internal,
+    Public,
+}
+
+impl FromStr for Visibility {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "private" => Ok(Visibility::Private),
+            "internal" => Ok(Visibility::Internal),
+            "public" => Ok(Visibility::Public),
+            other => Err(format!(
+                "unknown visibility {other:?}: use private, internal or public"
+            )),
+        }
+    }
+}
+
+/// The registry scopes a credential carries. A password carries both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegistryScopes {
+    pub read_registry: bool,
+    pub write_registry: bool,
+}
+
+impl RegistryScopes {
+    pub const ALL: RegistryScopes = RegistryScopes {
+        read_registry: true,
+        write_registry: true,
+    };
+
+    /// Parse the `scopes:` list of a token. Unknown names are refused: a typo in a scope
+    /// would otherwise silently make a token useless.
+    pub fn parse(names: &[String]) -> Result<RegistryScopes, String> {
+        let mut scopes = RegistryScopes::default();
+        for name in names {
+            match name.as_str() {
+                "read_registry" => scopes.read_registry = true,
+                "write_registry" => scopes.write_registry = true,
+                other => {
+                    return Err(format!(
+                        "unknown scope {other:?}: use read_registry and/or write_registry"
+                    ))
+                }
+            }
+        }
+        Ok(scopes)
+    }
+}
+
+/// A stored password hash. Verified off the async runtime (it is slow on purpose).
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordHash {
+    /// `$2a$`, `$2b$`, `$2y$` (htpasswd -B).
+    Bcrypt(String),
+    /// An argon2 PHC string (`$argon2id$v=19$...`).
+    Argon2(String),
+}
+
+impl PasswordHash {
+    pub fn parse(text: &str) -> Result<PasswordHash, String> {
+        if text.starts_with("$argon2") {
+            let parsed = argon2::PasswordHash::new(text)
+                .map_err(|e| format!("not a valid argon2 PHC string: {e}"))?;
+            if parsed.hash.is_none() || parsed.salt.is_none() {
+                return Err("not a valid argon2 PHC string: it has no salt or no hash".into());
+            }
+            Ok(PasswordHash::Argon2(text.to_owned()))
+        } else if ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| text.starts_with(p)) {
+            if text.len() != 60 {
+                return Err("not a valid bcrypt hash (expected 60 characters)".into());
+            }
+            Ok(PasswordHash::Bcrypt(text.to_owned()))
+        } else {
+            Err("unsupported password hash: use bcrypt ($2y$..., htpasswd -B) or argon2id ($argon2id$...); `portcullis hash-password` makes one".into())
+        }
+    }
+
+    /// Check a password. Slow by design: call from a blocking thread.
+    pub fn verify(&self, password: &str) -> bool {
+        use argon2::PasswordVerifier;
+        match self {
+            PasswordHash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            PasswordHash::Argon2(hash) => match argon2::PasswordHash::new(hash) {
+                Ok(parsed) => argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok(),
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    // Never print the hash itself: it is offline-crackable material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordHash::Bcrypt(_) => f.write_str("PasswordHash::Bcrypt(..)"),
+            PasswordHash::Argon2(_) => f.write_str("PasswordHash::Argon2(..)"),
+        }
+    }
+}
+
+/// A personal access token, stored only as the SHA-256 of its secret.
+#[derive(Clone)]
+pub struct PersonalAccessToken {
+    pub name: String,
+    pub digest: [u8; 32],
+    pub scopes: RegistryScopes,
+    /// The token stops working at this instant (GitLab: at the start of its expiry date, UTC).
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for PersonalAccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PersonalAccessToken")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub username: String,
+    pub password_hash: Option<PasswordHash>,
+    pub admin: bool,
+    pub personal_access_tokens: Vec<PersonalAccessToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The project owns repositories `path` and `path/...`.
+    pub path: RepositoryName,
+    pub visibility: Visibility,
+    pub members: HashMap<String, Role>,
+}
+
+/// Users and projects, indexed for the token service.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    users: HashMap<String, User>,
+    /// Longest path first, so the first match is the owning project.
+    projects: Vec<Project>,
+}
+
+impl Directory {
+    pub fn new(users: Vec<User>, mut projects: Vec<Project>) -> Directory {
+        projects.sort_by_key(|p| std::cmp::Reverse(p.path.as_str().len()));
+        Directory {
+            users: users.into_iter().map(|u| (u.username.clone(), u)).collect(),
+            projects,
+        }
+    }
+
+    pub fn user(&self, username: &str) -> Option<&User> {
+        self.users.get(username)
+    }
+
+    /// The project that owns `repository`, if any.
+    pub fn project_for(&self, repository: &RepositoryName) -> Option<&Project> {
+        self.projects.iter().find(|p| repository.is_within(&p.path))
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn projects(&self) -> &[Project] {
+        &self.projects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(path: &str) -> Project {
+        Project {
+            path: RepositoryName::parse(path).unwrap(),
+            visibility: Visibility::Private,
+            members: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_longest_project_path_owns_a_repository() {
+        let dir = Directory::new(vec![], vec![project("group"), project("group/app")]);
+        let owner = |name| dir.project_for(&RepositoryName::parse(name).unwrap()).map(|p| p.path.as_str().to_owned());
+        assert_eq!(owner("group/app/sub").as_deref(), Some("group/app"));
+        assert_eq!(owner("group/application").as_deref(), Some("group"));
+        assert_eq!(owner("other/app"), None);
+    }
+
+    #[test]
+    fn roles_are_ordered_as_gitlab_orders_them() {
+        assert!(Role::Guest < Role::Reporter && Role::Reporter < Role::Developer);
+        assert!(Role::Developer < Role::Maintainer && Role::Maintainer < Role::Owner);
+        assert!("admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn scope_names_are_checked() {
+        let scopes = RegistryScopes::parse(&["read_registry".into()]).unwrap();
+        assert!(scopes.read_registry && !scopes.write_registry);
+        assert!(RegistryScopes::parse(&["read_regsitry".into()]).unwrap_err().contains("read_regsitry"));
+    }
+
+    #[test]
+    fn password_hashes_are_recognised_and_verified() {
+        let bcrypt_hash = bcrypt::hash("s3cret", 4).unwrap();
+        let hash = PasswordHash::parse(&bcrypt_hash).unwrap();
+        assert!(hash.verify("s3cret"));
+        assert!(!hash.verify("wrong"));
+        assert!(PasswordHash::parse("plaintext").is_err());
+        assert!(PasswordHash::parse("$argon2id$garbage").is_err());
+        assert_eq!(format!("{hash:?}"), "PasswordHash::Bcrypt(..)");
+    }
+}

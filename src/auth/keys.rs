@@ -1,0 +1,269 @@
+//! The token-signing key, its certificate, and the key ids registries look keys up by.
+//!
+//! The registry verifies our tokens with the certificate it was given as `rootcertbundle`.
+//! Every token carries that certificate in `x5c` (found first by distribution 2.8 and 3.x) and
+//! its libtrust key id in `kid` (what 2.8 falls back to). At load time the key is checked
+//! against the certificate by signing and verifying a token, so a mismatched pair is a config
+//! problem at start-up, not a registry that refuses every push.
+
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::{digest, signature};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::OffsetDateTime;
+
+/// Why the signing key or its certificate cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} is not a valid X.509 certificate: {message}", path.display())]
+    BadCertificate { path: PathBuf, message: String },
+    #[error("{} holds no PEM private key (PKCS#8, SEC1 \"EC PRIVATE KEY\" or PKCS#1 \"RSA PRIVATE KEY\")", path.display())]
+    NoKey { path: PathBuf },
+    #[error("{} is not a usable signing key: {message}", path.display())]
+    UnsupportedKey { path: PathBuf, message: String },
+    #[error("the certificate {} expired at {not_after}: registries refuse tokens it vouches for; make a new one with `portcullis init`", path.display())]
+    Expired { path: PathBuf, not_after: OffsetDateTime },
+    #[error("the signing key {} does not match the certificate {}: the registry would refuse every token", key.display(), cert.display())]
+    Mismatch { key: PathBuf, cert: PathBuf },
+}
+
+/// A key that signs tokens and the certificate that vouches for it.
+pub struct SigningKey {
+    pub algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// libtrust key id of the certificate's public key (distribution 2.8's `kid`).
+    pub kid: String,
+    /// The certificate chain, standard base64 DER, for the `x5c` header.
+    pub x5c: Vec<String>,
+    pub not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Load a PEM private key and its PEM certificate (chain), and prove they belong together.
+    pub fn load(key_path: &Path, cert_path: &Path) -> Result<SigningKey, KeyError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| KeyError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let key_pem = read(key_path)?;
+        let cert_pem = read(cert_path)?;
+        Self::from_pem(&key_pem, &cert_pem, key_path, cert_path)
+    }
+
+    pub fn from_pem(
+        key_pem: &[u8],
+        cert_pem: &[u8],
+        key_path: &Path,
+        cert_path: &Path,
+    ) -> Result<SigningKey, KeyError> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| KeyError::BadCertificate {
+                path: cert_path.to_owned(),
+                message: e.to_string(),
+            })?;
+        let leaf = chain.first().ok_or_else(|| KeyError::NoCertificate {
+            path: cert_path.to_owned(),
+        })?;
+        let certificate = Certificate::parse(leaf).map_err(|message| KeyError::BadCertificate {
+            path: cert_path.to_owned(),
+            message,
+        })?;
+        if certificate.not_after < OffsetDateTime::now_utc() {
+            return Err(KeyError::Expired {
+                path: cert_path.to_owned(),
+                not_after: certificate.not_after,
+            });
+        }
+
+        let (algorithm, encoding) = encoding_key(key_pem, key_path)?;
+        let decoding = match algorithm {
+            Algorithm::ES256 => DecodingKey::from_ec_der(&certificate.public_key),
+            _ => DecodingKey::from_rsa_der(&certificate.public_key),
+        };
+        let key = SigningKey {
+            algorithm,
+            encoding,
+            decoding,
+            kid: libtrust_key_id(&certificate.spki),
+            x5c: chain
+                .iter()
+                .map(|der| base64::engine::general_purpose::STANDARD.encode(der))
+                .collect(),
+            not_after: certificate.not_after,
+        };
+        if !key.signs_for_its_certificate() {
+            return Err(KeyError::Mismatch {
+                key: key_path.to_owned(),
+                cert: cert_path.to_owned(),
+            });
+        }
+        Ok(key)
+    }
+
+    pub fn encoding_key(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    /// Sign a probe and verify it with the certificate's public key.
+    fn signs_for_its_certificate(&self) -> bool {
+        let header = jsonwebtoken::Header::new(self.algorithm);
+        let Ok(probe) = jsonwebtoken::encode(&header, &serde_json::json!({"probe": true}), &self.encoding) else {
+            return false;
+        };
+        let Some((message, signature)) = probe.rsplit_once('.') else {
+            return false;
+        };
+        jsonwebtoken::crypto::verify(signature, message.as_bytes(), &self.decoding, self.algorithm)
+            .unwrap_or(false)
+    }
+}
+
+/// What the gateway needs from an X.509 certificate.
+struct Certificate {
+    /// DER SubjectPublicKeyInfo (input of the libtrust key id).
+    spki: Vec<u8>,
+    /// The key bits: an uncompressed EC point, or a PKCS#1 RSAPublicKey.
+    public_key: Vec<u8>,
+    not_after: OffsetDateTime,
+}
+
+impl Certificate {
+    fn parse(der: &CertificateDer<'_>) -> Result<Certificate, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+        let spki = cert.tbs_certificate.subject_pki.raw.to_vec();
+        let public_key = cert.tbs_certificate.subject_pki.subject_public_key.data.to_vec();
+        let not_after = cert.validity().not_after.to_datetime();
+        Ok(Certificate {
+            spki,
+            public_key,
+            not_after,
+        })
+    }
+}
+
+/// Build the jsonwebtoken key from PEM: EC P-256 gives ES256, RSA gives RS256.
+fn encoding_key(pem: &[u8], path: &Path) -> Result<(Algorithm, EncodingKey), KeyError> {
+    let unsupported = |message: &str| KeyError::UnsupportedKey {
+        path: path.to_owned(),
+        message: message.to_owned(),
+    };
+    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyError::NoKey {
+        path: path.to_owned(),
+    })?;
+    let p256 = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+    match key {
+        PrivateKeyDer::Sec1(der) => {
+            // jsonwebtoken signs EC keys from PKCS#8 only: re-wrap the SEC1 key.
+            let pair = signature::EcdsaKeyPair::from_private_key_der(p256, der.secret_sec1_der())
+                .map_err(|_| unsupported("only P-256 (prime256v1) EC keys are supported"))?;
+            let pkcs8 = pair
+                .to_pkcs8v1()
+                .map_err(|_| unsupported("cannot convert the EC key to PKCS#8"))?;
+            Ok((Algorithm::ES256, EncodingKey::from_ec_der(pkcs8.as_ref())))
+        }
+        PrivateKeyDer::Pkcs1(der) => {
+            signature::RsaKeyPair::from_der(der.secret_pkcs1_der())
+                .map_err(|e| unsupported(&format!("RSA key rejected: {e}")))?;
+            Ok((Algorithm::RS256, EncodingKey::from_rsa_der(der.secret_pkcs1_der())))
+        }
+        PrivateKeyDer::Pkcs8(der) => {
+            if signature::EcdsaKeyPair::from_pkcs8(p256, der.secret_pkcs8_der()).is_ok() {
+                Ok((Algorithm::ES256, EncodingKey::from_ec_der(der.secret_pkcs8_der())))
+            } else if signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).is_ok() {
+                let key = EncodingKey::from_rsa_pem(pem)
+                    .map_err(|e| unsupported(&format!("RSA key rejected: {e}")))?;
+                Ok((Algorithm::RS256, key))
+            } else {
+                Err(unsupported("only EC P-256 and RSA (2048 bits or more) keys are supported"))
+            }
+        }
+        _ => Err(unsupported("unknown private key format")),
+    }
+}
+
+/// The libtrust key id distribution 2.8 matches `kid` against: SHA-256 of the DER
+/// SubjectPublicKeyInfo, first 30 bytes, base32 (no padding), 12 groups of 4 joined by ':'.
+pub fn libtrust_key_id(spki_der: &[u8]) -> String {
+    let hash = digest::digest(&digest::SHA256, spki_der);
+    let encoded = base32(&hash.as_ref()[..30]);
+    encoded
+        .as_bytes()
+        .chunks(4)
+        .map(|group| std::str::from_utf8(group).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// RFC 4648 base32, standard alphabet, without padding.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let mut buffer: u64 = 0;
+    let mut bits = 0;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u64::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "MY"),
+            ("fo", "MZXQ"),
+            ("foo", "MZXW6"),
+            ("foob", "MZXW6YQ"),
+            ("fooba", "MZXW6YTB"),
+            ("foobar", "MZXW6YTBOI"),
+        ] {
+            assert_eq!(base32(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn libtrust_key_ids_have_twelve_groups_of_four() {
+        // Vector: SPKI bytes "spki"; SHA-256 computed with Python's hashlib + base64.b32encode.
+        let kid = libtrust_key_id(b"spki");
+        assert_eq!(kid, "N7XM:ZDAW:YVKR:3H7L:H227:O7RN:U5Z3:62F5:T344:KKJH:Z2ZM:Q3SW");
+        assert_eq!(kid.split(':').count(), 12);
+        assert!(kid.split(':').all(|g| g.len() == 4));
+    }
+}

@@ -1,0 +1,17 @@
+//! The token service: who is asking, what they may do, and the signed token that says so.
+//!
+//! - [`scope`]: the scope grammar and repository names.
+//! - [`directory`]: users, credentials, projects, roles.
+//! - [`credentials`]: turning a Basic `Authorization` header into a [`credentials::Principal`].
+//! - [`policy`]: GitLab's rules and down-scoping (pure functions).
+//! - [`keys`]: the signing key, its certificate, key ids.
+//! - [`token`]: minting and verifying JWTs.
+//! - [`endpoint`]: `/jwt/auth`.
+
+pub mod credentials;
+pub mod directory;
+pub mod endpoint;
+pub mod keys;
+pub mod policy;
+pub mod scope;
+pub mod token;

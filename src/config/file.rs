@@ -1,0 +1,129 @@
+//! The shape of `gateway.yaml` on disk, one struct per mapping.
+//!
+//! Every struct refuses unknown keys, so a typo is an error that names the key instead of a
+//! silently ignored setting. Values stay strings here; [`super::validate`] gives them types and
+//! reports every bad one.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+fn default_listen() -> String {
+    "0.0.0.0:4567".into()
+}
+fn default_issuer() -> String {
+    "portcullis".into()
+}
+fn default_service() -> String {
+    "container_registry".into()
+}
+fn default_expiry() -> String {
+    "5m".into()
+}
+fn default_visibility() -> String {
+    "private".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub public_url: String,
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+    pub upstream: UpstreamFile,
+    pub token: TokenFile,
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
+    pub users: Vec<UserFile>,
+    #[serde(default)]
+    pub projects: Vec<ProjectFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub url: String,
+    #[serde(default)]
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub response_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_service")]
+    pub service: String,
+    #[serde(default = "default_expiry")]
+    pub expiry: String,
+    pub signing_key: String,
+    pub certificate: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    #[serde(default)]
+    pub header_read_timeout: Option<String>,
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// A tracing filter such as `info` or `portcullis=debug`; `RUST_LOG` wins when set.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    pub username: String,
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub personal_access_tokens: Vec<PersonalAccessTokenFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalAccessTokenFile {
+    pub name: String,
+    pub token_sha256: String,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    pub path: String,
+    #[serde(default = "default_visibility")]
+    pub visibility: String,
+    #[serde(default)]
+    pub members: BTreeMap<String, String>,
+}

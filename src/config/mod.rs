@@ -1,0 +1,211 @@
+//! `gateway.yaml`: its shape on disk, and the validated [`Config`] the gateway runs on.
+//!
+//! Loading is two steps. [`file`] mirrors the YAML exactly (serde, unknown keys refused with
+//! their path); [`validate`] turns it into typed values and collects every problem it finds,
+//! each naming its key, so `portcullis check` can list them all at once.
+
+mod duration;
+mod env;
+pub mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_duration;
+
+use crate::auth::directory::Directory;
+
+/// One thing wrong with the configuration, and the key where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key's path, for example `users[0].personal_access_tokens[1].token_sha256`.
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {} problem(s):\n{}", path.display(), problems.len(), list(problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// Every problem, for listing one per line.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { path, source } => vec![Problem::new(
+                "",
+                format!("cannot read {}: {source}", path.display()),
+            )],
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+        }
+    }
+}
+
+/// The public address clients use, e.g. `https://registry.example.com:4567`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// `host[:port]` exactly as written.
+    pub authority: String,
+}
+
+impl PublicUrl {
+    /// `scheme://authority`, no trailing slash.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// The token endpoint clients are sent to: `public_url + "/jwt/auth"`.
+    pub fn realm(&self) -> String {
+        format!("{}/jwt/auth", self.origin())
+    }
+}
+
+/// Where the TLS certificate chain and key live (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The registry behind the gateway.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Scheme and authority only, e.g. `http://127.0.0.1:5000`.
+    pub url: http::Uri,
+    /// Extra CA certificate(s) to trust for an `https` upstream.
+    pub ca: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// How long the registry may take to start answering once the request body is sent.
+    pub response_timeout: Duration,
+}
+
+/// How tokens are issued: the values the registry's `auth.token` must match.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub service: String,
+    pub expiry: Duration,
+    pub signing_key: PathBuf,
+    pub certificate: PathBuf,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Settings of the listener that protect it from slow or oversized clients.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// A client must send its request headers within this time (slowloris).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (relative paths were resolved against its folder).
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub public_url: PublicUrl,
+    pub tls: Option<TlsFiles>,
+    pub upstream: UpstreamSettings,
+    pub token: TokenSettings,
+    pub server: ServerSettings,
+    pub log_format: LogFormat,
+    pub log_level: Option<String>,
+    /// Users, their credentials, and projects with their members.
+    pub directory: Directory,
+}
+
+impl Config {
+    /// Read, expand and validate a `gateway.yaml`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse and validate YAML text as if it had been read from `path`.
+    pub fn from_yaml(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        };
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| invalid(vec![Problem::new("", format!("not valid YAML: {e}"))]))?;
+        if value.is_null() {
+            return Err(invalid(vec![Problem::new("", "the file is empty")]));
+        }
+        let mut problems = Vec::new();
+        env::expand_tree(&mut value, "", lookup, &mut problems);
+        let raw: file::GatewayFile = match serde_path_to_error::deserialize(value) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let key = error.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                problems.push(Problem::new(key, error.into_inner().to_string()));
+                return Err(invalid(problems));
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        match validate::validate(raw, base, path) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(invalid(problems)),
+            Err(more) => {
+                problems.extend(more);
+                Err(invalid(problems))
+            }
+        }
+    }
+}

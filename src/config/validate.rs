@@ -1,0 +1,435 @@
+//! From the file's strings to typed settings, collecting every problem with its key.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use time::{macros::format_description, Date, OffsetDateTime, PrimitiveDateTime, Time};
+
+use super::file::{GatewayFile, PersonalAccessTokenFile, ProjectFile, UserFile};
+use super::{
+    parse_duration, Config, LogFormat, Problem, PublicUrl, ServerSettings, TlsFiles,
+    TokenSettings, UpstreamSettings,
+};
+use crate::auth::directory::{
+    Directory, PasswordHash, PersonalAccessToken, Project, RegistryScopes, Role, User, Visibility,
+};
+use crate::auth::scope::RepositoryName;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Collects problems while turning values into types.
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    /// Record the error of `result` under `key`; give back the value if there was one.
+    fn check<T>(&mut self, key: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.problems.push(Problem::new(key, message));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text {
+            None => default,
+            Some(text) => self.check(key, parse_duration(text)).unwrap_or(default),
+        }
+    }
+}
+
+pub(super) fn validate(
+    raw: GatewayFile,
+    base: &Path,
+    source: &Path,
+) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    let resolve = |p: &str| base.join(p);
+
+    let listen = c.check(
+        "listen",
+        raw.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("{:?} is not an address:port ({e})", raw.listen)),
+    );
+    let public_url = c.check("public_url", parse_public_url(&raw.public_url));
+    let upstream_url = c.check("upstream.url", parse_upstream_url(&raw.upstream.url));
+    if let (Some(url), None) = (&upstream_url, &raw.upstream.ca) {
+        let _ = url; // plain http or https with the system's roots: both fine without `ca`.
+    }
+    let upstream_ca = raw.upstream.ca.as_deref().map(resolve);
+    if upstream_ca.is_some() && upstream_url.as_ref().and_then(|u| u.scheme_str()) == Some("http") {
+        c.problems.push(Problem::new(
+            "upstream.ca",
+            "a CA only applies to an https upstream, but upstream.url is http",
+        ));
+    }
+    let connect_timeout = c.duration(
+        "upstream.connect_timeout",
+        raw.upstream.connect_timeout.as_deref(),
+        DEFAULT_CONNECT_TIMEOUT,
+    );
+    let response_timeout = c.duration(
+        "upstream.response_timeout",
+        raw.upstream.response_timeout.as_deref(),
+        DEFAULT_RESPONSE_TIMEOUT,
+    );
+
+    let expiry = c.duration("token.expiry", Some(&raw.token.expiry), Duration::ZERO);
+    if raw.token.expiry.trim() != "" && expiry.is_zero() && c.problems.iter().all(|p| p.key != "token.expiry") {
+        c.problems.push(Problem::new("token.expiry", "must be longer than 0s"));
+    }
+    for (key, value) in [("token.issuer", &raw.token.issuer), ("token.service", &raw.token.service)] {
+        if value.trim().is_empty() {
+            c.problems.push(Problem::new(key, "must not be empty"));
+        }
+    }
+
+    let header_read_timeout = c.duration(
+        "server.header_read_timeout",
+        raw.server.header_read_timeout.as_deref(),
+        DEFAULT_HEADER_READ_TIMEOUT,
+    );
+    let max_header_bytes = raw.server.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+    if max_header_bytes < 8192 {
+        c.problems.push(Problem::new(
+            "server.max_header_bytes",
+            "must be at least 8192 (docker sends long Authorization headers)",
+        ));
+    }
+
+    let log_format = match raw.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            c.problems.push(Problem::new(
+                "log.format",
+                format!("unknown format {other:?}: use text or json"),
+            ));
+            LogFormat::Text
+        }
+    };
+
+    let users = validate_users(&mut c, raw.users);
+    let known: HashSet<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    let projects = validate_projects(&mut c, raw.projects, &known);
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    // Every `check` above recorded a problem when it returned None, so these are all present.
+    let (Some(listen), Some(public_url), Some(upstream_url)) = (listen, public_url, upstream_url)
+    else {
+        return Err(vec![Problem::new("", "internal: missing validated value")]);
+    };
+    Ok(Config {
+        source: source.to_owned(),
+        listen,
+        public_url,
+        tls: raw.tls.map(|t| TlsFiles {
+            cert: resolve(&t.cert),
+            key: resolve(&t.key),
+        }),
+        upstream: UpstreamSettings {
+            url: upstream_url,
+            ca: upstream_ca,
+            connect_timeout,
+            response_timeout,
+        },
+        token: TokenSettings {
+            issuer: raw.token.issuer,
+            service: raw.token.service,
+            expiry,
+            signing_key: resolve(&raw.token.signing_key),
+            certificate: resolve(&raw.token.certificate),
+        },
+        server: ServerSettings {
+            header_read_timeout,
+            max_header_bytes,
+        },
+        log_format,
+        log_level: raw.log.level,
+        directory: Directory::new(users, projects),
+    })
+}
+
+/// `http(s)://host[:port]`, nothing after it: the registry API lives at `/v2/` of the origin.
+fn parse_origin(text: &str, what: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{text:?} must start with https:// or http://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{text:?} must not have a path: the {what} serves the registry API at /v2/ of its origin"
+        ));
+    }
+    Ok(uri)
+}
+
+fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    let uri = parse_origin(text, "gateway")?;
+    Ok(PublicUrl {
+        scheme: uri.scheme_str().unwrap_or("https").to_owned(),
+        authority: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+    })
+}
+
+fn parse_upstream_url(text: &str) -> Result<http::Uri, String> {
+    parse_origin(text, "registry")
+}
+
+fn validate_users(c: &mut Checker, users: Vec<UserFile>) -> Vec<User> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(users.len());
+    let mut digests: HashMap<[u8; 32], String> = HashMap::new();
+    for (i, user) in users.into_iter().enumerate() {
+        let key = format!("users[{i}]");
+        if user.username.is_empty() || user.username.contains(':') {
+            c.problems.push(Problem::new(
+                format!("{key}.username"),
+                "must be non-empty and must not contain ':' (it is sent in Basic auth)",
+            ));
+        }
+        if !seen.insert(user.username.clone()) {
+            c.problems.push(Problem::new(
+                format!("{key}.username"),
+                format!("user {:?} is defined twice", user.username),
+            ));
+        }
+        let password_hash = user
+            .password_hash
+            .as_deref()
+            .and_then(|h| c.check(format!("{key}.password_hash"), PasswordHash::parse(h)));
+        let mut tokens = Vec::new();
+        for (j, pat) in user.personal_access_tokens.into_iter().enumerate() {
+            let pkey = format!("{key}.personal_access_tokens[{j}]");
+            if let Some(token) = validate_pat(c, &pkey, pat) {
+                if let Some(other) = digests.insert(token.digest, pkey.clone()) {
+                    c.problems.push(Problem::new(
+                        format!("{pkey}.token_sha256"),
+                        format!("the same token is already configured at {other}"),
+                    ));
+                }
+                tokens.push(token);
+            }
+        }
+        out.push(User {
+            username: user.username,
+            password_hash,
+            admin: user.admin,
+            personal_access_tokens: tokens,
+        });
+    }
+    out
+}
+
+fn validate_pat(c: &mut Checker, key: &str, pat: PersonalAccessTokenFile) -> Option<PersonalAccessToken> {
+    let digest = c.check(format!("{key}.token_sha256"), parse_sha256_hex(&pat.token_sha256));
+    let scopes = c.check(format!("{key}.scopes"), RegistryScopes::parse(&pat.scopes));
+    let expires_at = match pat.expires_at.as_deref() {
+        None => Some(None),
+        Some(text) => c.check(format!("{key}.expires_at"), parse_expiry(text)).map(Some),
+    };
+    Some(PersonalAccessToken {
+        name: pat.name,
+        digest: digest?,
+        scopes: scopes?,
+        expires_at: expires_at?,
+    })
+}
+
+fn validate_projects(c: &mut Checker, projects: Vec<ProjectFile>, users: &HashSet<&str>) -> Vec<Project> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, project) in projects.into_iter().enumerate() {
+        let key = format!("projects[{i}]");
+        let path = c.check(
+            format!("{key}.path"),
+            RepositoryName::parse(&project.path).map_err(|e| e.to_string()),
+        );
+        if !seen.insert(project.path.clone()) {
+            c.problems.push(Problem::new(
+                format!("{key}.path"),
+                format!("project {:?} is defined twice", project.path),
+            ));
+        }
+        let visibility = c.check(format!("{key}.visibility"), project.visibility.parse::<Visibility>());
+        let mut members = HashMap::new();
+        for (name, role) in project.members {
+            let mkey = format!("{key}.members.{name}");
+            if !users.contains(name.as_str()) {
+                c.problems.push(Problem::new(&mkey, format!("no user {name:?} is defined under users")));
+            }
+            if let Some(role) = c.check(mkey, role.parse::<Role>()) {
+                members.insert(name, role);
+            }
+        }
+        if let (Some(path), Some(visibility)) = (path, visibility) {
+            out.push(Project {
+                path,
+                visibility,
+                members,
+            });
+        }
+    }
+    out
+}
+
+/// A SHA-256 digest written as 64 hex digits (what `portcullis token generate` prints).
+pub fn parse_sha256_hex(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return Err(format!(
+            "expected 64 hex digits (the SHA-256 of the token), got {} characters",
+            text.len()
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
+        out[i] = u8::from_str_radix(hex, 16).map_err(|_| format!("{hex:?} is not hex"))?;
+    }
+    Ok(out)
+}
+
+/// `2027-06-30` (the token stops working at the start of that day, UTC, as in GitLab) or a
+/// full RFC 3339 time.
+fn parse_expiry(text: &str) -> Result<OffsetDateTime, String> {
+    let text = text.trim();
+    if let Ok(date) = Date::parse(text, format_description!("[year]-[month]-[day]")) {
+        return Ok(PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc());
+    }
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigError};
+
+    const MINIMAL: &str = "
+public_url: https://registry.example.com:4567
+upstream: { url: http://127.0.0.1:5000 }
+token: { signing_key: token.key, certificate: token.crt }
+";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, Path::new("/etc/portcullis/gateway.yaml"), &|name| {
+            (name == "REGISTRY_HOST").then(|| "registry.example.com".to_owned())
+        })
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        load(text).unwrap_err().problems().iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn a_minimal_file_gets_safe_defaults_and_resolved_paths() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:4567");
+        assert_eq!(config.public_url.realm(), "https://registry.example.com:4567/jwt/auth");
+        assert_eq!(config.token.issuer, "portcullis");
+        assert_eq!(config.token.service, "container_registry");
+        assert_eq!(config.token.expiry, Duration::from_secs(300));
+        assert_eq!(config.token.signing_key, Path::new("/etc/portcullis/token.key"));
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let text = format!("{MINIMAL}users:\n  - username: alice\n    passwrd: x\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("users[0].passwrd: unknown field `passwrd`"), "{found:?}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key() {
+        let text = "
+listen: nowhere
+public_url: ftp://x
+upstream: { url: http://127.0.0.1:5000/v2 }
+token: { expiry: 5 minutes, signing_key: k, certificate: c }
+users:
+  - username: alice
+    password_hash: plain
+    personal_access_tokens:
+      - { name: t, token_sha256: abc, scopes: [read_regsitry], expires_at: someday }
+projects:
+  - path: Group/App
+    visibility: secret
+    members: { bob: boss }
+";
+        let found = problems(text);
+        for key in [
+            "listen:",
+            "public_url:",
+            "upstream.url:",
+            "token.expiry:",
+            "users[0].password_hash:",
+            "users[0].personal_access_tokens[0].token_sha256:",
+            "users[0].personal_access_tokens[0].scopes:",
+            "users[0].personal_access_tokens[0].expires_at:",
+            "projects[0].path:",
+            "projects[0].visibility:",
+            "projects[0].members.bob: no user",
+            "projects[0].members.bob: unknown role",
+        ] {
+            assert!(found.iter().any(|p| p.starts_with(key)), "no problem for {key} in {found:#?}");
+        }
+    }
+
+    #[test]
+    fn environment_variables_are_expanded_and_missing_ones_named() {
+        let text = MINIMAL.replace("registry.example.com", "${REGISTRY_HOST}");
+        assert_eq!(load(&text).unwrap().public_url.authority, "registry.example.com:4567");
+        let text = MINIMAL.replace("token.key", "\"${KEY_FILE}\"");
+        assert_eq!(problems(&text), vec!["token.signing_key: environment variable KEY_FILE is not set"]);
+    }
+
+    #[test]
+    fn expiry_dates_mean_the_start_of_the_day_utc() {
+        let at = parse_expiry("2027-06-30").unwrap();
+        assert_eq!(at.unix_timestamp(), 1_814_313_600);
+        assert!(parse_expiry("2027-06-30T12:00:00Z").is_ok());
+        assert!(parse_expiry("30/06/2027").is_err());
+    }
+
+    #[test]
+    fn sha256_digests_must_be_64_hex_digits() {
+        assert!(parse_sha256_hex(&"ab".repeat(32)).is_ok());
+        assert!(parse_sha256_hex(&"zz".repeat(32)).is_err());
+        assert!(parse_sha256_hex("abc").is_err());
+    }
+
+    #[test]
+    fn duplicated_tokens_and_users_are_problems() {
+        let digest = "ab".repeat(32);
+        let text = format!(
+            "{MINIMAL}users:\n  - username: a\n    personal_access_tokens: [{{name: x, token_sha256: {digest}, scopes: [read_registry]}}]\n  - username: a\n    personal_access_tokens: [{{name: y, token_sha256: {digest}, scopes: [read_registry]}}]\n"
+        );
+        let found = problems(&text);
+        assert!(found.iter().any(|p| p.contains("defined twice")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("already configured at users[0]")), "{found:?}");
+    }
+}

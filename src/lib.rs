@@ -1,0 +1,29 @@
+//! portcullis: an authenticating gateway in front of an unmodified container registry.
+//!
+//! Clients see one address. Behind it runs a registry that speaks the docker token protocol
+//! (or no auth at all). The gateway answers `/jwt/auth` itself with GitLab's credential
+//! semantics, checks every `/v2/` request's Bearer token when its headers arrive, and streams
+//! bodies to and from the registry without buffering them.
+//!
+//! The modules follow the path of a request:
+//!
+//! - [`config`]: `gateway.yaml`: types, `${VAR}` expansion, validation that names the key.
+//! - [`server`]: listening, TLS (rustls, ALPN h2/http1.1), HTTP/1.1 + HTTP/2 per connection.
+//! - [`router`]: which requests go where: `/jwt/auth` to [`auth`], `/v2/` to [`proxy`].
+//! - [`auth`]: credentials, scopes, GitLab's policy, JWT signing and verification, the endpoint.
+//! - [`proxy`]: what a `/v2/` request needs, streaming forwarding, header rewriting.
+//! - [`telemetry`]: logging set-up and the one-line-per-request access log layer.
+//! - [`error`]: the one place that renders errors in the registry's JSON shape.
+//! - [`commands`]: the CLI sub-commands (`init`, `check`, `token generate`, `hash-password`).
+
+pub mod auth;
+pub mod body;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod telemetry;
+
+pub use router::Gateway;

@@ -1,0 +1,120 @@
+//! The `portcullis` command line: parse arguments, call into the library, choose the exit code.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis::commands::{self, init::KeyType, secrets::HashAlgorithm};
+use portcullis::config::LogFormat;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "An authenticating gateway in front of a container registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway.
+    Serve {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Log as JSON lines (overrides log.format).
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Validate a configuration and print every problem (exit 1 if there is any).
+    Check {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Create a signing key, its certificate and a starter gateway.yaml.
+    Init {
+        /// The registry behind the gateway, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        upstream: String,
+        /// The address clients use, e.g. https://registry.example.com:4567.
+        #[arg(long)]
+        public_url: String,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "ec")]
+        key_type: KeyType,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Hash a password read from standard input, for `password_hash`.
+    HashPassword {
+        #[arg(long, value_enum, default_value = "argon2id")]
+        algorithm: HashAlgorithm,
+        /// bcrypt cost (4-31).
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random access token and the SHA-256 to store in gateway.yaml.
+    Generate {
+        #[arg(long, default_value = "pat-")]
+        prefix: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { config, json_logs } => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+            runtime
+                .block_on(commands::serve::serve(&config, json_logs.then_some(LogFormat::Json)))
+                .map_err(|e| format!("portcullis: {e}"))
+        }
+        Command::Check { config } => match commands::check::check(&config) {
+            Ok(report) => {
+                print!("{}", report.summary);
+                Ok(())
+            }
+            Err(problems) => {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+                Err(format!("{}: {} problem(s):\n{}", config.display(), problems.len(), lines.join("\n")))
+            }
+        },
+        Command::Init { upstream, public_url, dir, key_type, force } => {
+            let options = commands::init::InitOptions { dir, upstream, public_url, key_type, force };
+            commands::init::init(&options).map(|text| print!("{text}"))
+        }
+        Command::Token { command: TokenCommand::Generate { prefix } } => {
+            let new = commands::secrets::generate_token(&prefix)?;
+            println!("token:        {}", new.token);
+            println!("token_sha256: {}", new.sha256_hex);
+            Ok(())
+        }
+        Command::HashPassword { algorithm, cost } => {
+            let mut input = String::new();
+            std::io::stdin().read_to_string(&mut input).map_err(|e| format!("cannot read standard input: {e}"))?;
+            let hash = commands::secrets::hash_password(&input, algorithm, cost)?;
+            println!("{hash}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Streaming requests to the registry and answers back, never holding a body whole.
+//!
+//! One pooled hyper client (HTTP/1.1, or HTTP/2 when an https registry offers it) is shared by
+//! every request. Bodies are handed on frame by frame in both directions, so a 10 GiB layer
+//! costs the same memory as a 1 KiB manifest.
+//!
+//! Timeouts: connecting is bounded by `upstream.connect_timeout`. The wait for the registry's
+//! answer is bounded by `upstream.response_timeout`, counted from the moment the request body
+//! has been sent completely: an upload may stream for an hour, but once it is sent, a
+//! registry that does not answer is a failure to report, not a reason to hang.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::oneshot;
+
+use crate::body::{Body, BoxError};
+use crate::config::UpstreamSettings;
+
+/// Why the registry could not be asked or did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?} after the request was sent")]
+    Timeout(Duration),
+    #[error("the connection failed: {0}")]
+    Failed(String),
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    #[error("cannot read upstream.ca {path}: {message}")]
+    Ca { path: String, message: String },
+}
+
+/// The registry behind the gateway.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    origin: Arc<str>,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamSetupError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &settings.ca {
+            let error = |message: String| UpstreamSetupError::Ca {
+                path: path.display().to_string(),
+                message,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| error(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(error("no PEM certificate in the file".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| error(e.to_string()))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(Upstream {
+            client,
+            origin: settings.url.to_string().trim_end_matches('/').into(),
+            response_timeout: settings.response_timeout,
+        })
+    }
+
+    /// `scheme://authority` of the registry.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Send a request whose URI is already absolute; the body streams as it arrives.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let (sent, body_sent) = oneshot::channel();
+        let already_sent = http_body::Body::is_end_stream(&body);
+        let body = Body::new(EndSignal {
+            inner: body,
+            sent: Some(sent),
+        });
+        let response = self.client.request(Request::from_parts(parts, body));
+        let deadline = async {
+            if !already_sent {
+                // Resolves when the body ended, or was dropped (the request is over either way).
+                let _ = body_sent.await;
+            }
+            tokio::time::sleep(self.response_timeout).await;
+        };
+        tokio::select! {
+            result = response => result.map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Connect(error_chain(&e))
+                } else {
+                    UpstreamError::Failed(error_chain(&e))
+                }
+            }),
+            () = deadline => Err(UpstreamError::Timeout(self.response_timeout)),
+        }
+    }
+}
+
+/// The error and its sources on one line ("connection refused" lives in a source).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A body that says when it has been read to the end.
+struct EndSignal {
+    inner: Body,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+impl http_body::Body for EndSignal {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(sent) = self.sent.take() {
+                let _ = sent.send(());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus any
+/// the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["authorization", "content-length"]);
+    }
+}

@@ -1,0 +1,204 @@
+//! The `/v2/` path: check the client's token when the headers arrive, then stream the request
+//! to the registry and the answer back.
+//!
+//! The proxy never reads a credential store: it trusts only tokens the gateway signed. The
+//! client's `Authorization` header reaches the registry byte for byte, so a registry with
+//! token auth of its own verifies the same token again; a registry with no auth at all is
+//! protected by the check here.
+//!
+//! - [`access`]: what a request needs (method + path -> scopes).
+//! - [`forward`]: the pooled, streaming client and hop-by-hop headers.
+//! - [`rewrite`]: challenge realms and upload `Location`s.
+
+pub mod access;
+pub mod forward;
+pub mod rewrite;
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use self::access::Need;
+use self::forward::{strip_hop_by_hop, Upstream, UpstreamError};
+use crate::auth::scope::Resource;
+use crate::auth::token::{Claims, Tokens};
+use crate::body::{self, Body};
+use crate::config::PublicUrl;
+use crate::error::{ApiError, ErrorCode};
+use crate::server::ClientAddr;
+use crate::telemetry::RequestUser;
+
+/// The `/v2/` handler.
+pub struct Proxy {
+    tokens: Arc<Tokens>,
+    upstream: Upstream,
+    realm: String,
+    public_origin: String,
+    forwarded_proto: HeaderValue,
+    forwarded_host: HeaderValue,
+    /// Origins under which the registry may name itself in `Location`s.
+    internal_origins: Vec<String>,
+}
+
+impl Proxy {
+    pub fn new(tokens: Arc<Tokens>, upstream: Upstream, public_url: &PublicUrl) -> Result<Proxy, http::header::InvalidHeaderValue> {
+        let internal_origins = vec![upstream.origin().to_owned()];
+        Ok(Proxy {
+            tokens,
+            upstream,
+            realm: public_url.realm(),
+            public_origin: public_url.origin(),
+            forwarded_proto: HeaderValue::from_str(&public_url.scheme)?,
+            forwarded_host: HeaderValue::from_str(&public_url.authority)?,
+            internal_origins,
+        })
+    }
+
+    /// Answer one `/v2/` request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let need = match access::classify(request.method(), request.uri().path(), request.uri().query()) {
+            Ok(need) => need,
+            Err(error) => return error.into_response(),
+        };
+        let claims = match self.authorize(request.headers(), &need) {
+            Ok(claims) => claims,
+            Err(error) => return error.into_response(),
+        };
+        let user = RequestUser(claims.sub);
+        let mut response = match self.upstream.send(self.upstream_request(request)).await {
+            Ok(response) => self.downstream_response(response),
+            Err(error) => self.upstream_failure(error),
+        };
+        response.extensions_mut().insert(user);
+        response
+    }
+
+    /// Verify the Bearer token and that its `access` covers what the request needs.
+    fn authorize(&self, headers: &http::HeaderMap, need: &Need) -> Result<Claims, ApiError> {
+        let refuse = |error: Option<&str>| {
+            let mut challenge = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm, self.tokens.service());
+            if let Some(scope) = need.scope_param() {
+                challenge.push_str(&format!(",scope=\"{scope}\""));
+            }
+            if let Some(error) = error {
+                challenge.push_str(&format!(",error=\"{error}\""));
+            }
+            let detail: Vec<_> = need
+                .scopes
+                .iter()
+                .flat_map(|scope| {
+                    scope.actions.iter().map(move |action| {
+                        json!({
+                            "Type": scope.resource.kind(),
+                            "Class": "",
+                            "Name": scope.resource.name(),
+                            "Action": action.as_str(),
+                        })
+                    })
+                })
+                .collect();
+            let mut error = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "authentication required");
+            if !detail.is_empty() {
+                error = error.with_detail(json!(detail));
+            }
+            match HeaderValue::from_str(&challenge) {
+                Ok(value) => error.with_challenge(value),
+                Err(_) => error,
+            }
+        };
+
+        let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| bearer_token(v.as_bytes())) else {
+            return Err(refuse(None));
+        };
+        let claims = self.tokens.verify(token).map_err(|e| {
+            tracing::debug!(reason = e.reason(), "token refused: {e}");
+            refuse(Some("invalid_token"))
+        })?;
+        let covered = need
+            .scopes
+            .iter()
+            .all(|scope| claims.actions_on(&scope.resource).covers(scope.actions));
+        if !covered {
+            tracing::debug!(user = %claims.sub, needed = ?need.scope_param(), "token lacks the scope the request needs");
+            return Err(refuse(Some("insufficient_scope")));
+        }
+        // Catalog needs the registry resource; make sure an odd `Other` resource never passes.
+        debug_assert!(need.scopes.iter().all(|s| !matches!(s.resource, Resource::Other { .. })));
+        Ok(claims)
+    }
+
+    /// The request as the registry gets it: same method, path, query, Authorization and
+    /// body; hop-by-hop headers dropped; forwarded headers naming the public URL.
+    fn upstream_request(&self, request: Request<Incoming>) -> Request<Body> {
+        let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let (mut parts, incoming) = request.into_parts();
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        parts.uri = format!("{}{}", self.upstream.origin(), path_and_query)
+            .parse()
+            .unwrap_or(parts.uri);
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        headers.remove(header::HOST);
+        // The registry prefers `Forwarded` over X-Forwarded-*: never let a client's copy
+        // decide which host the registry names in its Locations.
+        headers.remove(header::FORWARDED);
+        if let Some(ip) = client {
+            let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(earlier) => format!("{earlier}, {ip}"),
+                None => ip.to_string(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&chain) {
+                headers.insert("x-forwarded-for", value);
+            }
+        }
+        headers.insert("x-forwarded-proto", self.forwarded_proto.clone());
+        headers.insert("x-forwarded-host", self.forwarded_host.clone());
+        Request::from_parts(parts, body::stream(incoming))
+    }
+
+    /// The registry's answer as the client gets it: realm and internal Locations rewritten.
+    fn downstream_response(&self, response: Response<Incoming>) -> Response<Body> {
+        let (mut parts, incoming) = response.into_parts();
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        if headers.contains_key(header::WWW_AUTHENTICATE) {
+            let challenges: Vec<HeaderValue> = headers
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .map(|v| rewrite::rewrite_challenge(v, &self.realm).unwrap_or_else(|| v.clone()))
+                .collect();
+            headers.remove(header::WWW_AUTHENTICATE);
+            for challenge in challenges {
+                headers.append(header::WWW_AUTHENTICATE, challenge);
+            }
+        }
+        if let Some(location) = headers.get(header::LOCATION) {
+            if let Some(public) = rewrite::rewrite_location(location, &self.internal_origins, &self.public_origin) {
+                headers.insert(header::LOCATION, public);
+            }
+        }
+        Response::from_parts(parts, body::stream(incoming))
+    }
+
+    fn upstream_failure(&self, error: UpstreamError) -> Response<Body> {
+        let origin = self.upstream.origin();
+        tracing::warn!(upstream = origin, "registry request failed: {error}");
+        let (status, message) = match &error {
+            UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, format!("the registry at {origin} did not answer in time: {error}")),
+            _ => (StatusCode::BAD_GATEWAY, format!("the registry at {origin} could not be reached: {error}")),
+        };
+        ApiError::new(status, ErrorCode::Unavailable, message).into_response()
+    }
+}
+
+/// The token of `Bearer <token>`, if that is what the header holds.
+fn bearer_token(value: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = text.trim().split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}

@@ -1,0 +1,112 @@
+//! Which requests go where: `/jwt/auth` to the token service, `/v2/` to the proxy, anything
+//! else gets a registry-style 404. [`Gateway`] is the whole gateway as one tower service, built
+//! once from a validated [`Config`] and cheap to clone.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::auth::endpoint::TokenEndpoint;
+use crate::auth::keys::{KeyError, SigningKey};
+use crate::auth::token::Tokens;
+use crate::body::Body;
+use crate::config::{Config, Problem};
+use crate::error::ApiError;
+use crate::proxy::forward::{Upstream, UpstreamSetupError};
+use crate::proxy::Proxy;
+use crate::server::ClientAddr;
+
+/// The path of the token endpoint (the realm is `public_url` + this).
+pub const TOKEN_PATH: &str = "/jwt/auth";
+
+/// Why a gateway could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
+    #[error("public_url does not fit in an HTTP header")]
+    PublicUrl,
+}
+
+impl BuildError {
+    /// The config key to blame, for `portcullis check`.
+    pub fn to_problem(&self) -> Problem {
+        let key = match self {
+            BuildError::Key(KeyError::Read { .. } | KeyError::NoKey { .. } | KeyError::UnsupportedKey { .. }) => "token.signing_key",
+            BuildError::Key(KeyError::Mismatch { .. }) => "token",
+            BuildError::Key(_) => "token.certificate",
+            BuildError::Upstream(_) => "upstream.ca",
+            BuildError::PublicUrl => "public_url",
+        };
+        Problem::new(key, self.to_string())
+    }
+}
+
+struct Inner {
+    token_endpoint: TokenEndpoint,
+    proxy: Proxy,
+}
+
+/// The gateway as a tower service over hyper requests.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    /// Load the signing key, build the upstream client, and wire the routes.
+    pub fn new(config: &Config) -> Result<Gateway, BuildError> {
+        let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)?;
+        let tokens = Arc::new(Tokens::new(&config.token, key));
+        let upstream = Upstream::new(&config.upstream)?;
+        let proxy = Proxy::new(tokens.clone(), upstream, &config.public_url).map_err(|_| BuildError::PublicUrl)?;
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                token_endpoint: TokenEndpoint {
+                    directory: Arc::new(config.directory.clone()),
+                    tokens,
+                },
+                proxy,
+            }),
+        })
+    }
+
+    /// Route and answer one request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path();
+        if path == TOKEN_PATH {
+            let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+            self.inner
+                .token_endpoint
+                .handle(request.method(), request.uri().query(), request.headers(), client)
+                .await
+        } else if path == "/v2" || path.starts_with("/v2/") {
+            self.inner.proxy.handle(request).await
+        } else {
+            ApiError::not_found(format!("no such endpoint {path:?}: the registry API is under /v2/, tokens under {TOKEN_PATH}"))
+                .into_response()
+        }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Gateway {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let gateway = self.clone();
+        Box::pin(async move { Ok(gateway.handle(request).await) })
+    }
+}

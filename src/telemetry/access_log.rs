@@ -1,0 +1,72 @@
+//! A tower layer that logs one line per request when its response head is ready:
+//! client, method, path (never the query), status, duration, user.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::RequestUser;
+use crate::server::ClientAddr;
+
+/// Adds [`AccessLog`] around a service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog { inner }
+    }
+}
+
+/// The access-log service.
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for AccessLog<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let client: Option<SocketAddr> = request.extensions().get::<ClientAddr>().map(|c| c.0);
+        let version = request.version();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            if let Ok(response) = &result {
+                let user = response.extensions().get::<RequestUser>().map(|u| u.0.as_str()).unwrap_or("");
+                tracing::info!(
+                    target: "portcullis::access",
+                    client = %client.map(|c| c.to_string()).unwrap_or_default(),
+                    method = %method,
+                    path = %path,
+                    version = ?version,
+                    status = response.status().as_u16(),
+                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    user,
+                    "request"
+                );
+            }
+            result
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! Logging: tracing set-up and the one-line-per-request access log.
+//!
+//! No secret ever reaches a log line: handlers record the user name (never a credential) in
+//! the response's extensions as [`RequestUser`], and the access log prints the path without
+//! its query string.
+
+mod access_log;
+
+pub use access_log::{AccessLog, AccessLogLayer};
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// The authenticated user of a request, attached to the response for the access log.
+#[derive(Debug, Clone)]
+pub struct RequestUser(pub String);
+
+/// Install the global subscriber: human-readable or JSON lines on stderr. `RUST_LOG` wins over
+/// the configured level.
+pub fn init(format: LogFormat, level: Option<&str>) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
