@@ -9,7 +9,11 @@ use portcullis::commands::{self, init::KeyType, secrets::HashAlgorithm};
 use portcullis::config::LogFormat;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "An authenticating gateway in front of a container registry")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An authenticating gateway in front of a container registry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,9 +88,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve { config, json_logs } => {
-            let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
             runtime
-                .block_on(commands::serve::serve(&config, json_logs.then_some(LogFormat::Json)))
+                .block_on(commands::serve::serve(
+                    &config,
+                    json_logs.then_some(LogFormat::Json),
+                ))
                 .map_err(|e| format!("portcullis: {e}"))
         }
         Command::Check { config } => match commands::check::check(&config) {
@@ -96,14 +104,33 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Err(problems) => {
                 let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-                Err(format!("{}: {} problem(s):\n{}", config.display(), problems.len(), lines.join("\n")))
+                Err(format!(
+                    "{}: {} problem(s):\n{}",
+                    config.display(),
+                    problems.len(),
+                    lines.join("\n")
+                ))
             }
         },
-        Command::Init { upstream, public_url, dir, key_type, force } => {
-            let options = commands::init::InitOptions { dir, upstream, public_url, key_type, force };
+        Command::Init {
+            upstream,
+            public_url,
+            dir,
+            key_type,
+            force,
+        } => {
+            let options = commands::init::InitOptions {
+                dir,
+                upstream,
+                public_url,
+                key_type,
+                force,
+            };
             commands::init::init(&options).map(|text| print!("{text}"))
         }
-        Command::Token { command: TokenCommand::Generate { prefix } } => {
+        Command::Token {
+            command: TokenCommand::Generate { prefix },
+        } => {
             let new = commands::secrets::generate_token(&prefix)?;
             println!("token:        {}", new.token);
             println!("token_sha256: {}", new.sha256_hex);
@@ -111,7 +138,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::HashPassword { algorithm, cost } => {
             let mut input = String::new();
-            std::io::stdin().read_to_string(&mut input).map_err(|e| format!("cannot read standard input: {e}"))?;
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
             let hash = commands::secrets::hash_password(&input, algorithm, cost)?;
             println!("{hash}");
             Ok(())

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::endpoint::TokenEndpoint;
@@ -16,7 +16,7 @@ use crate::auth::keys::{KeyError, SigningKey};
 use crate::auth::token::Tokens;
 use crate::body::Body;
 use crate::config::{Config, Problem};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
 use crate::proxy::Proxy;
 use crate::server::ClientAddr;
@@ -39,7 +39,9 @@ impl BuildError {
     /// The config key to blame, for `portcullis check`.
     pub fn to_problem(&self) -> Problem {
         let key = match self {
-            BuildError::Key(KeyError::Read { .. } | KeyError::NoKey { .. } | KeyError::UnsupportedKey { .. }) => "token.signing_key",
+            BuildError::Key(
+                KeyError::Read { .. } | KeyError::NoKey { .. } | KeyError::UnsupportedKey { .. },
+            ) => "token.signing_key",
             BuildError::Key(KeyError::Mismatch { .. }) => "token",
             BuildError::Key(_) => "token.certificate",
             BuildError::Upstream(_) => "upstream.ca",
@@ -52,6 +54,7 @@ impl BuildError {
 struct Inner {
     token_endpoint: TokenEndpoint,
     proxy: Proxy,
+    max_header_bytes: usize,
 }
 
 /// The gateway as a tower service over hyper requests.
@@ -66,7 +69,8 @@ impl Gateway {
         let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)?;
         let tokens = Arc::new(Tokens::new(&config.token, key));
         let upstream = Upstream::new(&config.upstream)?;
-        let proxy = Proxy::new(tokens.clone(), upstream, &config.public_url).map_err(|_| BuildError::PublicUrl)?;
+        let proxy = Proxy::new(tokens.clone(), upstream, &config.public_url)
+            .map_err(|_| BuildError::PublicUrl)?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 token_endpoint: TokenEndpoint {
@@ -74,18 +78,36 @@ impl Gateway {
                     tokens,
                 },
                 proxy,
+                max_header_bytes: config.server.max_header_bytes,
             }),
         })
     }
 
     /// Route and answer one request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let head_size = head_size(&request);
+        if head_size > self.inner.max_header_bytes {
+            return ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ErrorCode::TooManyRequests,
+                format!(
+                    "the request head is {head_size} bytes; this gateway accepts at most {} (server.max_header_bytes)",
+                    self.inner.max_header_bytes
+                ),
+            )
+            .into_response();
+        }
         let path = request.uri().path();
         if path == TOKEN_PATH {
             let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
             self.inner
                 .token_endpoint
-                .handle(request.method(), request.uri().query(), request.headers(), client)
+                .handle(
+                    request.method(),
+                    request.uri().query(),
+                    request.headers(),
+                    client,
+                )
                 .await
         } else if path == "/v2" || path.starts_with("/v2/") {
             self.inner.proxy.handle(request).await
@@ -94,6 +116,14 @@ impl Gateway {
                 .into_response()
         }
     }
+}
+
+/// The size of a request head as it was on the wire (near enough for HTTP/2 too).
+fn head_size<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    request.headers().iter().fold(line, |size, (name, value)| {
+        size + name.as_str().len() + value.len() + 4
+    })
 }
 
 impl tower::Service<Request<Incoming>> for Gateway {

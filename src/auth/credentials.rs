@@ -204,7 +204,10 @@ mod tests {
     use super::*;
 
     fn basic(text: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(text))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(text)
+        )
     }
 
     #[test]
@@ -217,9 +220,22 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_told_apart_from_other_schemes() {
-        assert_eq!(BasicCredentials::parse(b"Bearer abc").unwrap_err(), HeaderError::NotBasic);
-        for bad in [&b"Basic"[..], b"Basic !!!", b"Basic YWxpY2U=", b"Basic OnNlY3JldA==", b"\xff\xfe"] {
-            assert_eq!(BasicCredentials::parse(bad).unwrap_err(), HeaderError::Malformed, "{bad:?}");
+        assert_eq!(
+            BasicCredentials::parse(b"Bearer abc").unwrap_err(),
+            HeaderError::NotBasic
+        );
+        for bad in [
+            &b"Basic"[..],
+            b"Basic !!!",
+            b"Basic YWxpY2U=",
+            b"Basic OnNlY3JldA==",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(
+                BasicCredentials::parse(bad).unwrap_err(),
+                HeaderError::Malformed,
+                "{bad:?}"
+            );
         }
     }
 
@@ -231,7 +247,13 @@ mod tests {
 
     #[test]
     fn token_digests_are_sha256() {
-        let hex: String = token_digest("abc").iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let hex: String = token_digest("abc")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -122,7 +122,10 @@ impl PasswordHash {
                 return Err("not a valid argon2 PHC string: it has no salt or no hash".into());
             }
             Ok(PasswordHash::Argon2(text.to_owned()))
-        } else if ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| text.starts_with(p)) {
+        } else if ["$2a$", "$2b$", "$2y$", "$2x$"]
+            .iter()
+            .any(|p| text.starts_with(p))
+        {
             if text.len() != 60 {
                 return Err("not a valid bcrypt hash (expected 60 characters)".into());
             }
@@ -243,7 +246,10 @@ mod tests {
     #[test]
     fn the_longest_project_path_owns_a_repository() {
         let dir = Directory::new(vec![], vec![project("group"), project("group/app")]);
-        let owner = |name| dir.project_for(&RepositoryName::parse(name).unwrap()).map(|p| p.path.as_str().to_owned());
+        let owner = |name| {
+            dir.project_for(&RepositoryName::parse(name).unwrap())
+                .map(|p| p.path.as_str().to_owned())
+        };
         assert_eq!(owner("group/app/sub").as_deref(), Some("group/app"));
         assert_eq!(owner("group/application").as_deref(), Some("group"));
         assert_eq!(owner("other/app"), None);
@@ -260,7 +266,9 @@ mod tests {
     fn scope_names_are_checked() {
         let scopes = RegistryScopes::parse(&["read_registry".into()]).unwrap();
         assert!(scopes.read_registry && !scopes.write_registry);
-        assert!(RegistryScopes::parse(&["read_regsitry".into()]).unwrap_err().contains("read_regsitry"));
+        assert!(RegistryScopes::parse(&["read_regsitry".into()])
+            .unwrap_err()
+            .contains("read_regsitry"));
     }
 
     #[test]

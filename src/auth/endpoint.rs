@@ -65,7 +65,9 @@ impl TokenEndpoint {
                 "the token endpoint answers GET",
             )
             .into_response();
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
             return response;
         }
         match self.issue(query, headers, client).await {
@@ -147,10 +149,15 @@ impl TokenEndpoint {
         });
         let mut response = Response::new(full(body.to_string()));
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Principal::User { username, .. } = &principal {
-            response.extensions_mut().insert(RequestUser(username.clone()));
+            response
+                .extensions_mut()
+                .insert(RequestUser(username.clone()));
         }
         Ok(response)
     }
@@ -165,7 +172,7 @@ impl TokenEndpoint {
                 .with_challenge(HeaderValue::from_static(BASIC_REALM))
         };
         let credentials = BasicCredentials::parse(value.as_bytes()).map_err(|e| {
-            tracing::info!(client = ?client, reason = "malformed_authorization", "login refused: {e}");
+            tracing::info!(client = %client.map(|c| c.to_string()).unwrap_or_default(), reason = "malformed_authorization", "login refused: {e}");
             match e {
                 HeaderError::NotBasic => unauthorized(
                     "HTTP Basic: Access denied. The token endpoint takes Basic credentials (username and password or access token).",
@@ -179,7 +186,7 @@ impl TokenEndpoint {
             .await
             .map_err(|failure: AuthFailure| {
                 tracing::info!(
-                    client = ?client,
+                    client = %client.map(|c| c.to_string()).unwrap_or_default(),
                     user = %credentials.username,
                     reason = failure.reason(),
                     "login refused: {failure}"

@@ -19,7 +19,10 @@ use time::OffsetDateTime;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} holds no PEM certificate", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{} is not a valid X.509 certificate: {message}", path.display())]
@@ -29,7 +32,10 @@ pub enum KeyError {
     #[error("{} is not a usable signing key: {message}", path.display())]
     UnsupportedKey { path: PathBuf, message: String },
     #[error("the certificate {} expired at {not_after}: registries refuse tokens it vouches for; make a new one with `portcullis init`", path.display())]
-    Expired { path: PathBuf, not_after: OffsetDateTime },
+    Expired {
+        path: PathBuf,
+        not_after: OffsetDateTime,
+    },
     #[error("the signing key {} does not match the certificate {}: the registry would refuse every token", key.display(), cert.display())]
     Mismatch { key: PathBuf, cert: PathBuf },
 }
@@ -132,14 +138,21 @@ impl SigningKey {
     /// Sign a probe and verify it with the certificate's public key.
     fn signs_for_its_certificate(&self) -> bool {
         let header = jsonwebtoken::Header::new(self.algorithm);
-        let Ok(probe) = jsonwebtoken::encode(&header, &serde_json::json!({"probe": true}), &self.encoding) else {
+        let Ok(probe) =
+            jsonwebtoken::encode(&header, &serde_json::json!({"probe": true}), &self.encoding)
+        else {
             return false;
         };
         let Some((message, signature)) = probe.rsplit_once('.') else {
             return false;
         };
-        jsonwebtoken::crypto::verify(signature, message.as_bytes(), &self.decoding, self.algorithm)
-            .unwrap_or(false)
+        jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            &self.decoding,
+            self.algorithm,
+        )
+        .unwrap_or(false)
     }
 }
 
@@ -156,7 +169,12 @@ impl Certificate {
     fn parse(der: &CertificateDer<'_>) -> Result<Certificate, String> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
         let spki = cert.tbs_certificate.subject_pki.raw.to_vec();
-        let public_key = cert.tbs_certificate.subject_pki.subject_public_key.data.to_vec();
+        let public_key = cert
+            .tbs_certificate
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec();
         let not_after = cert.validity().not_after.to_datetime();
         Ok(Certificate {
             spki,
@@ -189,17 +207,25 @@ fn encoding_key(pem: &[u8], path: &Path) -> Result<(Algorithm, EncodingKey), Key
         PrivateKeyDer::Pkcs1(der) => {
             signature::RsaKeyPair::from_der(der.secret_pkcs1_der())
                 .map_err(|e| unsupported(&format!("RSA key rejected: {e}")))?;
-            Ok((Algorithm::RS256, EncodingKey::from_rsa_der(der.secret_pkcs1_der())))
+            Ok((
+                Algorithm::RS256,
+                EncodingKey::from_rsa_der(der.secret_pkcs1_der()),
+            ))
         }
         PrivateKeyDer::Pkcs8(der) => {
             if signature::EcdsaKeyPair::from_pkcs8(p256, der.secret_pkcs8_der()).is_ok() {
-                Ok((Algorithm::ES256, EncodingKey::from_ec_der(der.secret_pkcs8_der())))
+                Ok((
+                    Algorithm::ES256,
+                    EncodingKey::from_ec_der(der.secret_pkcs8_der()),
+                ))
             } else if signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).is_ok() {
                 let key = EncodingKey::from_rsa_pem(pem)
                     .map_err(|e| unsupported(&format!("RSA key rejected: {e}")))?;
                 Ok((Algorithm::RS256, key))
             } else {
-                Err(unsupported("only EC P-256 and RSA (2048 bits or more) keys are supported"))
+                Err(unsupported(
+                    "only EC P-256 and RSA (2048 bits or more) keys are supported",
+                ))
             }
         }
         _ => Err(unsupported("unknown private key format")),
@@ -262,7 +288,10 @@ mod tests {
     fn libtrust_key_ids_have_twelve_groups_of_four() {
         // Vector: SPKI bytes "spki"; SHA-256 computed with Python's hashlib + base64.b32encode.
         let kid = libtrust_key_id(b"spki");
-        assert_eq!(kid, "N7XM:ZDAW:YVKR:3H7L:H227:O7RN:U5Z3:62F5:T344:KKJH:Z2ZM:Q3SW");
+        assert_eq!(
+            kid,
+            "N7XM:ZDAW:YVKR:3H7L:H227:O7RN:U5Z3:62F5:T344:KKJH:Z2ZM:Q3SW"
+        );
         assert_eq!(kid.split(':').count(), 12);
         assert!(kid.split(':').all(|g| g.len() == 4));
     }

@@ -6,7 +6,7 @@
 //! - [`policy`]: GitLab's rules and down-scoping (pure functions).
 //! - [`keys`]: the signing key, its certificate, key ids.
 //! - [`token`]: minting and verifying JWTs.
-//! - [`endpoint`]: `/jwt/auth`.
+//! - [`endpoint`]: the `/jwt/auth` endpoint.
 
 pub mod credentials;
 pub mod directory;

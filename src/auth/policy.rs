@@ -19,7 +19,11 @@ use super::directory::{Directory, RegistryScopes, Role, Visibility};
 use super::scope::{Action, Actions, Resource, ResourceAccess, Scope};
 
 /// The actions `principal` may perform on `resource`.
-pub fn allowed_actions(principal: &Principal, resource: &Resource, directory: &Directory) -> Actions {
+pub fn allowed_actions(
+    principal: &Principal,
+    resource: &Resource,
+    directory: &Directory,
+) -> Actions {
     let (admin, scopes, username) = match principal {
         Principal::Anonymous => (
             false,
@@ -83,7 +87,11 @@ pub fn allowed_actions(principal: &Principal, resource: &Resource, directory: &D
 
 /// Down-scope every requested scope to what is allowed; resources with nothing left are
 /// dropped from the token.
-pub fn grant(principal: &Principal, requested: &[Scope], directory: &Directory) -> Vec<ResourceAccess> {
+pub fn grant(
+    principal: &Principal,
+    requested: &[Scope],
+    directory: &Directory,
+) -> Vec<ResourceAccess> {
     requested
         .iter()
         .filter_map(|scope| {
@@ -117,7 +125,10 @@ mod tests {
         let project = |path: &str, visibility, members: &[(&str, Role)]| Project {
             path: RepositoryName::parse(path).unwrap(),
             visibility,
-            members: members.iter().map(|(u, r)| (u.to_string(), *r)).collect::<HashMap<_, _>>(),
+            members: members
+                .iter()
+                .map(|(u, r)| (u.to_string(), *r))
+                .collect::<HashMap<_, _>>(),
         };
         let roles = [
             ("guest", Role::Guest),
@@ -150,7 +161,9 @@ mod tests {
 
     /// The actions granted when `principal` asks for everything on `repository`.
     fn granted(principal: &Principal, repository: &str) -> String {
-        let scopes = Scope::parse_all([format!("repository:{repository}:pull,push,delete").as_str()]).unwrap();
+        let scopes =
+            Scope::parse_all([format!("repository:{repository}:pull,push,delete").as_str()])
+                .unwrap();
         grant(principal, &scopes, &directory())
             .first()
             .map(|a| a.actions.join(","))
@@ -168,7 +181,13 @@ mod tests {
             ("guest", true, true, "g/private", ""),
             ("reporter", true, true, "g/private", PULL),
             ("developer", true, true, "g/private", PUSH),
-            ("maintainer", true, true, "g/private/sub", "pull,push,delete"),
+            (
+                "maintainer",
+                true,
+                true,
+                "g/private/sub",
+                "pull,push,delete",
+            ),
             ("owner", true, true, "g/private", "pull,push,delete"),
             ("stranger", true, true, "g/private", ""),
             // Internal project: any signed-in user reads.
@@ -216,12 +235,16 @@ mod tests {
 
         let star = Scope::parse_all(["repository:g/private:*"]).unwrap();
         assert!(grant(&user("owner", true, true), &star, &directory()).is_empty());
-        assert_eq!(grant(&user("admin", true, true), &star, &directory())[0].actions, vec!["*"]);
+        assert_eq!(
+            grant(&user("admin", true, true), &star, &directory())[0].actions,
+            vec!["*"]
+        );
     }
 
     #[test]
     fn unknown_resource_types_grant_nothing_and_other_scopes_survive() {
-        let scopes = Scope::parse_all(["helmchart:g/public:pull", "repository:g/public:pull"]).unwrap();
+        let scopes =
+            Scope::parse_all(["helmchart:g/public:pull", "repository:g/public:pull"]).unwrap();
         let access = grant(&user("admin", true, true), &scopes, &directory());
         assert_eq!(access.len(), 1);
         assert_eq!(access[0].name, "g/public");

@@ -275,7 +275,8 @@ impl Scope {
             Some(_) => return Err(malformed()),
             None => kind,
         };
-        let valid_word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid_word =
+            |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid_word(kind) || name.is_empty() {
             return Err(malformed());
         }
@@ -286,12 +287,14 @@ impl Scope {
                 .collect::<Vec<_>>(),
         );
         let resource = match (kind, name) {
-            ("repository", name) => Resource::Repository(
-                RepositoryName::parse_in_scope(name).map_err(|error| ScopeError::Name {
-                    scope: text.to_owned(),
-                    error,
-                })?,
-            ),
+            ("repository", name) => {
+                Resource::Repository(RepositoryName::parse_in_scope(name).map_err(|error| {
+                    ScopeError::Name {
+                        scope: text.to_owned(),
+                        error,
+                    }
+                })?)
+            }
             ("registry", "catalog") => Resource::Catalog,
             (kind, name) => Resource::Other {
                 kind: kind.to_owned(),
@@ -303,7 +306,9 @@ impl Scope {
 
     /// Parse every scope of a request: each `scope` parameter may hold several, space separated.
     /// Scopes on the same resource are merged.
-    pub fn parse_all<'a>(params: impl IntoIterator<Item = &'a str>) -> Result<Vec<Scope>, ScopeError> {
+    pub fn parse_all<'a>(
+        params: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Scope>, ScopeError> {
         let mut scopes: Vec<Scope> = Vec::new();
         for text in params.into_iter().flat_map(str::split_whitespace) {
             let scope = Scope::parse(text)?;
@@ -318,7 +323,13 @@ impl Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.resource.kind(), self.resource.name(), self.actions)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.resource.kind(),
+            self.resource.name(),
+            self.actions
+        )
     }
 }
 
@@ -342,7 +353,13 @@ impl ResourceAccess {
 
     /// The actions of this entry that the protocol knows.
     pub fn actions(&self) -> Actions {
-        Actions::of(&self.actions.iter().filter_map(|a| Action::parse(a)).collect::<Vec<_>>())
+        Actions::of(
+            &self
+                .actions
+                .iter()
+                .filter_map(|a| Action::parse(a))
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -356,10 +373,22 @@ mod tests {
 
     #[test]
     fn path_components_follow_the_distribution_grammar() {
-        for ok in ["a", "abc", "a.b", "a_b", "a__b", "a-b", "a---b", "a1.b2-c3__d4", "0"] {
+        for ok in [
+            "a",
+            "abc",
+            "a.b",
+            "a_b",
+            "a__b",
+            "a-b",
+            "a---b",
+            "a1.b2-c3__d4",
+            "0",
+        ] {
             assert!(is_path_component(ok), "{ok} should be valid");
         }
-        for bad in ["", "A", "a..b", "a___b", "-a", "a-", "a.", "_a", "a b", "a.-b", "a/b", "ä"] {
+        for bad in [
+            "", "A", "a..b", "a___b", "-a", "a-", "a.", "_a", "a b", "a.-b", "a/b", "ä",
+        ] {
             assert!(!is_path_component(bad), "{bad:?} should be invalid");
         }
     }
@@ -368,10 +397,15 @@ mod tests {
     fn repository_names_are_validated_whole() {
         assert!(RepositoryName::parse("mygroup/myproject/app").is_ok());
         assert_eq!(RepositoryName::parse(""), Err(NameError::Empty));
-        assert!(matches!(RepositoryName::parse("Group/app"), Err(NameError::Component(c)) if c == "Group"));
+        assert!(
+            matches!(RepositoryName::parse("Group/app"), Err(NameError::Component(c)) if c == "Group")
+        );
         assert!(RepositoryName::parse("a//b").is_err());
         assert!(RepositoryName::parse("a/").is_err());
-        assert_eq!(RepositoryName::parse(&"a".repeat(256)), Err(NameError::TooLong));
+        assert_eq!(
+            RepositoryName::parse(&"a".repeat(256)),
+            Err(NameError::TooLong)
+        );
         assert!(RepositoryName::parse(&"a".repeat(255)).is_ok());
         // A host prefix is only accepted in scopes.
         assert!(RepositoryName::parse("localhost:5000/app").is_err());
@@ -382,9 +416,15 @@ mod tests {
     #[test]
     fn names_within_a_project_are_on_component_boundaries() {
         let project = RepositoryName::parse("group/app").unwrap();
-        assert!(RepositoryName::parse("group/app").unwrap().is_within(&project));
-        assert!(RepositoryName::parse("group/app/sub").unwrap().is_within(&project));
-        assert!(!RepositoryName::parse("group/application").unwrap().is_within(&project));
+        assert!(RepositoryName::parse("group/app")
+            .unwrap()
+            .is_within(&project));
+        assert!(RepositoryName::parse("group/app/sub")
+            .unwrap()
+            .is_within(&project));
+        assert!(!RepositoryName::parse("group/application")
+            .unwrap()
+            .is_within(&project));
         assert!(!RepositoryName::parse("group").unwrap().is_within(&project));
     }
 
@@ -397,7 +437,10 @@ mod tests {
         let s = Scope::parse("repository(plugin):group/plugin:pull").unwrap();
         assert_eq!(s.resource, repo("group/plugin"));
 
-        assert_eq!(Scope::parse("registry:catalog:*").unwrap().resource, Resource::Catalog);
+        assert_eq!(
+            Scope::parse("registry:catalog:*").unwrap().resource,
+            Resource::Catalog
+        );
         assert_eq!(
             Scope::parse("repository:a/b:*").unwrap().actions,
             Actions::of(&[Action::All])
@@ -416,7 +459,14 @@ mod tests {
 
     #[test]
     fn malformed_scopes_are_refused_with_the_text() {
-        for bad in ["", "repository", "repository:app", ":a:pull", "repository(:a:pull", "repo sitory:a:pull"] {
+        for bad in [
+            "",
+            "repository",
+            "repository:app",
+            ":a:pull",
+            "repository(:a:pull",
+            "repo sitory:a:pull",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
         assert!(matches!(
@@ -433,7 +483,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(scopes.len(), 2);
-        assert_eq!(scopes[0].actions, Actions::of(&[Action::Pull, Action::Push]));
+        assert_eq!(
+            scopes[0].actions,
+            Actions::of(&[Action::Pull, Action::Push])
+        );
         assert_eq!(scopes[0].to_string(), "repository:a/b:pull,push");
     }
 

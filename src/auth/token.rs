@@ -127,7 +127,12 @@ impl Tokens {
     }
 
     /// Mint a token for `subject` granting `access`.
-    pub fn issue(&self, subject: &str, access: Vec<ResourceAccess>, now: SystemTime) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        subject: &str,
+        access: Vec<ResourceAccess>,
+        now: SystemTime,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let expires_in = self.expiry.as_secs().max(1);
         let claims = Claims {
@@ -144,7 +149,8 @@ impl Tokens {
         Ok(IssuedToken {
             token,
             expires_in,
-            issued_at: OffsetDateTime::from_unix_timestamp(iat as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            issued_at: OffsetDateTime::from_unix_timestamp(iat as i64)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         })
     }
 

@@ -17,7 +17,9 @@ pub struct Report {
 pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
     let config = Config::load(path).map_err(|e| e.problems())?;
     let mut problems = Vec::new();
-    let gateway = Gateway::new(&config).map_err(|e| problems.push(e.to_problem())).ok();
+    let gateway = Gateway::new(&config)
+        .map_err(|e| problems.push(e.to_problem()))
+        .ok();
     if let Some(files) = &config.tls {
         if let Err(e) = tls::acceptor(files) {
             let key = match e {

@@ -35,11 +35,15 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
     if !options.force {
         for path in [&key_path, &cert_path, &config_path] {
             if path.exists() {
-                return Err(format!("{} exists; pass --force to replace it", path.display()));
+                return Err(format!(
+                    "{} exists; pass --force to replace it",
+                    path.display()
+                ));
             }
         }
     }
-    std::fs::create_dir_all(&options.dir).map_err(|e| format!("cannot create {}: {e}", options.dir.display()))?;
+    std::fs::create_dir_all(&options.dir)
+        .map_err(|e| format!("cannot create {}: {e}", options.dir.display()))?;
 
     let algorithm = match options.key_type {
         KeyType::Ec => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -53,21 +57,27 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(CERT_VALIDITY_DAYS);
-    let cert = params.self_signed(&key).map_err(|e| format!("signing the certificate: {e}"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("signing the certificate: {e}"))?;
 
     write_private(&key_path, key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    std::fs::write(&cert_path, cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
     let listen_port = options
         .public_url
         .parse::<http::Uri>()
         .ok()
-        .and_then(|u| u.port_u16().or(match u.scheme_str() {
-            Some("http") => Some(80),
-            _ => Some(443),
-        }))
+        .and_then(|u| {
+            u.port_u16().or(match u.scheme_str() {
+                Some("http") => Some(80),
+                _ => Some(443),
+            })
+        })
         .unwrap_or(4567);
     let config = starter_config(&options.public_url, &options.upstream, listen_port);
-    std::fs::write(&config_path, config).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    std::fs::write(&config_path, config)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
 
     let absolute_cert = std::fs::canonicalize(&cert_path).unwrap_or(cert_path.clone());
     let realm = format!("{}/jwt/auth", options.public_url.trim_end_matches('/'));
@@ -92,8 +102,11 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(contents)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn starter_config(public_url: &str, upstream: &str, port: u16) -> String {

@@ -7,7 +7,12 @@ pub mod secrets;
 pub mod serve;
 
 /// The `auth: token:` block for the registry's `config.yml`.
-pub fn registry_auth_block(realm: &str, service: &str, issuer: &str, rootcertbundle: &std::path::Path) -> String {
+pub fn registry_auth_block(
+    realm: &str,
+    service: &str,
+    issuer: &str,
+    rootcertbundle: &std::path::Path,
+) -> String {
     format!(
         "auth:\n  token:\n    realm: \"{realm}\"\n    service: \"{service}\"\n    issuer: \"{issuer}\"\n    rootcertbundle: \"{}\"\n",
         rootcertbundle.display()

@@ -18,8 +18,14 @@ pub fn generate_token(prefix: &str) -> Result<NewToken, String> {
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| "the system random number generator failed".to_string())?;
-    let token = format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
-    let sha256_hex = token_digest(&token).iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let sha256_hex = token_digest(&token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(NewToken { token, sha256_hex })
 }
 
@@ -31,14 +37,20 @@ pub enum HashAlgorithm {
 }
 
 /// Hash a password read from stdin. One trailing newline is removed (as `echo` adds it).
-pub fn hash_password(input: &str, algorithm: HashAlgorithm, bcrypt_cost: u32) -> Result<String, String> {
+pub fn hash_password(
+    input: &str,
+    algorithm: HashAlgorithm,
+    bcrypt_cost: u32,
+) -> Result<String, String> {
     let password = input.strip_suffix('\n').unwrap_or(input);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
         return Err("no password on standard input".into());
     }
     match algorithm {
-        HashAlgorithm::Bcrypt => bcrypt::hash(password, bcrypt_cost).map_err(|e| format!("bcrypt: {e}")),
+        HashAlgorithm::Bcrypt => {
+            bcrypt::hash(password, bcrypt_cost).map_err(|e| format!("bcrypt: {e}"))
+        }
         HashAlgorithm::Argon2id => {
             use argon2::password_hash::{PasswordHasher, SaltString};
             let mut bytes = [0u8; 16];
@@ -64,9 +76,15 @@ mod tests {
         let new = generate_token("pat-").unwrap();
         assert!(new.token.starts_with("pat-") && new.token.len() == 4 + 27);
         assert_eq!(new.sha256_hex.len(), 64);
-        let again: String = token_digest(&new.token).iter().map(|b| format!("{b:02x}")).collect();
+        let again: String = token_digest(&new.token)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(again, new.sha256_hex);
-        assert_ne!(generate_token("").unwrap().token, generate_token("").unwrap().token);
+        assert_ne!(
+            generate_token("").unwrap().token,
+            generate_token("").unwrap().token
+        );
     }
 
     #[test]

@@ -18,18 +18,26 @@ pub enum ServeError {
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), ServeError> {
     let config = Config::load(path)?;
-    telemetry::init(log_format.unwrap_or(config.log_format), config.log_level.as_deref());
+    telemetry::init(
+        log_format.unwrap_or(config.log_format),
+        config.log_level.as_deref(),
+    );
     let gateway = Gateway::new(&config)?;
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
         public_url = %config.public_url.origin(),
@@ -40,7 +48,14 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
     let service = tower::ServiceBuilder::new()
         .layer(telemetry::AccessLogLayer)
         .service(gateway);
-    server::serve(listener, acceptor, config.server.clone(), service, shutdown_signal()).await;
+    server::serve(
+        listener,
+        acceptor,
+        config.server.clone(),
+        service,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -50,10 +65,11 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = interrupt => {},
             _ = terminate.recv() => {},

@@ -14,16 +14,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("invalid duration {text:?}: expected a number at {rest:?}"));
+            return Err(format!(
+                "invalid duration {text:?}: expected a number at {rest:?}"
+            ));
         }
         let (number, after) = rest.split_at(digits);
         let value: u64 = number
             .parse()
             .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
-        let unit_len = after
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
+        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, after) = after.split_at(unit_len);
         let part = match unit {
             "ms" => Duration::from_millis(value),

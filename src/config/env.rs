@@ -70,15 +70,13 @@ pub fn expand(
                 .find('}')
                 .ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
             let name = &open[..end];
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
                 return Err(format!("invalid variable name {name:?} in ${{...}}"));
             }
-            let value = lookup(name)
-                .ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value =
+                lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             out.push_str(&value);
             rest = &open[end + 1..];
         } else {
@@ -109,8 +107,14 @@ mod tests {
             Some("https://registry.example.com:4567")
         );
         assert_eq!(expand("$2y$05$abc", &env).unwrap(), None);
-        assert_eq!(expand("cost $5 ${PORT}", &env).unwrap().as_deref(), Some("cost $5 4567"));
-        assert_eq!(expand("$${HOST}", &env).unwrap().as_deref(), Some("${HOST}"));
+        assert_eq!(
+            expand("cost $5 ${PORT}", &env).unwrap().as_deref(),
+            Some("cost $5 4567")
+        );
+        assert_eq!(
+            expand("$${HOST}", &env).unwrap().as_deref(),
+            Some("${HOST}")
+        );
     }
 
     #[test]
@@ -120,7 +124,9 @@ mod tests {
             "environment variable NOPE is not set"
         );
         assert!(expand("${HOST", &env).unwrap_err().contains("unterminated"));
-        assert!(expand("${A-B}", &env).unwrap_err().contains("invalid variable name"));
+        assert!(expand("${A-B}", &env)
+            .unwrap_err()
+            .contains("invalid variable name"));
     }
 
     #[test]

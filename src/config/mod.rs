@@ -54,7 +54,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}: {} problem(s):\n{}", path.display(), problems.len(), list(problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn list(problems: &[Problem]) -> String {

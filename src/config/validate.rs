@@ -9,8 +9,8 @@ use time::{macros::format_description, Date, OffsetDateTime, PrimitiveDateTime, 
 
 use super::file::{GatewayFile, PersonalAccessTokenFile, ProjectFile, UserFile};
 use super::{
-    parse_duration, Config, LogFormat, Problem, PublicUrl, ServerSettings, TlsFiles,
-    TokenSettings, UpstreamSettings,
+    parse_duration, Config, LogFormat, Problem, PublicUrl, ServerSettings, TlsFiles, TokenSettings,
+    UpstreamSettings,
 };
 use crate::auth::directory::{
     Directory, PasswordHash, PersonalAccessToken, Project, RegistryScopes, Role, User, Visibility,
@@ -87,10 +87,17 @@ pub(super) fn validate(
     );
 
     let expiry = c.duration("token.expiry", Some(&raw.token.expiry), Duration::ZERO);
-    if raw.token.expiry.trim() != "" && expiry.is_zero() && c.problems.iter().all(|p| p.key != "token.expiry") {
-        c.problems.push(Problem::new("token.expiry", "must be longer than 0s"));
+    if raw.token.expiry.trim() != ""
+        && expiry.is_zero()
+        && c.problems.iter().all(|p| p.key != "token.expiry")
+    {
+        c.problems
+            .push(Problem::new("token.expiry", "must be longer than 0s"));
     }
-    for (key, value) in [("token.issuer", &raw.token.issuer), ("token.service", &raw.token.service)] {
+    for (key, value) in [
+        ("token.issuer", &raw.token.issuer),
+        ("token.service", &raw.token.service),
+    ] {
         if value.trim().is_empty() {
             c.problems.push(Problem::new(key, "must not be empty"));
         }
@@ -101,7 +108,10 @@ pub(super) fn validate(
         raw.server.header_read_timeout.as_deref(),
         DEFAULT_HEADER_READ_TIMEOUT,
     );
-    let max_header_bytes = raw.server.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+    let max_header_bytes = raw
+        .server
+        .max_header_bytes
+        .unwrap_or(DEFAULT_MAX_HEADER_BYTES);
     if max_header_bytes < 8192 {
         c.problems.push(Problem::new(
             "server.max_header_bytes",
@@ -242,12 +252,21 @@ fn validate_users(c: &mut Checker, users: Vec<UserFile>) -> Vec<User> {
     out
 }
 
-fn validate_pat(c: &mut Checker, key: &str, pat: PersonalAccessTokenFile) -> Option<PersonalAccessToken> {
-    let digest = c.check(format!("{key}.token_sha256"), parse_sha256_hex(&pat.token_sha256));
+fn validate_pat(
+    c: &mut Checker,
+    key: &str,
+    pat: PersonalAccessTokenFile,
+) -> Option<PersonalAccessToken> {
+    let digest = c.check(
+        format!("{key}.token_sha256"),
+        parse_sha256_hex(&pat.token_sha256),
+    );
     let scopes = c.check(format!("{key}.scopes"), RegistryScopes::parse(&pat.scopes));
     let expires_at = match pat.expires_at.as_deref() {
         None => Some(None),
-        Some(text) => c.check(format!("{key}.expires_at"), parse_expiry(text)).map(Some),
+        Some(text) => c
+            .check(format!("{key}.expires_at"), parse_expiry(text))
+            .map(Some),
     };
     Some(PersonalAccessToken {
         name: pat.name,
@@ -257,7 +276,11 @@ fn validate_pat(c: &mut Checker, key: &str, pat: PersonalAccessTokenFile) -> Opt
     })
 }
 
-fn validate_projects(c: &mut Checker, projects: Vec<ProjectFile>, users: &HashSet<&str>) -> Vec<Project> {
+fn validate_projects(
+    c: &mut Checker,
+    projects: Vec<ProjectFile>,
+    users: &HashSet<&str>,
+) -> Vec<Project> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, project) in projects.into_iter().enumerate() {
@@ -272,12 +295,18 @@ fn validate_projects(c: &mut Checker, projects: Vec<ProjectFile>, users: &HashSe
                 format!("project {:?} is defined twice", project.path),
             ));
         }
-        let visibility = c.check(format!("{key}.visibility"), project.visibility.parse::<Visibility>());
+        let visibility = c.check(
+            format!("{key}.visibility"),
+            project.visibility.parse::<Visibility>(),
+        );
         let mut members = HashMap::new();
         for (name, role) in project.members {
             let mkey = format!("{key}.members.{name}");
             if !users.contains(name.as_str()) {
-                c.problems.push(Problem::new(&mkey, format!("no user {name:?} is defined under users")));
+                c.problems.push(Problem::new(
+                    &mkey,
+                    format!("no user {name:?} is defined under users"),
+                ));
             }
             if let Some(role) = c.check(mkey, role.parse::<Role>()) {
                 members.insert(name, role);
@@ -340,18 +369,29 @@ token: { signing_key: token.key, certificate: token.crt }
     }
 
     fn problems(text: &str) -> Vec<String> {
-        load(text).unwrap_err().problems().iter().map(|p| p.to_string()).collect()
+        load(text)
+            .unwrap_err()
+            .problems()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 
     #[test]
     fn a_minimal_file_gets_safe_defaults_and_resolved_paths() {
         let config = load(MINIMAL).unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:4567");
-        assert_eq!(config.public_url.realm(), "https://registry.example.com:4567/jwt/auth");
+        assert_eq!(
+            config.public_url.realm(),
+            "https://registry.example.com:4567/jwt/auth"
+        );
         assert_eq!(config.token.issuer, "portcullis");
         assert_eq!(config.token.service, "container_registry");
         assert_eq!(config.token.expiry, Duration::from_secs(300));
-        assert_eq!(config.token.signing_key, Path::new("/etc/portcullis/token.key"));
+        assert_eq!(
+            config.token.signing_key,
+            Path::new("/etc/portcullis/token.key")
+        );
         assert!(config.tls.is_none());
     }
 
@@ -360,7 +400,10 @@ token: { signing_key: token.key, certificate: token.crt }
         let text = format!("{MINIMAL}users:\n  - username: alice\n    passwrd: x\n");
         let found = problems(&text);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].starts_with("users[0].passwrd: unknown field `passwrd`"), "{found:?}");
+        assert!(
+            found[0].starts_with("users[0].passwrd: unknown field `passwrd`"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -395,16 +438,25 @@ projects:
             "projects[0].members.bob: no user",
             "projects[0].members.bob: unknown role",
         ] {
-            assert!(found.iter().any(|p| p.starts_with(key)), "no problem for {key} in {found:#?}");
+            assert!(
+                found.iter().any(|p| p.starts_with(key)),
+                "no problem for {key} in {found:#?}"
+            );
         }
     }
 
     #[test]
     fn environment_variables_are_expanded_and_missing_ones_named() {
         let text = MINIMAL.replace("registry.example.com", "${REGISTRY_HOST}");
-        assert_eq!(load(&text).unwrap().public_url.authority, "registry.example.com:4567");
+        assert_eq!(
+            load(&text).unwrap().public_url.authority,
+            "registry.example.com:4567"
+        );
         let text = MINIMAL.replace("token.key", "\"${KEY_FILE}\"");
-        assert_eq!(problems(&text), vec!["token.signing_key: environment variable KEY_FILE is not set"]);
+        assert_eq!(
+            problems(&text),
+            vec!["token.signing_key: environment variable KEY_FILE is not set"]
+        );
     }
 
     #[test]
@@ -429,7 +481,15 @@ projects:
             "{MINIMAL}users:\n  - username: a\n    personal_access_tokens: [{{name: x, token_sha256: {digest}, scopes: [read_registry]}}]\n  - username: a\n    personal_access_tokens: [{{name: y, token_sha256: {digest}, scopes: [read_registry]}}]\n"
         );
         let found = problems(&text);
-        assert!(found.iter().any(|p| p.contains("defined twice")), "{found:?}");
-        assert!(found.iter().any(|p| p.contains("already configured at users[0]")), "{found:?}");
+        assert!(
+            found.iter().any(|p| p.contains("defined twice")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("already configured at users[0]")),
+            "{found:?}"
+        );
     }
 }

@@ -48,11 +48,17 @@ impl Need {
 /// Classify a `/v2/` request. Refuses methods the API does not use and invalid names.
 pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Need, ApiError> {
     let Some(rest) = path.strip_prefix("/v2") else {
-        return Ok(Need { route: Route::Other, scopes: vec![] });
+        return Ok(Need {
+            route: Route::Other,
+            scopes: vec![],
+        });
     };
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     if rest.is_empty() {
-        return Ok(Need { route: Route::Base, scopes: vec![] });
+        return Ok(Need {
+            route: Route::Base,
+            scopes: vec![],
+        });
     }
     if rest == "_catalog" {
         return Ok(Need {
@@ -64,10 +70,16 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Need
         });
     }
     let Some((name, route)) = split_route(rest) else {
-        return Ok(Need { route: Route::Other, scopes: vec![] });
+        return Ok(Need {
+            route: Route::Other,
+            scopes: vec![],
+        });
     };
     let name = RepositoryName::parse(name).map_err(|e| {
-        ApiError::bad_request(ErrorCode::NameInvalid, format!("invalid repository name: {e}"))
+        ApiError::bad_request(
+            ErrorCode::NameInvalid,
+            format!("invalid repository name: {e}"),
+        )
     })?;
     let actions = match *method {
         Method::GET | Method::HEAD => Actions::of(&[Action::Pull]),
@@ -117,7 +129,9 @@ fn split_route(rest: &str) -> Option<(&str, Route)> {
             let tail = &rest[at + marker.len()..];
             let valid_tail = match route {
                 // `/blobs/uploads`, `/blobs/uploads/` or `/blobs/uploads/<uuid>`.
-                Route::Upload => tail.is_empty() || (tail.starts_with('/') && !tail[1..].contains('/')),
+                Route::Upload => {
+                    tail.is_empty() || (tail.starts_with('/') && !tail[1..].contains('/'))
+                }
                 _ => !tail.is_empty() && !tail.contains('/'),
             };
             valid_tail.then_some((at, &rest[..at], *route))
@@ -161,7 +175,10 @@ mod tests {
         let s = |text: &str| Some(text.to_owned());
         assert_eq!(need(Method::GET, "/v2/", None), (Route::Base, None));
         assert_eq!(need(Method::GET, "/v2", None), (Route::Base, None));
-        assert_eq!(need(Method::GET, "/v2/_catalog", None), (Route::Catalog, s("registry:catalog:*")));
+        assert_eq!(
+            need(Method::GET, "/v2/_catalog", None),
+            (Route::Catalog, s("registry:catalog:*"))
+        );
         assert_eq!(
             need(Method::HEAD, "/v2/g/app/manifests/latest", None),
             (Route::Manifest, s("repository:g/app:pull"))
@@ -183,26 +200,48 @@ mod tests {
             (Route::Upload, s("repository:g/app:pull,push"))
         );
         assert_eq!(
-            need(Method::PATCH, "/v2/g/app/blobs/uploads/0b7f-uuid", Some("_state=x")),
+            need(
+                Method::PATCH,
+                "/v2/g/app/blobs/uploads/0b7f-uuid",
+                Some("_state=x")
+            ),
             (Route::Upload, s("repository:g/app:pull,push"))
         );
-        assert_eq!(need(Method::GET, "/v2/g/app/tags/list", None), (Route::Tags, s("repository:g/app:pull")));
+        assert_eq!(
+            need(Method::GET, "/v2/g/app/tags/list", None),
+            (Route::Tags, s("repository:g/app:pull"))
+        );
     }
 
     #[test]
     fn a_mount_also_needs_pull_on_the_source() {
         assert_eq!(
-            need(Method::POST, "/v2/g/app/blobs/uploads/", Some("mount=sha256%3Aabc&from=other%2Fbase")),
-            (Route::Upload, Some("repository:g/app:pull,push repository:other/base:pull".into()))
+            need(
+                Method::POST,
+                "/v2/g/app/blobs/uploads/",
+                Some("mount=sha256%3Aabc&from=other%2Fbase")
+            ),
+            (
+                Route::Upload,
+                Some("repository:g/app:pull,push repository:other/base:pull".into())
+            )
         );
-        assert!(classify(&Method::POST, "/v2/g/app/blobs/uploads/", Some("mount=x&from=BAD")).is_err());
+        assert!(classify(
+            &Method::POST,
+            "/v2/g/app/blobs/uploads/",
+            Some("mount=x&from=BAD")
+        )
+        .is_err());
     }
 
     #[test]
     fn names_may_contain_route_words() {
         assert_eq!(
             need(Method::GET, "/v2/g/blobs/manifests/manifests/latest", None),
-            (Route::Manifest, Some("repository:g/blobs/manifests:pull".into()))
+            (
+                Route::Manifest,
+                Some("repository:g/blobs/manifests:pull".into())
+            )
         );
         assert_eq!(
             need(Method::GET, "/v2/g/manifests/app/blobs/sha256:1", None),
@@ -213,14 +252,23 @@ mod tests {
     #[test]
     fn invalid_names_and_methods_are_refused_with_4xx() {
         let err = classify(&Method::GET, "/v2/Bad/Name/manifests/latest", None).unwrap_err();
-        assert_eq!((err.status.as_u16(), err.code), (400, ErrorCode::NameInvalid));
+        assert_eq!(
+            (err.status.as_u16(), err.code),
+            (400, ErrorCode::NameInvalid)
+        );
         let err = classify(&Method::OPTIONS, "/v2/g/app/manifests/latest", None).unwrap_err();
         assert_eq!(err.status.as_u16(), 405);
     }
 
     #[test]
     fn unknown_paths_need_only_a_valid_token() {
-        assert_eq!(need(Method::GET, "/v2/something", None), (Route::Other, None));
-        assert_eq!(need(Method::GET, "/v2/g/app/manifests/", None), (Route::Other, None));
+        assert_eq!(
+            need(Method::GET, "/v2/something", None),
+            (Route::Other, None)
+        );
+        assert_eq!(
+            need(Method::GET, "/v2/g/app/manifests/", None),
+            (Route::Other, None)
+        );
     }
 }

@@ -39,13 +39,14 @@ pub struct Proxy {
     public_origin: String,
     forwarded_proto: HeaderValue,
     forwarded_host: HeaderValue,
-    /// Origins under which the registry may name itself in `Location`s.
-    internal_origins: Vec<String>,
 }
 
 impl Proxy {
-    pub fn new(tokens: Arc<Tokens>, upstream: Upstream, public_url: &PublicUrl) -> Result<Proxy, http::header::InvalidHeaderValue> {
-        let internal_origins = vec![upstream.origin().to_owned()];
+    pub fn new(
+        tokens: Arc<Tokens>,
+        upstream: Upstream,
+        public_url: &PublicUrl,
+    ) -> Result<Proxy, http::header::InvalidHeaderValue> {
         Ok(Proxy {
             tokens,
             upstream,
@@ -53,13 +54,16 @@ impl Proxy {
             public_origin: public_url.origin(),
             forwarded_proto: HeaderValue::from_str(&public_url.scheme)?,
             forwarded_host: HeaderValue::from_str(&public_url.authority)?,
-            internal_origins,
         })
     }
 
     /// Answer one `/v2/` request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let need = match access::classify(request.method(), request.uri().path(), request.uri().query()) {
+        let need = match access::classify(
+            request.method(),
+            request.uri().path(),
+            request.uri().query(),
+        ) {
             Ok(need) => need,
             Err(error) => return error.into_response(),
         };
@@ -79,7 +83,11 @@ impl Proxy {
     /// Verify the Bearer token and that its `access` covers what the request needs.
     fn authorize(&self, headers: &http::HeaderMap, need: &Need) -> Result<Claims, ApiError> {
         let refuse = |error: Option<&str>| {
-            let mut challenge = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm, self.tokens.service());
+            let mut challenge = format!(
+                "Bearer realm=\"{}\",service=\"{}\"",
+                self.realm,
+                self.tokens.service()
+            );
             if let Some(scope) = need.scope_param() {
                 challenge.push_str(&format!(",scope=\"{scope}\""));
             }
@@ -100,7 +108,11 @@ impl Proxy {
                     })
                 })
                 .collect();
-            let mut error = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "authentication required");
+            let mut error = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "authentication required",
+            );
             if !detail.is_empty() {
                 error = error.with_detail(json!(detail));
             }
@@ -110,7 +122,10 @@ impl Proxy {
             }
         };
 
-        let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| bearer_token(v.as_bytes())) else {
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()))
+        else {
             return Err(refuse(None));
         };
         let claims = self.tokens.verify(token).map_err(|e| {
@@ -126,7 +141,10 @@ impl Proxy {
             return Err(refuse(Some("insufficient_scope")));
         }
         // Catalog needs the registry resource; make sure an odd `Other` resource never passes.
-        debug_assert!(need.scopes.iter().all(|s| !matches!(s.resource, Resource::Other { .. })));
+        debug_assert!(need
+            .scopes
+            .iter()
+            .all(|s| !matches!(s.resource, Resource::Other { .. })));
         Ok(claims)
     }
 
@@ -135,7 +153,11 @@ impl Proxy {
     fn upstream_request(&self, request: Request<Incoming>) -> Request<Body> {
         let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         let (mut parts, incoming) = request.into_parts();
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         parts.uri = format!("{}{}", self.upstream.origin(), path_and_query)
             .parse()
             .unwrap_or(parts.uri);
@@ -178,7 +200,7 @@ impl Proxy {
             }
         }
         if let Some(location) = headers.get(header::LOCATION) {
-            if let Some(public) = rewrite::rewrite_location(location, &self.internal_origins, &self.public_origin) {
+            if let Some(public) = rewrite::rewrite_location(location, &self.public_origin) {
                 headers.insert(header::LOCATION, public);
             }
         }
@@ -189,8 +211,14 @@ impl Proxy {
         let origin = self.upstream.origin();
         tracing::warn!(upstream = origin, "registry request failed: {error}");
         let (status, message) = match &error {
-            UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, format!("the registry at {origin} did not answer in time: {error}")),
-            _ => (StatusCode::BAD_GATEWAY, format!("the registry at {origin} could not be reached: {error}")),
+            UpstreamError::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the registry at {origin} did not answer in time: {error}"),
+            ),
+            _ => (
+                StatusCode::BAD_GATEWAY,
+                format!("the registry at {origin} could not be reached: {error}"),
+            ),
         };
         ApiError::new(status, ErrorCode::Unavailable, message).into_response()
     }

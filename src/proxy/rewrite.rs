@@ -73,17 +73,26 @@ fn auth_params(text: &str) -> Vec<(&str, &str)> {
     params
 }
 
-/// Point a `Location` that names one of the registry's own origins at the public origin.
-/// Relative Locations, and absolute ones elsewhere, are left alone.
-pub fn rewrite_location(value: &HeaderValue, internal_origins: &[String], public_origin: &str) -> Option<HeaderValue> {
+/// Point an absolute `Location` into the registry API (`/v2/...`) that names another origin
+/// (the registry's internal address, or whatever its `http.host` says) at the public origin.
+///
+/// Relative Locations are left alone, and so are absolute ones outside `/v2/`: a registry may
+/// redirect blob downloads to its storage (presigned S3 URLs), and those must reach the client
+/// unchanged.
+pub fn rewrite_location(value: &HeaderValue, public_origin: &str) -> Option<HeaderValue> {
     let text = value.to_str().ok()?;
-    internal_origins.iter().find_map(|origin| {
-        let rest = text.strip_prefix(origin.as_str())?;
-        if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
-            return None;
-        }
-        HeaderValue::from_str(&format!("{public_origin}{rest}")).ok()
-    })
+    let (scheme, rest) = text.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let path_start = rest.find('/')?;
+    let (authority, path) = rest.split_at(path_start);
+    if !path.starts_with("/v2/")
+        || format!("{scheme}://{authority}").eq_ignore_ascii_case(public_origin)
+    {
+        return None;
+    }
+    HeaderValue::from_str(&format!("{public_origin}{path}")).ok()
 }
 
 #[cfg(test)]
@@ -93,7 +102,8 @@ mod tests {
     const REALM: &str = "https://registry.example.com:4567/jwt/auth";
 
     fn challenge(text: &str) -> Option<String> {
-        rewrite_challenge(&HeaderValue::from_str(text).unwrap(), REALM).map(|v| v.to_str().unwrap().to_owned())
+        rewrite_challenge(&HeaderValue::from_str(text).unwrap(), REALM)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 
     #[test]
@@ -107,8 +117,11 @@ mod tests {
     #[test]
     fn quoted_commas_do_not_split_parameters() {
         assert_eq!(
-            challenge(r#"Bearer service="s",realm="http://x/a,b",scope="repository:a:pull,push""#).as_deref(),
-            Some(r#"Bearer realm="https://registry.example.com:4567/jwt/auth",service="s",scope="repository:a:pull,push""#)
+            challenge(r#"Bearer service="s",realm="http://x/a,b",scope="repository:a:pull,push""#)
+                .as_deref(),
+            Some(
+                r#"Bearer realm="https://registry.example.com:4567/jwt/auth",service="s",scope="repository:a:pull,push""#
+            )
         );
     }
 
@@ -120,17 +133,24 @@ mod tests {
 
     #[test]
     fn internal_locations_point_at_the_public_url() {
-        let internal = vec!["http://127.0.0.1:5000".to_owned()];
         let rewrite = |text: &str| {
-            rewrite_location(&HeaderValue::from_str(text).unwrap(), &internal, "https://registry.example.com:4567")
-                .map(|v| v.to_str().unwrap().to_owned())
+            rewrite_location(
+                &HeaderValue::from_str(text).unwrap(),
+                "https://registry.example.com:4567",
+            )
+            .map(|v| v.to_str().unwrap().to_owned())
         };
         assert_eq!(
             rewrite("http://127.0.0.1:5000/v2/g/app/blobs/uploads/u?_state=s").as_deref(),
             Some("https://registry.example.com:4567/v2/g/app/blobs/uploads/u?_state=s")
         );
+        assert_eq!(
+            rewrite("http://registry.internal:5000/v2/g/app/blobs/uploads/u").as_deref(),
+            Some("https://registry.example.com:4567/v2/g/app/blobs/uploads/u")
+        );
         assert_eq!(rewrite("/v2/g/app/blobs/uploads/u"), None);
         assert_eq!(rewrite("https://registry.example.com:4567/v2/x"), None);
-        assert_eq!(rewrite("http://127.0.0.1:50001/v2/x"), None);
+        assert_eq!(rewrite("https://bucket.s3.amazonaws.com/docker/registry/v2/blobs/sha256/ab/data?X-Amz-Signature=1"), None);
+        assert_eq!(rewrite("ftp://127.0.0.1:5000/v2/x"), None);
     }
 }

@@ -34,7 +34,10 @@ pub async fn serve<S>(
     service: S,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -42,11 +45,15 @@ pub async fn serve<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192));
+        // The router answers heads over the limit with a registry-style 431; hyper's own
+        // (body-less) 431 only bounds memory, at twice the limit.
+        .max_buf_size(settings.max_header_bytes.saturating_mul(2).max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(settings.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
 
     tokio::pin!(shutdown);
     loop {
@@ -68,14 +75,23 @@ pub async fn serve<S>(
         let tls = tls.clone();
         let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ClientAddr(peer));
-                service.clone().oneshot(request)
-            });
+            let hyper_service =
+                hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer));
+                    service.clone().oneshot(request)
+                });
             let result = match tls {
-                None => builder.serve_connection(TokioIo::new(stream), hyper_service).await,
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), hyper_service)
+                        .await
+                }
                 Some(acceptor) => match tls::accept(&acceptor, stream, handshake_timeout).await {
-                    Ok(stream) => builder.serve_connection(TokioIo::new(stream), hyper_service).await,
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), hyper_service)
+                            .await
+                    }
                     Err(error) => {
                         tracing::debug!(client = %peer, "TLS connection refused: {error}");
                         return;

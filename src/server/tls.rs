@@ -70,7 +70,11 @@ pub enum AcceptError {
 }
 
 /// Complete a TLS handshake, or answer plain HTTP with a 400 that says what happened.
-pub async fn accept(acceptor: &TlsAcceptor, mut stream: TcpStream, timeout: Duration) -> Result<TlsStream<TcpStream>, AcceptError> {
+pub async fn accept(
+    acceptor: &TlsAcceptor,
+    mut stream: TcpStream,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, AcceptError> {
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(timeout, stream.peek(&mut first))
         .await

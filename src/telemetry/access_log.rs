@@ -53,7 +53,11 @@ where
         Box::pin(async move {
             let result = future.await;
             if let Ok(response) = &result {
-                let user = response.extensions().get::<RequestUser>().map(|u| u.0.as_str()).unwrap_or("");
+                let user = response
+                    .extensions()
+                    .get::<RequestUser>()
+                    .map(|u| u.0.as_str())
+                    .unwrap_or("");
                 tracing::info!(
                     target: "portcullis::access",
                     client = %client.map(|c| c.to_string()).unwrap_or_default(),
@@ -61,7 +65,7 @@ where
                     path = %path,
                     version = ?version,
                     status = response.status().as_u16(),
-                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    duration_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
                     user,
                     "request"
                 );

@@ -1,0 +1,283 @@
+//! Starting the real `portcullis` binary for a test: keys from `portcullis init`, a
+//! `gateway.yaml` with the fixture users below, and `portcullis serve` on a free loopback port.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// The `portcullis` binary cargo built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+/// Run `portcullis ARGS`, optionally with stdin, and return (status, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run portcullis");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().expect("wait for portcullis");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Secrets of the fixture users (the gateway only ever sees their digests and hashes).
+pub mod secrets {
+    pub const ALICE_PASSWORD: &str = "alice-password";
+    pub const ALICE_PAT: &str = "pat-alice-read-write-0123456789";
+    pub const ALICE_READ_ONLY_PAT: &str = "pat-alice-read-only-0123456789";
+    pub const ALICE_EXPIRED_PAT: &str = "pat-alice-expired-0123456789ab";
+    pub const BOB_PAT: &str = "pat-bob-reporter-0123456789abcd";
+    pub const ROOT_PAT: &str = "pat-root-admin-0123456789abcdef";
+}
+
+fn sha256_hex(text: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The users and projects every test gateway has:
+/// - alice: developer of mygroup/myproject (private); password, a read+write PAT, a read-only
+///   PAT and an expired PAT;
+/// - bob: reporter of mygroup/myproject;
+/// - root: administrator;
+/// - public/app is public, internal/app is internal, nobody is a member of either.
+pub fn fixture_users() -> String {
+    use secrets::*;
+    // bcrypt cost 4 keeps the suite fast; the cost is the operator's choice.
+    let (code, hash, err) = run_cli(
+        &["hash-password", "--algorithm", "bcrypt", "--cost", "4"],
+        Some(ALICE_PASSWORD),
+    );
+    assert_eq!(code, 0, "hash-password failed: {err}");
+    format!(
+        r#"users:
+  - username: alice
+    password_hash: "{hash}"
+    personal_access_tokens:
+      - {{ name: laptop, token_sha256: "{rw}", scopes: [read_registry, write_registry] }}
+      - {{ name: ci-read, token_sha256: "{ro}", scopes: [read_registry] }}
+      - {{ name: old, token_sha256: "{old}", scopes: [read_registry, write_registry], expires_at: 2020-01-01 }}
+  - username: bob
+    personal_access_tokens:
+      - {{ name: bob, token_sha256: "{bob}", scopes: [read_registry, write_registry] }}
+  - username: root
+    admin: true
+    personal_access_tokens:
+      - {{ name: root, token_sha256: "{root}", scopes: [read_registry, write_registry] }}
+projects:
+  - path: mygroup/myproject
+    visibility: private
+    members: {{ alice: developer, bob: reporter }}
+  - path: public/app
+    visibility: public
+  - path: internal/app
+    visibility: internal
+"#,
+        hash = hash.trim(),
+        rw = sha256_hex(ALICE_PAT),
+        ro = sha256_hex(ALICE_READ_ONLY_PAT),
+        old = sha256_hex(ALICE_EXPIRED_PAT),
+        bob = sha256_hex(BOB_PAT),
+        root = sha256_hex(ROOT_PAT),
+    )
+}
+
+/// Keys and a folder for one gateway, made by `portcullis init`.
+pub struct GatewayFiles {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl GatewayFiles {
+    /// `portcullis init` with the given key type ("ec" or "rsa") for a gateway on a free port.
+    pub fn init(key_type: &str, upstream: &str) -> GatewayFiles {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let (code, out, err) = run_cli(
+            &[
+                "init",
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--upstream",
+                upstream,
+                "--public-url",
+                &format!("http://127.0.0.1:{port}"),
+                "--key-type",
+                key_type,
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "portcullis init failed:\n{out}\n{err}");
+        GatewayFiles { dir, port }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The certificate the registry must trust.
+    pub fn certificate(&self) -> PathBuf {
+        self.path("token.crt")
+    }
+}
+
+/// Settings of a test gateway beyond the fixture users.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    pub upstream: String,
+    /// `https` when `tls` is set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub expiry: String,
+    /// Extra top-level YAML (e.g. `server:` settings), appended verbatim.
+    pub extra: String,
+}
+
+impl GatewayOptions {
+    pub fn new(upstream: &str) -> GatewayOptions {
+        GatewayOptions {
+            upstream: upstream.to_owned(),
+            tls: None,
+            expiry: "5m".into(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// A running `portcullis serve`, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub files: GatewayFiles,
+    /// `http(s)://127.0.0.1:PORT`.
+    pub url: String,
+    /// `127.0.0.1:PORT`, the registry host clients name.
+    pub host: String,
+    log_path: PathBuf,
+}
+
+impl Gateway {
+    /// Write `gateway.yaml` into `files` and start serving.
+    pub fn start(files: GatewayFiles, options: &GatewayOptions) -> Gateway {
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = format!("127.0.0.1:{}", files.port);
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|(cert, key)| {
+                format!(
+                    "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .unwrap_or_default();
+        let config = format!(
+            "listen: \"{host}\"\npublic_url: \"{scheme}://{host}\"\n{tls}upstream: {{ url: \"{upstream}\", response_timeout: 3s, connect_timeout: 2s }}\ntoken: {{ issuer: portcullis, service: container_registry, expiry: \"{expiry}\", signing_key: token.key, certificate: token.crt }}\n{users}{extra}",
+            upstream = options.upstream,
+            expiry = options.expiry,
+            users = fixture_users(),
+            extra = options.extra,
+        );
+        let config_path = files.path("gateway.yaml");
+        std::fs::write(&config_path, config).expect("write gateway.yaml");
+        let log_path = files.path("gateway.log");
+        let log = std::fs::File::create(&log_path).expect("create gateway.log");
+        let child = Command::new(binary())
+            .args(["serve", "--config", config_path.to_str().unwrap()])
+            .env("RUST_LOG", "info,portcullis=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start portcullis serve");
+        let mut gateway = Gateway {
+            child,
+            url: format!("{scheme}://{host}"),
+            host,
+            files,
+            log_path,
+        };
+        gateway.wait_listening();
+        gateway
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains("listening on") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("portcullis serve exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "portcullis serve did not start listening within 10 s:\n{}",
+            self.log()
+        );
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log_path) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.files.path("gateway.yaml")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.files.dir.path()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

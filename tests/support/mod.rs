@@ -1,0 +1,145 @@
+//! The shared set-up of the end-to-end tests: real processes on ephemeral loopback ports,
+//! torn down by pid when dropped.
+//!
+//! - [`Registry`]: Debian's `docker-registry` (CNCF distribution 2.8).
+//! - [`gateway`]: the real `portcullis` binary with the fixture users.
+//! - [`stack`]: a registry and a gateway wired together as an operator would.
+//! - [`http`]: raw requests through curl; [`wire`]: instruments for what a registry can't show.
+
+#![allow(dead_code)]
+
+pub mod gateway;
+pub mod http;
+pub mod stack;
+pub mod wire;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The path of a tool the tests drive; fails the test, naming the Debian package, if missing.
+pub fn require_tool(name: &str, package: &str) -> PathBuf {
+    for dir in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("`{name}` is not installed: install the Debian package `{package}` (scripts/install-deps does)");
+}
+
+/// `auth.token` of the registry's config.
+#[derive(Clone)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub rootcertbundle: PathBuf,
+}
+
+#[derive(Clone, Default)]
+pub struct RegistryOptions {
+    pub token_auth: Option<TokenAuth>,
+    /// `http.host`: the URL the registry names itself by in Locations.
+    pub http_host: Option<String>,
+}
+
+/// A running `docker-registry serve`, killed on drop.
+pub struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Registry {
+    pub fn start(options: RegistryOptions) -> Registry {
+        let binary = require_tool("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(host) = &options.http_host {
+            config.push_str(&format!("  host: \"{host}\"\n"));
+        }
+        if let Some(auth) = &options.token_auth {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: \"{}\"\n    service: \"{}\"\n    issuer: \"{}\"\n    rootcertbundle: \"{}\"\n",
+                auth.realm,
+                auth.service,
+                auth.issuer,
+                auth.rootcertbundle.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let mut registry = Registry { child, dir, port };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("docker-registry exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "docker-registry did not listen within 15 s:\n{}",
+            self.log()
+        );
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(self.dir.path().join("registry.log")) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,309 @@
+//! `/jwt/auth` as clients see it: status codes, error JSON, challenges, and the token's claims.
+
+mod support;
+
+use support::gateway::secrets::*;
+use support::http::{get, jwt_part};
+use support::stack::Stack;
+
+fn auth_url(stack: &Stack, query: &str) -> String {
+    format!(
+        "{}/jwt/auth?service=container_registry{query}",
+        stack.gateway.url
+    )
+}
+
+#[test]
+fn login_without_credentials_is_access_forbidden() {
+    let stack = Stack::start();
+    let reply = get(&auth_url(&stack, "&account=alice")).send();
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        reply.body,
+        r#"{"errors":[{"code":"DENIED","message":"access forbidden"}]}"#
+    );
+}
+
+#[test]
+fn wrong_credentials_get_401_with_a_basic_challenge_and_no_hint_which_part_was_wrong() {
+    let stack = Stack::start();
+    let wrong_secret = get(&auth_url(&stack, ""))
+        .basic("alice", "not-her-password")
+        .send();
+    let unknown_user = get(&auth_url(&stack, ""))
+        .basic("mallory", "whatever")
+        .send();
+    for reply in [&wrong_secret, &unknown_user] {
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(r#"Basic realm="portcullis""#)
+        );
+        assert_eq!(reply.error_code(), "UNAUTHORIZED");
+        assert!(
+            reply
+                .error_message()
+                .starts_with("HTTP Basic: Access denied"),
+            "{}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        wrong_secret.body, unknown_user.body,
+        "the client cannot tell the two apart"
+    );
+    // The operator can.
+    let log = stack.gateway.log();
+    assert!(log.contains("reason=\"wrong_secret\""), "{log}");
+    assert!(log.contains("reason=\"unknown_user\""), "{log}");
+}
+
+#[test]
+fn an_expired_personal_access_token_is_refused_and_says_so() {
+    let stack = Stack::start();
+    let reply = get(&auth_url(&stack, ""))
+        .basic("alice", ALICE_EXPIRED_PAT)
+        .send();
+    assert_eq!(reply.status, 401);
+    assert!(reply.error_message().contains("expired"), "{}", reply.body);
+    assert!(stack.gateway.log().contains("reason=\"token_expired\""));
+}
+
+#[test]
+fn password_and_personal_access_token_logins_get_a_token() {
+    let stack = Stack::start();
+    for secret in [ALICE_PASSWORD, ALICE_PAT] {
+        let reply = get(&auth_url(
+            &stack,
+            "&account=alice&offline_token=true&client_id=docker",
+        ))
+        .basic("alice", secret)
+        .send();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["token"], body["access_token"]);
+        assert_eq!(body["expires_in"], 300);
+        assert!(body["issued_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+    }
+}
+
+#[test]
+fn the_token_is_what_distribution_requires() {
+    let stack = Stack::start();
+    let token = stack.token(
+        "alice",
+        ALICE_PAT,
+        &["repository:mygroup/myproject:pull,push"],
+    );
+    let header = jwt_part(&token, 0);
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["typ"], "JWT");
+    let kid = header["kid"].as_str().unwrap();
+    assert_eq!(kid.split(':').count(), 12, "libtrust key id: {kid}");
+    assert_eq!(header["x5c"].as_array().unwrap().len(), 1);
+    let claims = jwt_part(&token, 1);
+    assert_eq!(claims["iss"], "portcullis");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(
+        claims["aud"], "container_registry",
+        "aud must be a plain string"
+    );
+    let (iat, nbf, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["nbf"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert_eq!(exp - iat, 300);
+    assert!(nbf <= iat);
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/myproject:pull,push"]
+    );
+}
+
+#[test]
+fn scopes_are_down_scoped_to_what_the_caller_may_do() {
+    let stack = Stack::start();
+    // A reporter asking to push gets pull only.
+    let token = stack.token("bob", BOB_PAT, &["repository:mygroup/myproject:pull,push"]);
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/myproject:pull"]
+    );
+    // A read-only token of a developer: pull only.
+    let token = stack.token(
+        "alice",
+        ALICE_READ_ONLY_PAT,
+        &["repository:mygroup/myproject:pull,push"],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/myproject:pull"]
+    );
+    // Several scopes, one repository nobody owns, one unknown type: only what is allowed stays.
+    let token = stack.token(
+        "alice",
+        ALICE_PAT,
+        &[
+            "repository:mygroup/myproject/sub:pull,push",
+            "repository:other/app:pull",
+            "helmchart:x:pull",
+            "registry:catalog:*",
+        ],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/myproject/sub:pull,push"]
+    );
+    // Internal projects are readable by any signed-in user.
+    let token = stack.token("bob", BOB_PAT, &["repository:internal/app:pull,push"]);
+    assert_eq!(Stack::granted(&token), vec!["repository:internal/app:pull"]);
+    // Administrators get everything, including the catalog.
+    let token = stack.token(
+        "root",
+        ROOT_PAT,
+        &["repository:other/app:pull,push", "registry:catalog:*"],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:other/app:pull,push", "registry:catalog:*"]
+    );
+}
+
+#[test]
+fn a_scope_name_may_carry_a_registry_host() {
+    let stack = Stack::start();
+    let token = stack.token(
+        "root",
+        ROOT_PAT,
+        &["repository:127.0.0.1:5000/mygroup/myproject:pull"],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:127.0.0.1:5000/mygroup/myproject:pull"]
+    );
+}
+
+#[test]
+fn anonymous_callers_get_pull_tokens_for_public_projects_only() {
+    let stack = Stack::start();
+    let reply = get(&auth_url(
+        &stack,
+        "&scope=repository:public/app:pull,push&scope=repository:mygroup/myproject:pull",
+    ))
+    .send();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(Stack::granted(&token), vec!["repository:public/app:pull"]);
+    assert_eq!(jwt_part(&token, 1)["sub"], "");
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_in_the_registry_error_shape() {
+    let stack = Stack::start();
+    let cases = [
+        (
+            get(&auth_url(&stack, "&scope=repository"))
+                .basic("alice", ALICE_PAT)
+                .send(),
+            400,
+            "UNSUPPORTED",
+            "malformed scope",
+        ),
+        (
+            get(&auth_url(&stack, "&scope=repository:Not/Valid:pull"))
+                .basic("alice", ALICE_PAT)
+                .send(),
+            400,
+            "NAME_INVALID",
+            "invalid repository name",
+        ),
+        (
+            get(&format!("{}/jwt/auth?service=other", stack.gateway.url))
+                .basic("alice", ALICE_PAT)
+                .send(),
+            400,
+            "UNSUPPORTED",
+            "unknown service",
+        ),
+        (
+            get(&auth_url(&stack, ""))
+                .header("Authorization", "Basic !!!notbase64")
+                .send(),
+            401,
+            "UNAUTHORIZED",
+            "not valid Basic",
+        ),
+        (
+            get(&auth_url(&stack, ""))
+                .header("Authorization", "Bearer abc")
+                .send(),
+            401,
+            "UNAUTHORIZED",
+            "takes Basic",
+        ),
+        (
+            get(&auth_url(&stack, "")).arg("-X").arg("DELETE").send(),
+            405,
+            "UNSUPPORTED",
+            "answers GET",
+        ),
+        (
+            get(&format!("{}/nowhere", stack.gateway.url)).send(),
+            404,
+            "UNSUPPORTED",
+            "no such endpoint",
+        ),
+    ];
+    for (reply, status, code, message) in cases {
+        assert_eq!(reply.status, status, "{}", reply.body);
+        assert_eq!(reply.error_code(), code, "{}", reply.body);
+        assert!(
+            reply.error_message().contains(message),
+            "{message:?} not in {}",
+            reply.body
+        );
+    }
+}
+
+#[test]
+fn no_secret_reaches_the_log() {
+    let stack = Stack::start();
+    let token = stack.token("alice", ALICE_PAT, &["repository:mygroup/myproject:pull"]);
+    let _ = get(&auth_url(&stack, ""))
+        .basic("alice", ALICE_PASSWORD)
+        .send();
+    let _ = get(&auth_url(&stack, ""))
+        .basic("alice", "a-wrong-secret-value")
+        .send();
+    let _ = get(&format!(
+        "{}/v2/mygroup/myproject/tags/list",
+        stack.gateway.url
+    ))
+    .bearer(&token)
+    .send();
+    let _ = get(&format!("{}/v2/", stack.gateway.url))
+        .bearer("forged.token.value")
+        .send();
+    let log = stack.gateway.log();
+    assert!(
+        log.contains("portcullis::access"),
+        "the log has request lines: {log}"
+    );
+    for secret in [
+        ALICE_PAT,
+        ALICE_PASSWORD,
+        "a-wrong-secret-value",
+        token.as_str(),
+        "forged.token.value",
+        "Basic ",
+        "Bearer ",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "{secret:?} appears in the log:\n{log}"
+        );
+    }
+}
