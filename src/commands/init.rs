@@ -45,11 +45,7 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
     std::fs::create_dir_all(&options.dir)
         .map_err(|e| format!("cannot create {}: {e}", options.dir.display()))?;
 
-    let algorithm = match options.key_type {
-        KeyType::Ec => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyType::Rsa => &rcgen::PKCS_RSA_SHA256,
-    };
-    let key = KeyPair::generate_for(algorithm).map_err(|e| format!("generating the key: {e}"))?;
+    let key = generate_key(options.key_type)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "portcullis token signing");
@@ -91,6 +87,26 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
         config = config_path.display(),
         block = super::registry_auth_block(&realm, "container_registry", "portcullis", &absolute_cert),
     ))
+}
+
+/// A new signing key. rcgen generates EC keys itself; RSA keys come from aws-lc-rs (rcgen
+/// cannot generate them) and are handed over as PKCS#8.
+fn generate_key(key_type: KeyType) -> Result<KeyPair, String> {
+    match key_type {
+        KeyType::Ec => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| format!("generating the key: {e}")),
+        KeyType::Rsa => {
+            use aws_lc_rs::encoding::AsDer;
+            let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| "generating the RSA key failed".to_string())?;
+            let pkcs8 = rsa
+                .as_der()
+                .map_err(|_| "encoding the RSA key failed".to_string())?;
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
+            KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
+                .map_err(|e| format!("loading the RSA key: {e}"))
+        }
+    }
 }
 
 /// Write a secret file readable by its owner only.

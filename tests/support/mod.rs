@@ -10,6 +10,8 @@
 
 pub mod gateway;
 pub mod http;
+pub mod oci;
+pub mod podman;
 pub mod stack;
 pub mod wire;
 

@@ -1,0 +1,210 @@
+//! TLS termination: a test CA, ALPN h2 and http/1.1 on one port, and plain HTTP sent to the TLS
+//! port answered with a clear error instead of a hang.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::gateway::secrets::*;
+use support::gateway::GatewayOptions;
+use support::http::get;
+use support::require_tool;
+use support::stack::{Stack, StackOptions};
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = require_tool("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=portcullis test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "tls.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"))
+}
+
+fn tls_stack(dir: &Path) -> (Stack, std::path::PathBuf) {
+    let (ca, cert, key) = test_ca(dir);
+    let stack = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            tls: Some((cert, key)),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    (stack, ca)
+}
+
+#[test]
+fn https_with_http2_and_http11_on_one_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, ca) = tls_stack(dir.path());
+    assert!(stack.gateway.url.starts_with("https://"));
+    let ca = ca.to_str().unwrap();
+    let url = format!(
+        "{}/jwt/auth?service=container_registry&scope=repository:mygroup/myproject:pull",
+        stack.gateway.url
+    );
+    let h2 = get(&url)
+        .basic("alice", ALICE_PAT)
+        .arg("--cacert")
+        .arg(ca)
+        .arg("--http2")
+        .send();
+    assert_eq!(
+        (h2.status, h2.http_version.as_str()),
+        (200, "2"),
+        "{}",
+        h2.body
+    );
+    let token = h2.json()["token"].as_str().unwrap().to_owned();
+    let h1 = get(&format!("{}/v2/", stack.gateway.url))
+        .bearer(&token)
+        .arg("--cacert")
+        .arg(ca)
+        .arg("--http1.1")
+        .send();
+    assert_eq!(
+        (h1.status, h1.http_version.as_str()),
+        (200, "1.1"),
+        "{}",
+        h1.body
+    );
+    let h2 = get(&format!(
+        "{}/v2/mygroup/myproject/tags/list",
+        stack.gateway.url
+    ))
+    .bearer(&token)
+    .arg("--cacert")
+    .arg(ca)
+    .arg("--http2")
+    .send();
+    assert_eq!(
+        (h2.status, h2.http_version.as_str()),
+        (404, "2"),
+        "the registry answered over HTTP/2: {}",
+        h2.body
+    );
+    assert!(stack.gateway.log().contains("version=HTTP/2.0"));
+}
+
+#[test]
+fn plain_http_to_the_tls_port_gets_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, _ca) = tls_stack(dir.path());
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(&stack.gateway.host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("this port speaks HTTPS"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered and closed, not left hanging"
+    );
+}
+
+#[test]
+fn skopeo_pushes_and_pulls_over_tls_trusting_the_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, ca) = tls_stack(dir.path());
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let image = support::oci::OciImage::create(dir.path().join("image"), 256 * 1024);
+    let target = format!("docker://{}/mygroup/myproject/tls:v1", stack.gateway.host);
+    let creds = format!("alice:{ALICE_PAT}");
+    let certs = certs.to_str().unwrap();
+    support::oci::skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        &creds,
+        &image.reference(),
+        &target,
+    ]);
+    let pulled = dir.path().join("pulled");
+    support::oci::skopeo(&[
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-creds",
+        &creds,
+        &target,
+        &format!("oci:{}:v1", pulled.display()),
+    ]);
+    image.assert_layer_identical(&pulled);
+}
