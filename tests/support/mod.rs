@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod gateway;
 pub mod http;
 pub mod oci;
