@@ -13,6 +13,7 @@
 //! - [`auth`]: credentials, scopes, GitLab's policy, JWT signing and verification, the endpoint.
 //! - [`proxy`]: what a `/v2/` request needs, streaming forwarding, header rewriting.
 //! - [`telemetry`]: logging set-up and the one-line-per-request access log layer.
+//! - [`pem`]: reading PEM certificate files.
 //! - [`error`]: the one place that renders errors in the registry's JSON shape.
 //! - [`commands`]: the CLI sub-commands (`init`, `check`, `token generate`, `hash-password`).
 
@@ -21,6 +22,7 @@ pub mod body;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod pem;
 pub mod proxy;
 pub mod router;
 pub mod server;

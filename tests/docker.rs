@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::process::ImageCli;
+
 use support::docker::Dockerd;
 use support::gateway::secrets::*;
 use support::stack::Stack;

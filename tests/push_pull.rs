@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::process::ImageCli;
+
 use support::gateway::secrets::*;
 use support::oci::{skopeo, skopeo_result, OciImage};
 use support::podman::Podman;
@@ -177,4 +179,67 @@ fn podman_logs_in_pushes_and_pulls() {
     );
     // The registry was only ever reached through the gateway with the gateway's tokens.
     assert!(stack.gateway.log().contains("user=\"alice\""));
+}
+
+#[test]
+fn only_maintainers_and_administrators_may_delete() {
+    let stack = Stack::start();
+    round_trip_with_skopeo(&stack, 64 * 1024);
+    let manifest_url = format!(
+        "{}/v2/mygroup/myproject/app/manifests/v1",
+        stack.gateway.url
+    );
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let pull = stack.token(
+        "alice",
+        ALICE_PAT,
+        &["repository:mygroup/myproject/app:pull"],
+    );
+    let reply = support::http::request("HEAD", &manifest_url)
+        .bearer(&pull)
+        .header("Accept", accept)
+        .arg("-I")
+        .send();
+    let digest = reply
+        .header("docker-content-digest")
+        .expect("the manifest has a digest")
+        .to_owned();
+    let by_digest = format!(
+        "{}/v2/mygroup/myproject/app/manifests/{digest}",
+        stack.gateway.url
+    );
+
+    // alice is a developer: her token is down-scoped to nothing for delete.
+    let alice = stack.token(
+        "alice",
+        ALICE_PAT,
+        &["repository:mygroup/myproject/app:delete"],
+    );
+    assert!(Stack::granted(&alice).is_empty());
+    let reply = support::http::request("DELETE", &by_digest)
+        .bearer(&alice)
+        .send();
+    assert_eq!(reply.status, 401);
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains(r#"error="insufficient_scope""#));
+
+    let root = stack.token(
+        "root",
+        ROOT_PAT,
+        &["repository:mygroup/myproject/app:delete"],
+    );
+    let reply = support::http::request("DELETE", &by_digest)
+        .bearer(&root)
+        .send();
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let reply = support::http::get(&manifest_url)
+        .bearer(&pull)
+        .header("Accept", accept)
+        .send();
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (404, "MANIFEST_UNKNOWN")
+    );
 }

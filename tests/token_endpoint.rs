@@ -307,3 +307,29 @@ fn no_secret_reaches_the_log() {
         );
     }
 }
+
+#[test]
+fn logs_are_json_lines_when_configured() {
+    use support::gateway::GatewayOptions;
+    use support::stack::StackOptions;
+    let stack = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            extra: "log: { format: json }\n".into(),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    let _ = stack.token("alice", ALICE_PAT, &["repository:mygroup/myproject:pull"]);
+    let log = stack.gateway.log();
+    let request_line = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .find(|line| line["target"] == "portcullis::access")
+        .expect("an access log line");
+    assert_eq!(request_line["path"], "/jwt/auth");
+    assert_eq!(request_line["status"], 200);
+    assert_eq!(request_line["user"], "alice");
+}

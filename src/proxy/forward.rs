@@ -23,8 +23,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio::sync::oneshot;
 
 use crate::body::{Body, BoxError};
@@ -72,14 +70,7 @@ impl Upstream {
                 path: path.display().to_string(),
                 message,
             };
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| error(e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| error(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(error("no PEM certificate in the file".into()));
-            }
-            for cert in certs {
+            for cert in crate::pem::certificates(path).map_err(error)? {
                 roots.add(cert).map_err(|e| error(e.to_string()))?;
             }
         }

@@ -44,18 +44,10 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let error = |message: String| TlsError::Cert {
+    crate::pem::certificates(path).map_err(|message| TlsError::Cert {
         path: path.to_owned(),
         message,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(error("no PEM certificate in the file".into()));
-    }
-    Ok(certs)
+    })
 }
 
 /// Why one connection did not become a TLS session.

@@ -3,11 +3,11 @@
 //! point into that dir, so the machine's daemon and credentials are never touched. Stopped with
 //! SIGTERM (it takes its managed containerd down with it), SIGKILL if it lingers.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::process::{self, ImageCli};
 use super::require_tool;
 
 pub struct Dockerd {
@@ -55,17 +55,20 @@ impl Dockerd {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if self.run(&["version"], None).0 {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("dockerd exited with {status}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let (client, dir) = (self.client.clone(), self.dir.path().to_owned());
+        if let Err(log) = process::wait_ready(
+            &mut self.child,
+            "dockerd",
+            Duration::from_secs(60),
+            || std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default(),
+            || {
+                let mut command = client_command(&client, &dir);
+                command.arg("version");
+                process::run(command, None).ok
+            },
+        ) {
+            panic!("{log}");
         }
-        panic!("dockerd did not answer within 60 s:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
@@ -76,82 +79,31 @@ impl Dockerd {
     pub fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")
     }
+}
 
-    /// Run the docker CLI against this daemon; return success and the combined output.
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-        let mut child = Command::new(&self.client)
-            .args(args)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", self.dir.path().join("docker.sock").display()),
-            )
-            .env("DOCKER_CONFIG", self.config_dir())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run docker");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+impl ImageCli for Dockerd {
+    fn name(&self) -> &'static str {
+        "docker"
     }
 
-    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let (ok, out) = self.run(args, stdin);
-        assert!(ok, "docker {args:?} failed:\n{out}");
-        out
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        let mut command = client_command(&self.client, self.dir.path());
+        command.args(args);
+        let out = process::run(command, stdin);
+        (out.ok, out.combined())
     }
+}
 
-    /// `docker import` of a small tarball (nothing can be pulled from outside).
-    pub fn import_image(&self, reference: &str) {
-        let staging = tempfile::tempdir().unwrap();
-        let root = staging.path().join("root");
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/hello"), format!("hello from {reference}\n")).unwrap();
-        let mut bytes = vec![0u8; 512 * 1024];
-        std::io::Read::read_exact(
-            &mut std::fs::File::open("/dev/urandom").unwrap(),
-            &mut bytes,
+/// The docker CLI pointed at the daemon whose files are in `dir`.
+fn client_command(client: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(client);
+    command
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", dir.join("docker.sock").display()),
         )
-        .unwrap();
-        std::fs::write(root.join("random.bin"), bytes).unwrap();
-        let tar = staging.path().join("image.tar");
-        assert!(Command::new("tar")
-            .arg("-cf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&root)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success());
-        self.ok(&["import", tar.to_str().unwrap(), reference], None);
-    }
-
-    pub fn image_id(&self, reference: &str) -> String {
-        self.ok(
-            &["image", "inspect", "--format", "{{.Id}}", reference],
-            None,
-        )
-        .trim()
-        .to_owned()
-    }
+        .env("DOCKER_CONFIG", dir.join("config"));
+    command
 }
 
 impl Drop for Dockerd {

@@ -4,9 +4,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::free_port;
+use super::process;
 
 /// The `portcullis` binary cargo built for these tests.
 pub fn binary() -> PathBuf {
@@ -15,32 +15,10 @@ pub fn binary() -> PathBuf {
 
 /// Run `portcullis ARGS`, optionally with stdin, and return (status, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run portcullis");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().expect("wait for portcullis");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut command = Command::new(binary());
+    command.args(args);
+    let out = process::run(command, stdin);
+    (out.code, out.stdout, out.stderr)
 }
 
 /// Secrets of the fixture users (the gateway only ever sees their digests and hashes).
@@ -54,21 +32,8 @@ pub mod secrets {
 }
 
 fn sha256_hex(text: &str) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
+    let out = process::run(Command::new("sha256sum"), Some(text));
+    out.stdout.split_whitespace().next().unwrap().to_owned()
 }
 
 /// The users and projects every test gateway has:
@@ -121,14 +86,13 @@ projects:
 /// Keys and a folder for one gateway, made by `portcullis init`.
 pub struct GatewayFiles {
     pub dir: tempfile::TempDir,
-    pub port: u16,
 }
 
 impl GatewayFiles {
-    /// `portcullis init` with the given key type ("ec" or "rsa") for a gateway on a free port.
+    /// `portcullis init` with the given key type ("ec" or "rsa"). The starter config it writes
+    /// is replaced by [`Gateway::start`].
     pub fn init(key_type: &str, upstream: &str) -> GatewayFiles {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let (code, out, err) = run_cli(
             &[
                 "init",
@@ -137,14 +101,14 @@ impl GatewayFiles {
                 "--upstream",
                 upstream,
                 "--public-url",
-                &format!("http://127.0.0.1:{port}"),
+                "http://127.0.0.1:4567",
                 "--key-type",
                 key_type,
             ],
             None,
         );
         assert_eq!(code, 0, "portcullis init failed:\n{out}\n{err}");
-        GatewayFiles { dir, port }
+        GatewayFiles { dir }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -191,14 +155,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Write `gateway.yaml` into `files` and start serving.
+    /// Write `gateway.yaml` into `files` and start serving on a free port.
     pub fn start(files: GatewayFiles, options: &GatewayOptions) -> Gateway {
         let scheme = if options.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        let host = format!("127.0.0.1:{}", files.port);
         let tls = options
             .tls
             .as_ref()
@@ -210,51 +173,44 @@ impl Gateway {
                 )
             })
             .unwrap_or_default();
-        let config = format!(
-            "listen: \"{host}\"\npublic_url: \"{scheme}://{host}\"\n{tls}upstream: {{ url: \"{upstream}\", response_timeout: 3s, connect_timeout: 2s }}\ntoken: {{ issuer: portcullis, service: container_registry, expiry: \"{expiry}\", signing_key: token.key, certificate: token.crt }}\n{users}{extra}",
-            upstream = options.upstream,
-            expiry = options.expiry,
-            users = fixture_users(),
-            extra = options.extra,
-        );
+        let users = fixture_users();
         let config_path = files.path("gateway.yaml");
-        std::fs::write(&config_path, config).expect("write gateway.yaml");
         let log_path = files.path("gateway.log");
-        let log = std::fs::File::create(&log_path).expect("create gateway.log");
-        let child = Command::new(binary())
-            .args(["serve", "--config", config_path.to_str().unwrap()])
-            .env("RUST_LOG", "info,portcullis=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start portcullis serve");
-        let mut gateway = Gateway {
+        let (child, host) = process::start_on_free_port(|port| {
+            let host = format!("127.0.0.1:{port}");
+            let config = format!(
+                "listen: \"{host}\"\npublic_url: \"{scheme}://{host}\"\n{tls}upstream: {{ url: \"{upstream}\", response_timeout: 3s, connect_timeout: 2s }}\ntoken: {{ issuer: portcullis, service: container_registry, expiry: \"{expiry}\", signing_key: token.key, certificate: token.crt }}\n{users}{extra}",
+                upstream = options.upstream,
+                expiry = options.expiry,
+                extra = options.extra,
+            );
+            std::fs::write(&config_path, config).expect("write gateway.yaml");
+            let log = std::fs::File::create(&log_path).expect("create gateway.log");
+            let mut child = Command::new(binary())
+                .args(["serve", "--config", config_path.to_str().unwrap()])
+                .env("RUST_LOG", "info,portcullis=debug")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start portcullis serve");
+            let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            process::wait_ready(
+                &mut child,
+                "portcullis serve",
+                Duration::from_secs(10),
+                read_log,
+                || read_log().contains("listening on"),
+            )
+            .map(|()| (child, host))
+        });
+        Gateway {
             child,
             url: format!("{scheme}://{host}"),
             host,
             files,
             log_path,
-        };
-        gateway.wait_listening();
-        gateway
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().contains("listening on") {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("portcullis serve exited with {status}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "portcullis serve did not start listening within 10 s:\n{}",
-            self.log()
-        );
     }
 
     /// Everything the gateway logged so far.

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod oci;
 pub mod podman;
+pub mod process;
 pub mod stack;
 pub mod wire;
 
@@ -20,7 +21,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
@@ -76,54 +77,45 @@ impl Registry {
     pub fn start(options: RegistryOptions) -> Registry {
         let binary = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        if let Some(host) = &options.http_host {
-            config.push_str(&format!("  host: \"{host}\"\n"));
-        }
-        if let Some(auth) = &options.token_auth {
-            config.push_str(&format!(
-                "auth:\n  token:\n    realm: \"{}\"\n    service: \"{}\"\n    issuer: \"{}\"\n    rootcertbundle: \"{}\"\n",
-                auth.realm,
-                auth.service,
-                auth.issuer,
-                auth.rootcertbundle.display()
-            ));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let mut registry = Registry { child, dir, port };
-        registry.wait_ready();
-        registry
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        let (child, port) = process::start_on_free_port(|port| {
+            let mut config = format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            );
+            if let Some(host) = &options.http_host {
+                config.push_str(&format!("  host: \"{host}\"\n"));
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("docker-registry exited with {status}:\n{}", self.log());
+            if let Some(auth) = &options.token_auth {
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: \"{}\"\n    service: \"{}\"\n    issuer: \"{}\"\n    rootcertbundle: \"{}\"\n",
+                    auth.realm,
+                    auth.service,
+                    auth.issuer,
+                    auth.rootcertbundle.display()
+                ));
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "docker-registry did not listen within 15 s:\n{}",
-            self.log()
-        );
+            let config_path = dir.path().join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            let log_path = dir.path().join("registry.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(&binary)
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start docker-registry");
+            process::wait_ready(
+                &mut child,
+                "docker-registry",
+                Duration::from_secs(15),
+                || std::fs::read_to_string(&log_path).unwrap_or_default(),
+                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            )
+            .map(|()| (child, port))
+        });
+        Registry { child, dir, port }
     }
 
     /// `http://127.0.0.1:PORT`.

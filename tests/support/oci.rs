@@ -1,11 +1,10 @@
 //! OCI image layouts for skopeo and podman: one gzip layer of random bytes (already compressed,
 //! so clients push it unchanged), and a check that a pulled copy is byte-identical.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use super::require_tool;
+use super::{process, require_tool};
 
 fn sha256_file(path: &Path) -> String {
     let out = Command::new("sha256sum")
@@ -17,13 +16,6 @@ fn sha256_file(path: &Path) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-fn random_bytes(size: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; size];
-    let mut file = std::fs::File::open("/dev/urandom").unwrap();
-    std::io::Read::read_exact(&mut file, &mut bytes).unwrap();
-    bytes
 }
 
 /// An image in an OCI layout directory, tag `v1`.
@@ -40,7 +32,7 @@ impl OciImage {
         let staging = tempfile::tempdir().unwrap();
         let rootfs = staging.path().join("rootfs");
         std::fs::create_dir_all(&rootfs).unwrap();
-        std::fs::write(rootfs.join("payload.bin"), random_bytes(size)).unwrap();
+        std::fs::write(rootfs.join("payload.bin"), process::random_bytes(size)).unwrap();
         let tar = staging.path().join("layer.tar");
         let status = Command::new("tar")
             .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-cf"])
@@ -124,34 +116,10 @@ pub fn skopeo(args: &[&str]) -> String {
 
 /// Run skopeo (optionally with stdin); return success and its combined output.
 pub fn skopeo_result(args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let binary = require_tool("skopeo", "skopeo");
     let auth = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(auth.path(), "{}").unwrap();
-    let mut child = Command::new(binary)
-        .args(args)
-        .env("REGISTRY_AUTH_FILE", auth.path())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut command = Command::new(require_tool("skopeo", "skopeo"));
+    command.args(args).env("REGISTRY_AUTH_FILE", auth.path());
+    let out = process::run(command, stdin);
+    (out.ok, out.combined())
 }
