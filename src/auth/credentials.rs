@@ -11,7 +11,7 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::directory::{Directory, PasswordHash, RegistryScopes};
+use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes};
 
 /// How a principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl Credential {
 }
 
 /// The authenticated caller of the token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Principal {
     /// No credentials: may pull public projects.
     Anonymous,
@@ -42,14 +42,25 @@ pub enum Principal {
         scopes: RegistryScopes,
         credential: Credential,
     },
+    /// A deploy token or a project/group access token: acts only inside its namespace.
+    Token(NamespaceToken),
 }
 
 impl Principal {
-    /// The token's `sub`: the username, empty for anonymous (as GitLab does).
     pub fn subject(&self) -> &str {
         match self {
             Principal::Anonymous => "",
             Principal::User { username, .. } => username,
+            Principal::Token(token) => &token.username,
+        }
+    }
+
+    /// The kind of credential, for logs.
+    pub fn credential_kind(&self) -> &'static str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::User { credential, .. } => credential.kind(),
+            Principal::Token(token) => token.kind(),
         }
     }
 }
@@ -102,36 +113,47 @@ impl BasicCredentials {
 }
 
 /// Why credentials were refused. The log reason tells them all apart; the client message
-/// does not tell an unknown user from a wrong secret.
+/// does not tell an unknown user from a wrong secret, and only a caller who presented the
+/// right secret learns that a token was revoked or an account blocked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthFailure {
     #[error("unknown user")]
     UnknownUser,
     #[error("wrong password or token")]
     WrongSecret,
-    #[error("personal access token {name:?} expired at {expired_at}")]
+    #[error("token {name:?} expired at {expired_at}")]
     TokenExpired { name: String, expired_at: String },
+    #[error("token {name:?} was revoked")]
+    TokenRevoked { name: String },
+    #[error("token {name:?} has no registry scope (read_registry, write_registry or api)")]
+    InsufficientScope { name: String },
+    #[error("the account is blocked")]
+    UserBlocked,
 }
 
 impl AuthFailure {
-    /// A short, stable reason for log lines and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             AuthFailure::UnknownUser => "unknown_user",
             AuthFailure::WrongSecret => "wrong_secret",
             AuthFailure::TokenExpired { .. } => "token_expired",
+            AuthFailure::TokenRevoked { .. } => "token_revoked",
+            AuthFailure::InsufficientScope { .. } => "insufficient_scope",
+            AuthFailure::UserBlocked => "user_blocked",
         }
     }
 
-    /// The message the client sees in the 401 body.
     pub fn client_message(&self) -> &'static str {
         match self {
             AuthFailure::UnknownUser | AuthFailure::WrongSecret => {
                 "HTTP Basic: Access denied. The username, password or access token is incorrect."
             }
-            AuthFailure::TokenExpired { .. } => {
-                "HTTP Basic: Access denied. The access token has expired: create a new one."
+            AuthFailure::TokenExpired { .. } => "HTTP Basic: Access denied. The access token has expired: create a new one.",
+            AuthFailure::TokenRevoked { .. } => "HTTP Basic: Access denied. The access token has been revoked.",
+            AuthFailure::InsufficientScope { .. } => {
+                "HTTP Basic: Access denied. The access token has no registry scope: it needs read_registry (pull) and write_registry (push), or api."
             }
+            AuthFailure::UserBlocked => "HTTP Basic: Access denied. The account is blocked.",
         }
     }
 }
@@ -150,46 +172,91 @@ pub async fn authenticate(
     credentials: &BasicCredentials,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthFailure> {
-    let user = directory
-        .user(&credentials.username)
-        .ok_or(AuthFailure::UnknownUser)?;
-
     let digest = token_digest(&credentials.secret);
+    let Some(user) = directory.user(&credentials.username) else {
+        // Not a user: a deploy token or a bot, or nobody.
+        let tokens = directory.namespace_tokens(&credentials.username);
+        if tokens.is_empty() {
+            return Err(AuthFailure::UnknownUser);
+        }
+        let token = tokens
+            .iter()
+            .find(|t| bool::from(t.digest.ct_eq(&digest)))
+            .ok_or(AuthFailure::WrongSecret)?;
+        usable(
+            &token.username,
+            token.revoked,
+            token.expires_at,
+            token.scopes,
+            now,
+        )?;
+        return Ok(Principal::Token(token.clone()));
+    };
+
     let matched = user
         .personal_access_tokens
         .iter()
         .find(|t| bool::from(t.digest.ct_eq(&digest)));
-    if let Some(token) = matched {
-        if let Some(expires_at) = token.expires_at {
-            if now >= expires_at {
-                return Err(AuthFailure::TokenExpired {
-                    name: token.name.clone(),
-                    expired_at: expires_at.date().to_string(),
-                });
-            }
-        }
-        return Ok(Principal::User {
-            username: user.username.clone(),
-            admin: user.admin,
-            scopes: token.scopes,
-            credential: Credential::PersonalAccessToken {
+    let (scopes, credential) = match matched {
+        Some(token) => {
+            usable(
+                &token.name,
+                token.revoked,
+                token.expires_at,
+                token.scopes,
+                now,
+            )?;
+            let credential = Credential::PersonalAccessToken {
                 name: token.name.clone(),
-            },
-        });
-    }
-
-    let Some(hash) = user.password_hash.clone() else {
-        return Err(AuthFailure::WrongSecret);
+            };
+            (token.scopes, credential)
+        }
+        None => {
+            let Some(hash) = user.password_hash.clone() else {
+                return Err(AuthFailure::WrongSecret);
+            };
+            if !verify_password(hash, credentials.secret.clone()).await {
+                return Err(AuthFailure::WrongSecret);
+            }
+            (RegistryScopes::ALL, Credential::Password)
+        }
     };
-    if !verify_password(hash, credentials.secret.clone()).await {
-        return Err(AuthFailure::WrongSecret);
+    if user.blocked {
+        return Err(AuthFailure::UserBlocked);
     }
     Ok(Principal::User {
         username: user.username.clone(),
         admin: user.admin,
-        scopes: RegistryScopes::ALL,
-        credential: Credential::Password,
+        scopes,
+        credential,
     })
+}
+
+/// A token whose secret matched: is it still good for the registry?
+fn usable(
+    name: &str,
+    revoked: bool,
+    expires_at: Option<OffsetDateTime>,
+    scopes: RegistryScopes,
+    now: OffsetDateTime,
+) -> Result<(), AuthFailure> {
+    if revoked {
+        return Err(AuthFailure::TokenRevoked {
+            name: name.to_owned(),
+        });
+    }
+    if let Some(expires_at) = expires_at.filter(|at| now >= *at) {
+        return Err(AuthFailure::TokenExpired {
+            name: name.to_owned(),
+            expired_at: expires_at.date().to_string(),
+        });
+    }
+    if scopes.is_empty() {
+        return Err(AuthFailure::InsufficientScope {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Run the slow hash on a blocking thread.

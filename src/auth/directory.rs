@@ -72,6 +72,28 @@ impl FromStr for Visibility {
     }
 }
 
+/// GitLab token scopes that exist but say nothing about the registry. `admin_mode` is one: the
+/// registry doc says a token without it still works for registry operations, even for an
+/// administrator, so it changes nothing here.
+const OTHER_GITLAB_SCOPES: &[&str] = &[
+    "admin_mode",
+    "read_api",
+    "read_user",
+    "read_repository",
+    "write_repository",
+    "read_virtual_registry",
+    "write_virtual_registry",
+    "create_runner",
+    "manage_runner",
+    "k8s_proxy",
+    "ai_features",
+    "sudo",
+    "read_service_ping",
+    "self_rotate",
+    "read_package_registry",
+    "write_package_registry",
+];
+
 /// The registry scopes a credential carries. A password carries both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RegistryScopes {
@@ -85,22 +107,30 @@ impl RegistryScopes {
         write_registry: true,
     };
 
-    /// Parse the `scopes:` list of a token. Unknown names are refused: a typo in a scope
-    /// would otherwise silently make a token useless.
+    /// Parse the `scopes:` list of a token. `api` implies both registry scopes; `admin_mode`
+    /// and GitLab's other scope names are accepted and grant nothing here. Anything else is
+    /// refused: a typo in a scope would otherwise silently make a token useless.
     pub fn parse(names: &[String]) -> Result<RegistryScopes, String> {
         let mut scopes = RegistryScopes::default();
         for name in names {
             match name.as_str() {
                 "read_registry" => scopes.read_registry = true,
                 "write_registry" => scopes.write_registry = true,
+                "api" => scopes = RegistryScopes::ALL,
+                known if OTHER_GITLAB_SCOPES.contains(&known) => {}
                 other => {
                     return Err(format!(
-                        "unknown scope {other:?}: use read_registry and/or write_registry"
+                        "unknown scope {other:?}: use read_registry, write_registry or api (admin_mode and GitLab's other scopes are accepted and grant nothing here)"
                     ))
                 }
             }
         }
         Ok(scopes)
+    }
+
+    /// True when the credential can do nothing at all with the registry.
+    pub fn is_empty(self) -> bool {
+        !self.read_registry && !self.write_registry
     }
 }
 
@@ -168,6 +198,7 @@ pub struct PersonalAccessToken {
     pub scopes: RegistryScopes,
     /// The token stops working at this instant (GitLab: at the start of its expiry date, UTC).
     pub expires_at: Option<OffsetDateTime>,
+    pub revoked: bool,
 }
 
 impl fmt::Debug for PersonalAccessToken {
@@ -176,6 +207,7 @@ impl fmt::Debug for PersonalAccessToken {
             .field("name", &self.name)
             .field("scopes", &self.scopes)
             .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +217,8 @@ pub struct User {
     pub username: String,
     pub password_hash: Option<PasswordHash>,
     pub admin: bool,
+    /// A blocked user cannot sign in with any credential.
+    pub blocked: bool,
     pub personal_access_tokens: Vec<PersonalAccessToken>,
 }
 
@@ -193,28 +227,120 @@ pub struct Project {
     /// The project owns repositories `path` and `path/...`.
     pub path: RepositoryName,
     pub visibility: Visibility,
+    /// Effective members: the project's own and those inherited from every parent group, the
+    /// highest role winning.
     pub members: HashMap<String, Role>,
 }
 
-/// Users and projects, indexed for the token service.
+/// A group: members and tokens that reach every project (and subgroup) below its path.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub path: RepositoryName,
+    pub visibility: Visibility,
+    pub members: HashMap<String, Role>,
+}
+
+/// Whether a token belongs to a project or to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceKind {
+    Project,
+    Group,
+}
+
+/// A token that acts only inside one project or group (deploy tokens, project and group
+/// access tokens): its own username, a digest, scopes, and for access tokens a role.
+#[derive(Clone)]
+pub struct NamespaceToken {
+    /// The Basic username that goes with the token (`gitlab+deploy-token-1`, a bot's name).
+    pub username: String,
+    pub digest: [u8; 32],
+    pub scopes: RegistryScopes,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked: bool,
+    /// The project or group the token acts in.
+    pub namespace: RepositoryName,
+    pub namespace_kind: NamespaceKind,
+    /// Access tokens act with this role; deploy tokens have none (their scopes decide).
+    pub role: Option<Role>,
+}
+
+impl NamespaceToken {
+    /// `deploy_token`, `project_access_token` or `group_access_token`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match (self.role, self.namespace_kind) {
+            (None, _) => "deploy_token",
+            (Some(_), NamespaceKind::Project) => "project_access_token",
+            (Some(_), NamespaceKind::Group) => "group_access_token",
+        }
+    }
+}
+
+impl fmt::Debug for NamespaceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamespaceToken")
+            .field("username", &self.username)
+            .field("kind", &self.kind())
+            .field("namespace", &self.namespace)
+            .field("role", &self.role)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Users, groups, projects and namespace tokens, indexed for the token service.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     users: HashMap<String, User>,
+    /// Deploy and access tokens by username (a username may hold several deploy tokens).
+    namespace_tokens: HashMap<String, Vec<NamespaceToken>>,
     /// Longest path first, so the first match is the owning project.
     projects: Vec<Project>,
+    groups: Vec<Group>,
 }
 
 impl Directory {
-    pub fn new(users: Vec<User>, mut projects: Vec<Project>) -> Directory {
+    /// Index everything; each project's members become its effective members (its own plus
+    /// every parent group's, the highest role winning).
+    pub fn new(
+        users: Vec<User>,
+        groups: Vec<Group>,
+        mut projects: Vec<Project>,
+        tokens: Vec<NamespaceToken>,
+    ) -> Directory {
+        for project in &mut projects {
+            for group in groups.iter().filter(|g| project.path.is_within(&g.path)) {
+                for (user, role) in &group.members {
+                    let entry = project.members.entry(user.clone()).or_insert(*role);
+                    *entry = (*entry).max(*role);
+                }
+            }
+        }
         projects.sort_by_key(|p| std::cmp::Reverse(p.path.as_str().len()));
+        let mut namespace_tokens: HashMap<String, Vec<NamespaceToken>> = HashMap::new();
+        for token in tokens {
+            namespace_tokens
+                .entry(token.username.clone())
+                .or_default()
+                .push(token);
+        }
         Directory {
             users: users.into_iter().map(|u| (u.username.clone(), u)).collect(),
+            namespace_tokens,
             projects,
+            groups,
         }
     }
 
     pub fn user(&self, username: &str) -> Option<&User> {
         self.users.get(username)
+    }
+
+    /// The deploy and access tokens that go with a Basic username.
+    pub fn namespace_tokens(&self, username: &str) -> &[NamespaceToken] {
+        self.namespace_tokens
+            .get(username)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The project that owns `repository`, if any.
@@ -228,6 +354,10 @@ impl Directory {
 
     pub fn projects(&self) -> &[Project] {
         &self.projects
+    }
+
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
     }
 }
 
@@ -245,7 +375,12 @@ mod tests {
 
     #[test]
     fn the_longest_project_path_owns_a_repository() {
-        let dir = Directory::new(vec![], vec![project("group"), project("group/app")]);
+        let dir = Directory::new(
+            vec![],
+            vec![],
+            vec![project("group"), project("group/app")],
+            vec![],
+        );
         let owner = |name| {
             dir.project_for(&RepositoryName::parse(name).unwrap())
                 .map(|p| p.path.as_str().to_owned())
@@ -253,6 +388,39 @@ mod tests {
         assert_eq!(owner("group/app/sub").as_deref(), Some("group/app"));
         assert_eq!(owner("group/application").as_deref(), Some("group"));
         assert_eq!(owner("other/app"), None);
+    }
+
+    #[test]
+    fn projects_inherit_members_from_every_parent_group_highest_role_wins() {
+        let group = |path: &str, members: &[(&str, Role)]| Group {
+            path: RepositoryName::parse(path).unwrap(),
+            visibility: Visibility::Private,
+            members: members.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
+        };
+        let mut app = project("top/sub/app");
+        app.members.insert("dora".into(), Role::Developer);
+        app.members.insert("carol".into(), Role::Guest);
+        let dir = Directory::new(
+            vec![],
+            vec![
+                group(
+                    "top",
+                    &[("carol", Role::Maintainer), ("dora", Role::Reporter)],
+                ),
+                group("top/sub", &[("erin", Role::Reporter)]),
+                group("other", &[("frank", Role::Owner)]),
+            ],
+            vec![app],
+            vec![],
+        );
+        let members = &dir
+            .project_for(&RepositoryName::parse("top/sub/app/image").unwrap())
+            .unwrap()
+            .members;
+        assert_eq!(members.get("carol"), Some(&Role::Maintainer));
+        assert_eq!(members.get("dora"), Some(&Role::Developer));
+        assert_eq!(members.get("erin"), Some(&Role::Reporter));
+        assert_eq!(members.get("frank"), None);
     }
 
     #[test]
@@ -266,6 +434,13 @@ mod tests {
     fn scope_names_are_checked() {
         let scopes = RegistryScopes::parse(&["read_registry".into()]).unwrap();
         assert!(scopes.read_registry && !scopes.write_registry);
+        assert_eq!(
+            RegistryScopes::parse(&["api".into()]).unwrap(),
+            RegistryScopes::ALL
+        );
+        assert!(RegistryScopes::parse(&["admin_mode".into()])
+            .unwrap()
+            .is_empty());
         assert!(RegistryScopes::parse(&["read_regsitry".into()])
             .unwrap_err()
             .contains("read_regsitry"));

@@ -125,10 +125,7 @@ impl TokenEndpoint {
             .iter()
             .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
             .collect();
-        let credential = match &principal {
-            Principal::Anonymous => "anonymous",
-            Principal::User { credential, .. } => credential.kind(),
-        };
+        let credential = principal.credential_kind();
         tracing::debug!(
             user = principal.subject(),
             credential,
@@ -154,10 +151,10 @@ impl TokenEndpoint {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Principal::User { username, .. } = &principal {
+        if !matches!(principal, Principal::Anonymous) {
             response
                 .extensions_mut()
-                .insert(RequestUser(username.clone()));
+                .insert(RequestUser(principal.subject().to_owned()));
         }
         Ok(response)
     }

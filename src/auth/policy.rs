@@ -12,10 +12,16 @@
 //!   docs said developer, corrected in gitlab-org/gitlab!181835);
 //! - administrators: every action on every repository, and `registry:catalog:*`, still bound
 //!   by their credential's scopes;
-//! - a repository no project owns: administrators only.
+//! - a repository no project owns: administrators only;
+//! - project members include every parent group's members (the highest role wins);
+//! - deploy tokens: pull with `read_registry`, push with both scopes, inside their project or
+//!   group only, whatever its visibility; never delete;
+//! - project and group access tokens: a bot with its own role and scopes, inside its project
+//!   or group only;
+//! - `api` on a token means both registry scopes; `admin_mode` changes nothing.
 
 use super::credentials::Principal;
-use super::directory::{Directory, RegistryScopes, Role, Visibility};
+use super::directory::{Directory, Project, RegistryScopes, Role, Visibility};
 use super::scope::{Action, Actions, Resource, ResourceAccess, Scope};
 
 /// The actions `principal` may perform on `resource`.
@@ -24,65 +30,116 @@ pub fn allowed_actions(
     resource: &Resource,
     directory: &Directory,
 ) -> Actions {
-    let (admin, scopes, username) = match principal {
-        Principal::Anonymous => (
-            false,
-            RegistryScopes {
-                read_registry: true,
-                write_registry: false,
-            },
-            None,
-        ),
+    let Resource::Repository(name) = resource else {
+        // Only administrators see the catalog; no one gets resources the registry does not know.
+        return match (principal, resource) {
+            (
+                Principal::User {
+                    admin: true,
+                    scopes,
+                    ..
+                },
+                Resource::Catalog,
+            ) if scopes.read_registry => Actions::of(&[Action::All]),
+            _ => Actions::NONE,
+        };
+    };
+    match principal {
         Principal::User {
-            username,
-            admin,
+            admin: true,
             scopes,
             ..
-        } => (*admin, *scopes, Some(username.as_str())),
-    };
-    let read = scopes.read_registry;
-    let write = scopes.write_registry;
-
-    match resource {
-        Resource::Catalog if admin && read => Actions::of(&[Action::All]),
-        Resource::Catalog | Resource::Other { .. } => Actions::NONE,
-        Resource::Repository(_) if admin => {
-            let mut actions = Actions::NONE;
-            if read {
-                actions = actions.with(Action::Pull);
-            }
-            if read && write {
-                actions = actions.with(Action::Push).with(Action::All);
-            }
-            if write {
-                actions = actions.with(Action::Delete);
-            }
-            actions
-        }
-        Resource::Repository(name) => {
+        } => administrator(*scopes),
+        Principal::User {
+            username, scopes, ..
+        } => {
             let Some(project) = directory.project_for(name) else {
                 return Actions::NONE;
             };
-            let role: Option<Role> = username.and_then(|u| project.members.get(u).copied());
-            let at_least = |minimum: Role| role.is_some_and(|r| r >= minimum);
-            let can_see = match project.visibility {
-                Visibility::Public => true,
-                Visibility::Internal => username.is_some(),
-                Visibility::Private => at_least(Role::Reporter),
-            };
-            let mut actions = Actions::NONE;
-            if read && can_see {
-                actions = actions.with(Action::Pull);
+            member(
+                project,
+                project.members.get(username).copied(),
+                true,
+                *scopes,
+            )
+        }
+        Principal::Anonymous => match directory.project_for(name) {
+            Some(project) => member(
+                project,
+                None,
+                false,
+                RegistryScopes {
+                    read_registry: true,
+                    write_registry: false,
+                },
+            ),
+            None => Actions::NONE,
+        },
+        Principal::Token(token) => {
+            // Deploy and access tokens act inside their own project or group only.
+            let project = directory
+                .project_for(name)
+                .filter(|_| name.is_within(&token.namespace));
+            match (project, token.role) {
+                (None, _) => Actions::NONE,
+                (Some(project), Some(role)) => member(project, Some(role), true, token.scopes),
+                (Some(_), None) => deploy_token(token.scopes),
             }
-            if read && write && at_least(Role::Developer) {
-                actions = actions.with(Action::Push);
-            }
-            if write && at_least(Role::Maintainer) {
-                actions = actions.with(Action::Delete);
-            }
-            actions
         }
     }
+}
+
+/// Administrators: everything on every repository, bound by their credential's scopes.
+fn administrator(scopes: RegistryScopes) -> Actions {
+    let mut actions = Actions::NONE;
+    if scopes.read_registry {
+        actions = actions.with(Action::Pull);
+    }
+    if scopes.read_registry && scopes.write_registry {
+        actions = actions.with(Action::Push).with(Action::All);
+    }
+    if scopes.write_registry {
+        actions = actions.with(Action::Delete);
+    }
+    actions
+}
+
+/// A project member (or a bot with a role, or nobody when `role` is None) on `project`.
+fn member(
+    project: &Project,
+    role: Option<Role>,
+    signed_in: bool,
+    scopes: RegistryScopes,
+) -> Actions {
+    let at_least = |minimum: Role| role.is_some_and(|r| r >= minimum);
+    let can_see = match project.visibility {
+        Visibility::Public => true,
+        Visibility::Internal => signed_in,
+        Visibility::Private => at_least(Role::Reporter),
+    };
+    let mut actions = Actions::NONE;
+    if scopes.read_registry && can_see {
+        actions = actions.with(Action::Pull);
+    }
+    if scopes.read_registry && scopes.write_registry && at_least(Role::Developer) {
+        actions = actions.with(Action::Push);
+    }
+    if scopes.write_registry && at_least(Role::Maintainer) {
+        actions = actions.with(Action::Delete);
+    }
+    actions
+}
+
+/// Deploy tokens: their scopes decide, whatever the project's visibility; they never delete.
+fn deploy_token(scopes: RegistryScopes) -> Actions {
+    let mut actions = Actions::NONE;
+    if scopes.read_registry {
+        actions = actions.with(Action::Pull);
+    }
+    if scopes.read_registry && scopes.write_registry {
+        actions = actions.with(Action::Push);
+    }
+    actions
 }
 
 /// Down-scope every requested scope to what is allowed; resources with nothing left are
@@ -115,7 +172,7 @@ mod tests {
 
     use super::*;
     use crate::auth::credentials::Credential;
-    use crate::auth::directory::Project;
+    use crate::auth::directory::{Group, NamespaceKind, NamespaceToken, Project};
     use crate::auth::scope::RepositoryName;
 
     const PULL: &str = "pull";
@@ -137,14 +194,49 @@ mod tests {
             ("maintainer", Role::Maintainer),
             ("owner", Role::Owner),
         ];
+        let group = Group {
+            path: RepositoryName::parse("g").unwrap(),
+            visibility: Visibility::Public,
+            // A group maintainer is at least maintainer on every project below.
+            members: [
+                ("carol".to_string(), Role::Maintainer),
+                ("reporter".to_string(), Role::Guest),
+            ]
+            .into(),
+        };
         Directory::new(
             vec![],
+            vec![group],
             vec![
                 project("g/private", Visibility::Private, &roles),
                 project("g/internal", Visibility::Internal, &roles),
                 project("g/public", Visibility::Public, &roles),
+                project("h/private", Visibility::Private, &[]),
             ],
+            vec![],
         )
+    }
+
+    fn namespace_token(
+        namespace: &str,
+        kind: NamespaceKind,
+        role: Option<Role>,
+        read: bool,
+        write: bool,
+    ) -> Principal {
+        Principal::Token(NamespaceToken {
+            username: "bot".into(),
+            digest: [0; 32],
+            scopes: RegistryScopes {
+                read_registry: read,
+                write_registry: write,
+            },
+            expires_at: None,
+            revoked: false,
+            namespace: RepositoryName::parse(namespace).unwrap(),
+            namespace_kind: kind,
+            role,
+        })
     }
 
     fn user(name: &str, read: bool, write: bool) -> Principal {
@@ -201,6 +293,11 @@ mod tests {
             ("owner", false, true, "g/private", "delete"),
             ("developer", false, true, "g/private", ""),
             ("developer", false, false, "g/public", ""),
+            // Roles are inherited from parent groups, the highest winning: carol maintains
+            // group g; reporter is only a guest of g but keeps the project's reporter role.
+            ("carol", true, true, "g/private", "pull,push,delete"),
+            ("carol", true, true, "h/private", ""),
+            ("reporter", true, true, "g/private", PULL),
             // Repositories no project owns: nobody but administrators.
             ("owner", true, true, "elsewhere/app", ""),
             // Administrators: everything, bound by their credential's scopes.
@@ -216,6 +313,86 @@ mod tests {
                 "{who} read={read} write={write} on {repository}"
             );
         }
+    }
+
+    #[test]
+    fn deploy_and_access_tokens_act_only_inside_their_namespace() {
+        use NamespaceKind::{Group as G, Project as P};
+        // (token, repository, expected). Sources: GitLab deploy token docs (read_registry pulls,
+        // read_registry + write_registry push, whatever the visibility); project/group access
+        // tokens are bot members with their own role and scopes.
+        let table: &[(Principal, &str, &str)] = &[
+            (
+                namespace_token("g/private", P, None, true, false),
+                "g/private/app",
+                PULL,
+            ),
+            (
+                namespace_token("g/private", P, None, true, true),
+                "g/private",
+                PUSH,
+            ),
+            (
+                namespace_token("g/private", P, None, false, true),
+                "g/private",
+                "",
+            ),
+            (
+                namespace_token("g/private", P, None, true, true),
+                "g/public",
+                "",
+            ),
+            (
+                namespace_token("g", G, None, true, true),
+                "g/internal",
+                PUSH,
+            ),
+            (namespace_token("g", G, None, true, true), "h/private", ""),
+            (
+                namespace_token("g/private", P, Some(Role::Developer), true, true),
+                "g/private",
+                PUSH,
+            ),
+            (
+                namespace_token("g/private", P, Some(Role::Guest), true, true),
+                "g/private",
+                "",
+            ),
+            (
+                namespace_token("g/private", P, Some(Role::Guest), true, true),
+                "g/private",
+                "",
+            ),
+            (
+                namespace_token("g/public", P, Some(Role::Guest), true, true),
+                "g/public",
+                PULL,
+            ),
+            (
+                namespace_token("g", G, Some(Role::Maintainer), true, true),
+                "g/private",
+                "pull,push,delete",
+            ),
+            (
+                namespace_token("g", G, Some(Role::Owner), true, true),
+                "h/private",
+                "",
+            ),
+        ];
+        for (principal, repository, expected) in table {
+            assert_eq!(
+                granted(principal, repository),
+                *expected,
+                "{principal:?} on {repository}"
+            );
+        }
+        let catalog = Scope::parse_all(["registry:catalog:*"]).unwrap();
+        assert!(grant(
+            &namespace_token("g", G, Some(Role::Owner), true, true),
+            &catalog,
+            &directory()
+        )
+        .is_empty());
     }
 
     #[test]

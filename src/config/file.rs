@@ -41,6 +41,8 @@ pub struct GatewayFile {
     #[serde(default)]
     pub users: Vec<UserFile>,
     #[serde(default)]
+    pub groups: Vec<GroupFile>,
+    #[serde(default)]
     pub projects: Vec<ProjectFile>,
 }
 
@@ -105,6 +107,8 @@ pub struct UserFile {
     #[serde(default)]
     pub admin: bool,
     #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
     pub personal_access_tokens: Vec<PersonalAccessTokenFile>,
 }
 
@@ -116,8 +120,11 @@ pub struct PersonalAccessTokenFile {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub expires_at: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
 }
 
+/// A project or a group: the same keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectFile {
@@ -126,4 +133,37 @@ pub struct ProjectFile {
     pub visibility: String,
     #[serde(default)]
     pub members: BTreeMap<String, String>,
+    #[serde(default)]
+    pub deploy_tokens: Vec<DeployTokenFile>,
+    #[serde(default)]
+    pub access_tokens: Vec<AccessTokenFile>,
+}
+
+pub type GroupFile = ProjectFile;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTokenFile {
+    /// GitLab's `gitlab+deploy-token-N`, or a custom name.
+    pub username: String,
+    pub token_sha256: String,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessTokenFile {
+    /// The bot identity's username.
+    pub username: String,
+    pub token_sha256: String,
+    pub role: String,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
 }

@@ -4,6 +4,7 @@
 //! their path); [`validate`] turns it into typed values and collects every problem it finds,
 //! each naming its key, so `portcullis check` can list them all at once.
 
+mod directory;
 mod duration;
 mod env;
 pub mod file;

@@ -1,21 +1,16 @@
 //! From the file's strings to typed settings, collecting every problem with its key.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use time::{macros::format_description, Date, OffsetDateTime, PrimitiveDateTime, Time};
 
-use super::file::{GatewayFile, PersonalAccessTokenFile, ProjectFile, UserFile};
+use super::file::GatewayFile;
 use super::{
     parse_duration, Config, LogFormat, Problem, PublicUrl, ServerSettings, TlsFiles, TokenSettings,
     UpstreamSettings,
 };
-use crate::auth::directory::{
-    Directory, PasswordHash, PersonalAccessToken, Project, RegistryScopes, Role, User, Visibility,
-};
-use crate::auth::scope::RepositoryName;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -23,13 +18,17 @@ const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Collects problems while turning values into types.
-struct Checker {
-    problems: Vec<Problem>,
+pub(super) struct Checker {
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Checker {
     /// Record the error of `result` under `key`; give back the value if there was one.
-    fn check<T>(&mut self, key: impl Into<String>, result: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(
+        &mut self,
+        key: impl Into<String>,
+        result: Result<T, String>,
+    ) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(message) => {
@@ -131,9 +130,7 @@ pub(super) fn validate(
         }
     };
 
-    let users = validate_users(&mut c, raw.users);
-    let known: HashSet<&str> = users.iter().map(|u| u.username.as_str()).collect();
-    let projects = validate_projects(&mut c, raw.projects, &known);
+    let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -170,7 +167,7 @@ pub(super) fn validate(
         },
         log_format,
         log_level: raw.log.level,
-        directory: Directory::new(users, projects),
+        directory,
     })
 }
 
@@ -207,122 +204,6 @@ fn parse_upstream_url(text: &str) -> Result<http::Uri, String> {
     parse_origin(text, "registry")
 }
 
-fn validate_users(c: &mut Checker, users: Vec<UserFile>) -> Vec<User> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(users.len());
-    let mut digests: HashMap<[u8; 32], String> = HashMap::new();
-    for (i, user) in users.into_iter().enumerate() {
-        let key = format!("users[{i}]");
-        if user.username.is_empty() || user.username.contains(':') {
-            c.problems.push(Problem::new(
-                format!("{key}.username"),
-                "must be non-empty and must not contain ':' (it is sent in Basic auth)",
-            ));
-        }
-        if !seen.insert(user.username.clone()) {
-            c.problems.push(Problem::new(
-                format!("{key}.username"),
-                format!("user {:?} is defined twice", user.username),
-            ));
-        }
-        let password_hash = user
-            .password_hash
-            .as_deref()
-            .and_then(|h| c.check(format!("{key}.password_hash"), PasswordHash::parse(h)));
-        let mut tokens = Vec::new();
-        for (j, pat) in user.personal_access_tokens.into_iter().enumerate() {
-            let pkey = format!("{key}.personal_access_tokens[{j}]");
-            if let Some(token) = validate_pat(c, &pkey, pat) {
-                if let Some(other) = digests.insert(token.digest, pkey.clone()) {
-                    c.problems.push(Problem::new(
-                        format!("{pkey}.token_sha256"),
-                        format!("the same token is already configured at {other}"),
-                    ));
-                }
-                tokens.push(token);
-            }
-        }
-        out.push(User {
-            username: user.username,
-            password_hash,
-            admin: user.admin,
-            personal_access_tokens: tokens,
-        });
-    }
-    out
-}
-
-fn validate_pat(
-    c: &mut Checker,
-    key: &str,
-    pat: PersonalAccessTokenFile,
-) -> Option<PersonalAccessToken> {
-    let digest = c.check(
-        format!("{key}.token_sha256"),
-        parse_sha256_hex(&pat.token_sha256),
-    );
-    let scopes = c.check(format!("{key}.scopes"), RegistryScopes::parse(&pat.scopes));
-    let expires_at = match pat.expires_at.as_deref() {
-        None => Some(None),
-        Some(text) => c
-            .check(format!("{key}.expires_at"), parse_expiry(text))
-            .map(Some),
-    };
-    Some(PersonalAccessToken {
-        name: pat.name,
-        digest: digest?,
-        scopes: scopes?,
-        expires_at: expires_at?,
-    })
-}
-
-fn validate_projects(
-    c: &mut Checker,
-    projects: Vec<ProjectFile>,
-    users: &HashSet<&str>,
-) -> Vec<Project> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for (i, project) in projects.into_iter().enumerate() {
-        let key = format!("projects[{i}]");
-        let path = c.check(
-            format!("{key}.path"),
-            RepositoryName::parse(&project.path).map_err(|e| e.to_string()),
-        );
-        if !seen.insert(project.path.clone()) {
-            c.problems.push(Problem::new(
-                format!("{key}.path"),
-                format!("project {:?} is defined twice", project.path),
-            ));
-        }
-        let visibility = c.check(
-            format!("{key}.visibility"),
-            project.visibility.parse::<Visibility>(),
-        );
-        let mut members = HashMap::new();
-        for (name, role) in project.members {
-            let mkey = format!("{key}.members.{name}");
-            if !users.contains(name.as_str()) {
-                c.problems.push(Problem::new(
-                    &mkey,
-                    format!("no user {name:?} is defined under users"),
-                ));
-            }
-            if let Some(role) = c.check(mkey, role.parse::<Role>()) {
-                members.insert(name, role);
-            }
-        }
-        if let (Some(path), Some(visibility)) = (path, visibility) {
-            out.push(Project {
-                path,
-                visibility,
-                members,
-            });
-        }
-    }
-    out
-}
-
 /// A SHA-256 digest written as 64 hex digits (what `portcullis token generate` prints).
 pub fn parse_sha256_hex(text: &str) -> Result<[u8; 32], String> {
     let text = text.trim();
@@ -342,7 +223,7 @@ pub fn parse_sha256_hex(text: &str) -> Result<[u8; 32], String> {
 
 /// `2027-06-30` (the token stops working at the start of that day, UTC, as in GitLab) or a
 /// full RFC 3339 time.
-fn parse_expiry(text: &str) -> Result<OffsetDateTime, String> {
+pub(super) fn parse_expiry(text: &str) -> Result<OffsetDateTime, String> {
     let text = text.trim();
     if let Ok(date) = Date::parse(text, format_description!("[year]-[month]-[day]")) {
         return Ok(PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc());
@@ -354,6 +235,7 @@ fn parse_expiry(text: &str) -> Result<OffsetDateTime, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::scope::RepositoryName;
     use crate::config::{Config, ConfigError};
 
     const MINIMAL: &str = "
@@ -482,7 +364,9 @@ projects:
         );
         let found = problems(&text);
         assert!(
-            found.iter().any(|p| p.contains("defined twice")),
+            found.iter().any(|p| p.starts_with(
+                "users[1].username: username \"a\" is already used at users[0].username"
+            )),
             "{found:?}"
         );
         assert!(
@@ -490,6 +374,66 @@ projects:
                 .iter()
                 .any(|p| p.contains("already configured at users[0]")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn groups_tokens_and_visibility_are_checked_across_the_file() {
+        let digest = |n: u8| format!("{n:02x}").repeat(32);
+        let text = format!(
+            "{MINIMAL}users:
+  - username: carol
+groups:
+  - path: mygroup
+    visibility: internal
+    members: {{ carol: maintainer }}
+    deploy_tokens: [{{ username: carol, token_sha256: {d1}, scopes: [read_registry] }}]
+projects:
+  - path: mygroup/app
+    visibility: public
+    access_tokens: [{{ username: app_bot, token_sha256: {d2}, role: boss, scopes: [api] }}]
+    deploy_tokens: [{{ username: gitlab+deploy-token-1, token_sha256: {d2}, scopes: [read_registry], revoked: true }}]
+",
+            d1 = digest(1),
+            d2 = digest(2)
+        );
+        let found = problems(&text);
+        for expected in [
+            "groups[0].deploy_tokens[0].username: username \"carol\" is already used at users[0].username",
+            "projects[0].visibility: mygroup/app is public but its group mygroup is internal",
+            "projects[0].access_tokens[0].role: unknown role \"boss\"",
+        ] {
+            assert!(found.iter().any(|p| p.starts_with(expected)), "no {expected:?} in {found:#?}");
+        }
+    }
+
+    #[test]
+    fn a_valid_directory_loads_with_inherited_members_and_namespace_tokens() {
+        let text = format!(
+            "{MINIMAL}users:
+  - {{ username: carol, blocked: true }}
+groups:
+  - {{ path: mygroup, visibility: public, members: {{ carol: owner }} }}
+projects:
+  - path: mygroup/app
+    deploy_tokens: [{{ username: gitlab+deploy-token-1, token_sha256: {d}, scopes: [read_registry], expires_at: 2030-01-01 }}]
+",
+            d = "ab".repeat(32)
+        );
+        let config = load(&text).unwrap();
+        let dir = &config.directory;
+        assert!(dir.user("carol").unwrap().blocked);
+        let app = dir
+            .project_for(&RepositoryName::parse("mygroup/app/x").unwrap())
+            .unwrap();
+        assert_eq!(
+            app.members.get("carol"),
+            Some(&crate::auth::directory::Role::Owner)
+        );
+        let tokens = dir.namespace_tokens("gitlab+deploy-token-1");
+        assert_eq!(
+            (tokens.len(), tokens[0].kind(), tokens[0].namespace.as_str()),
+            (1, "deploy_token", "mygroup/app")
         );
     }
 }

@@ -21,14 +21,24 @@ pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     (out.code, out.stdout, out.stderr)
 }
 
-/// Secrets of the fixture users (the gateway only ever sees their digests and hashes).
+/// Secrets of the fixture identities (the gateway only ever sees their digests and hashes).
 pub mod secrets {
     pub const ALICE_PASSWORD: &str = "alice-password";
     pub const ALICE_PAT: &str = "pat-alice-read-write-0123456789";
     pub const ALICE_READ_ONLY_PAT: &str = "pat-alice-read-only-0123456789";
     pub const ALICE_EXPIRED_PAT: &str = "pat-alice-expired-0123456789ab";
+    pub const ALICE_REVOKED_PAT: &str = "pat-alice-revoked-0123456789ab";
+    pub const ALICE_ADMIN_MODE_PAT: &str = "pat-alice-admin-mode-012345678";
     pub const BOB_PAT: &str = "pat-bob-reporter-0123456789abcd";
+    pub const CAROL_API_PAT: &str = "pat-carol-group-maintainer-0123";
+    pub const DAVE_PAT: &str = "pat-dave-blocked-0123456789abcd";
     pub const ROOT_PAT: &str = "pat-root-admin-0123456789abcdef";
+    /// gitlab+deploy-token-1: read_registry on mygroup/myproject.
+    pub const DEPLOY_READ_ONLY: &str = "deploy-project-read-only-012345";
+    /// gitlab+deploy-token-2: read and write on every project of group mygroup.
+    pub const DEPLOY_GROUP_WRITE: &str = "deploy-group-read-write-0123456";
+    /// project_myproject_bot: project access token, developer, read and write.
+    pub const PROJECT_BOT: &str = "bot-project-developer-012345678";
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -36,12 +46,15 @@ fn sha256_hex(text: &str) -> String {
     out.stdout.split_whitespace().next().unwrap().to_owned()
 }
 
-/// The users and projects every test gateway has:
-/// - alice: developer of mygroup/myproject (private); password, a read+write PAT, a read-only
-///   PAT and an expired PAT;
-/// - bob: reporter of mygroup/myproject;
-/// - root: administrator;
-/// - public/app is public, internal/app is internal, nobody is a member of either.
+/// The identities every test gateway has:
+/// - alice: developer of mygroup/myproject (private); a password, read+write, read-only,
+///   expired, revoked and admin_mode-only personal access tokens;
+/// - bob: reporter of mygroup/myproject; carol: maintainer of group mygroup (so of every
+///   project in it) with an `api` token; dave: blocked; root: administrator;
+/// - group mygroup (private) holds mygroup/myproject and mygroup/second (both private);
+///   public/app is public, internal/app internal;
+/// - deploy tokens gitlab+deploy-token-1 (mygroup/myproject, read) and gitlab+deploy-token-2
+///   (group mygroup, read+write); project_myproject_bot (developer, read+write).
 pub fn fixture_users() -> String {
     use secrets::*;
     // bcrypt cost 4 keeps the suite fast; the cost is the operator's choice.
@@ -50,6 +63,7 @@ pub fn fixture_users() -> String {
         Some(ALICE_PASSWORD),
     );
     assert_eq!(code, 0, "hash-password failed: {err}");
+    let d = sha256_hex;
     format!(
         r#"users:
   - username: alice
@@ -58,28 +72,56 @@ pub fn fixture_users() -> String {
       - {{ name: laptop, token_sha256: "{rw}", scopes: [read_registry, write_registry] }}
       - {{ name: ci-read, token_sha256: "{ro}", scopes: [read_registry] }}
       - {{ name: old, token_sha256: "{old}", scopes: [read_registry, write_registry], expires_at: 2020-01-01 }}
+      - {{ name: leaked, token_sha256: "{revoked}", scopes: [read_registry, write_registry], revoked: true }}
+      - {{ name: admin-only, token_sha256: "{admin_mode}", scopes: [admin_mode] }}
   - username: bob
     personal_access_tokens:
       - {{ name: bob, token_sha256: "{bob}", scopes: [read_registry, write_registry] }}
+  - username: carol
+    personal_access_tokens:
+      - {{ name: carol, token_sha256: "{carol}", scopes: [api] }}
+  - username: dave
+    blocked: true
+    personal_access_tokens:
+      - {{ name: dave, token_sha256: "{dave}", scopes: [read_registry, write_registry] }}
   - username: root
     admin: true
     personal_access_tokens:
       - {{ name: root, token_sha256: "{root}", scopes: [read_registry, write_registry] }}
+groups:
+  - path: mygroup
+    visibility: private
+    members: {{ carol: maintainer }}
+    deploy_tokens:
+      - {{ username: gitlab+deploy-token-2, token_sha256: "{deploy_group}", scopes: [read_registry, write_registry] }}
 projects:
   - path: mygroup/myproject
     visibility: private
     members: {{ alice: developer, bob: reporter }}
+    deploy_tokens:
+      - {{ username: gitlab+deploy-token-1, token_sha256: "{deploy_ro}", scopes: [read_registry], expires_at: 2099-01-01 }}
+    access_tokens:
+      - {{ username: project_myproject_bot, token_sha256: "{bot}", role: developer, scopes: [read_registry, write_registry] }}
+  - path: mygroup/second
+    visibility: private
   - path: public/app
     visibility: public
   - path: internal/app
     visibility: internal
 "#,
         hash = hash.trim(),
-        rw = sha256_hex(ALICE_PAT),
-        ro = sha256_hex(ALICE_READ_ONLY_PAT),
-        old = sha256_hex(ALICE_EXPIRED_PAT),
-        bob = sha256_hex(BOB_PAT),
-        root = sha256_hex(ROOT_PAT),
+        rw = d(ALICE_PAT),
+        ro = d(ALICE_READ_ONLY_PAT),
+        old = d(ALICE_EXPIRED_PAT),
+        revoked = d(ALICE_REVOKED_PAT),
+        admin_mode = d(ALICE_ADMIN_MODE_PAT),
+        bob = d(BOB_PAT),
+        carol = d(CAROL_API_PAT),
+        dave = d(DAVE_PAT),
+        root = d(ROOT_PAT),
+        deploy_group = d(DEPLOY_GROUP_WRITE),
+        deploy_ro = d(DEPLOY_READ_ONLY),
+        bot = d(PROJECT_BOT),
     )
 }
 

@@ -1,0 +1,346 @@
+//! Validation of who exists: users, groups, projects, and the tokens that belong to them.
+//!
+//! Beyond each value's own form, it checks what only the whole file can tell: one identity per
+//! username (a Basic username must name one user, one deploy token or one bot), one place per
+//! token, members that are users, and a project or subgroup that is not more visible than any
+//! of its parent groups (GitLab refuses that too).
+
+use std::collections::{HashMap, HashSet};
+
+use super::file::{
+    AccessTokenFile, DeployTokenFile, PersonalAccessTokenFile, ProjectFile, UserFile,
+};
+use super::validate::{parse_expiry, parse_sha256_hex, Checker};
+use super::Problem;
+use crate::auth::directory::{
+    Directory, Group, NamespaceKind, NamespaceToken, PasswordHash, PersonalAccessToken, Project,
+    RegistryScopes, Role, User, Visibility,
+};
+use crate::auth::scope::RepositoryName;
+
+/// Where each username and each token digest was first seen, to report duplicates.
+#[derive(Default)]
+struct Seen {
+    usernames: HashMap<String, String>,
+    digests: HashMap<[u8; 32], String>,
+}
+
+impl Seen {
+    fn username(&mut self, c: &mut Checker, key: String, username: &str) {
+        if let Some(first) = self.usernames.get(username) {
+            c.problems.push(Problem::new(
+                key,
+                format!("username {username:?} is already used at {first}: a Basic username must name one user, deploy token or bot"),
+            ));
+        } else {
+            self.usernames.insert(username.to_owned(), key);
+        }
+    }
+
+    fn digest(&mut self, c: &mut Checker, key: String, digest: [u8; 32]) {
+        if let Some(first) = self.digests.get(&digest) {
+            c.problems.push(Problem::new(
+                key,
+                format!("the same token is already configured at {first}"),
+            ));
+        } else {
+            self.digests.insert(digest, key);
+        }
+    }
+}
+
+pub(super) fn validate(
+    c: &mut Checker,
+    users: Vec<UserFile>,
+    groups: Vec<ProjectFile>,
+    projects: Vec<ProjectFile>,
+) -> Directory {
+    let mut seen = Seen::default();
+    let users = validate_users(c, &mut seen, users);
+    let known: HashSet<String> = users.iter().map(|u| u.username.clone()).collect();
+    let mut tokens = Vec::new();
+    let groups: Vec<Group> = namespaces(
+        c,
+        &mut seen,
+        &known,
+        "groups",
+        groups,
+        NamespaceKind::Group,
+        &mut tokens,
+    )
+    .into_iter()
+    .map(|(path, visibility, members)| Group {
+        path,
+        visibility,
+        members,
+    })
+    .collect();
+    let projects: Vec<Project> = namespaces(
+        c,
+        &mut seen,
+        &known,
+        "projects",
+        projects,
+        NamespaceKind::Project,
+        &mut tokens,
+    )
+    .into_iter()
+    .map(|(path, visibility, members)| Project {
+        path,
+        visibility,
+        members,
+    })
+    .collect();
+    check_visibility(c, &groups, &projects);
+    Directory::new(users, groups, projects, tokens)
+}
+
+fn validate_users(c: &mut Checker, seen: &mut Seen, users: Vec<UserFile>) -> Vec<User> {
+    let mut out = Vec::with_capacity(users.len());
+    for (i, user) in users.into_iter().enumerate() {
+        let key = format!("users[{i}]");
+        check_username(c, &format!("{key}.username"), &user.username);
+        seen.username(c, format!("{key}.username"), &user.username);
+        let password_hash = user
+            .password_hash
+            .as_deref()
+            .and_then(|h| c.check(format!("{key}.password_hash"), PasswordHash::parse(h)));
+        let mut tokens = Vec::new();
+        for (j, pat) in user.personal_access_tokens.into_iter().enumerate() {
+            let pkey = format!("{key}.personal_access_tokens[{j}]");
+            if let Some(token) = validate_pat(c, &pkey, pat) {
+                seen.digest(c, format!("{pkey}.token_sha256"), token.digest);
+                tokens.push(token);
+            }
+        }
+        out.push(User {
+            username: user.username,
+            password_hash,
+            admin: user.admin,
+            blocked: user.blocked,
+            personal_access_tokens: tokens,
+        });
+    }
+    out
+}
+
+fn check_username(c: &mut Checker, key: &str, username: &str) {
+    if username.is_empty() || username.contains(':') {
+        c.problems.push(Problem::new(
+            key,
+            "must be non-empty and must not contain ':' (it is sent in Basic auth)",
+        ));
+    }
+}
+
+/// The fields every token has, checked once.
+struct TokenBasics {
+    digest: [u8; 32],
+    scopes: RegistryScopes,
+    expires_at: Option<time::OffsetDateTime>,
+}
+
+fn token_basics(
+    c: &mut Checker,
+    key: &str,
+    sha256: &str,
+    scopes: &[String],
+    expires_at: Option<&str>,
+) -> Option<TokenBasics> {
+    let digest = c.check(format!("{key}.token_sha256"), parse_sha256_hex(sha256));
+    let scopes = c.check(format!("{key}.scopes"), RegistryScopes::parse(scopes));
+    let expires_at = match expires_at {
+        None => Some(None),
+        Some(text) => c
+            .check(format!("{key}.expires_at"), parse_expiry(text))
+            .map(Some),
+    };
+    Some(TokenBasics {
+        digest: digest?,
+        scopes: scopes?,
+        expires_at: expires_at?,
+    })
+}
+
+fn validate_pat(
+    c: &mut Checker,
+    key: &str,
+    pat: PersonalAccessTokenFile,
+) -> Option<PersonalAccessToken> {
+    let basics = token_basics(
+        c,
+        key,
+        &pat.token_sha256,
+        &pat.scopes,
+        pat.expires_at.as_deref(),
+    )?;
+    Some(PersonalAccessToken {
+        name: pat.name,
+        digest: basics.digest,
+        scopes: basics.scopes,
+        expires_at: basics.expires_at,
+        revoked: pat.revoked,
+    })
+}
+
+/// Validate projects or groups (same keys); collect their deploy and access tokens.
+fn namespaces(
+    c: &mut Checker,
+    seen: &mut Seen,
+    users: &HashSet<String>,
+    list: &str,
+    entries: Vec<ProjectFile>,
+    kind: NamespaceKind,
+    tokens: &mut Vec<NamespaceToken>,
+) -> Vec<(RepositoryName, Visibility, HashMap<String, Role>)> {
+    let mut paths = HashSet::new();
+    let mut out = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let key = format!("{list}[{i}]");
+        let path = c.check(
+            format!("{key}.path"),
+            RepositoryName::parse(&entry.path).map_err(|e| e.to_string()),
+        );
+        if !paths.insert(entry.path.clone()) {
+            c.problems.push(Problem::new(
+                format!("{key}.path"),
+                format!("{:?} is defined twice", entry.path),
+            ));
+        }
+        let visibility = c.check(
+            format!("{key}.visibility"),
+            entry.visibility.parse::<Visibility>(),
+        );
+        let mut members = HashMap::new();
+        for (name, role) in entry.members {
+            let mkey = format!("{key}.members.{name}");
+            if !users.contains(&name) {
+                c.problems.push(Problem::new(
+                    &mkey,
+                    format!("no user {name:?} is defined under users"),
+                ));
+            }
+            if let Some(role) = c.check(mkey, role.parse::<Role>()) {
+                members.insert(name, role);
+            }
+        }
+        let Some(path) = path else { continue };
+        for (j, token) in entry.deploy_tokens.into_iter().enumerate() {
+            let tkey = format!("{key}.deploy_tokens[{j}]");
+            if let Some(token) = deploy_token(c, seen, &tkey, token, &path, kind) {
+                tokens.push(token);
+            }
+        }
+        for (j, token) in entry.access_tokens.into_iter().enumerate() {
+            let tkey = format!("{key}.access_tokens[{j}]");
+            if let Some(token) = access_token(c, seen, &tkey, token, &path, kind) {
+                tokens.push(token);
+            }
+        }
+        if let Some(visibility) = visibility {
+            out.push((path, visibility, members));
+        }
+    }
+    out
+}
+
+fn deploy_token(
+    c: &mut Checker,
+    seen: &mut Seen,
+    key: &str,
+    token: DeployTokenFile,
+    namespace: &RepositoryName,
+    kind: NamespaceKind,
+) -> Option<NamespaceToken> {
+    check_username(c, &format!("{key}.username"), &token.username);
+    seen.username(c, format!("{key}.username"), &token.username);
+    let basics = token_basics(
+        c,
+        key,
+        &token.token_sha256,
+        &token.scopes,
+        token.expires_at.as_deref(),
+    )?;
+    seen.digest(c, format!("{key}.token_sha256"), basics.digest);
+    Some(NamespaceToken {
+        username: token.username,
+        digest: basics.digest,
+        scopes: basics.scopes,
+        expires_at: basics.expires_at,
+        revoked: token.revoked,
+        namespace: namespace.clone(),
+        namespace_kind: kind,
+        role: None,
+    })
+}
+
+fn access_token(
+    c: &mut Checker,
+    seen: &mut Seen,
+    key: &str,
+    token: AccessTokenFile,
+    namespace: &RepositoryName,
+    kind: NamespaceKind,
+) -> Option<NamespaceToken> {
+    check_username(c, &format!("{key}.username"), &token.username);
+    seen.username(c, format!("{key}.username"), &token.username);
+    let role = c.check(format!("{key}.role"), token.role.parse::<Role>());
+    let basics = token_basics(
+        c,
+        key,
+        &token.token_sha256,
+        &token.scopes,
+        token.expires_at.as_deref(),
+    )?;
+    seen.digest(c, format!("{key}.token_sha256"), basics.digest);
+    Some(NamespaceToken {
+        username: token.username,
+        digest: basics.digest,
+        scopes: basics.scopes,
+        expires_at: basics.expires_at,
+        revoked: token.revoked,
+        namespace: namespace.clone(),
+        namespace_kind: kind,
+        role: Some(role?),
+    })
+}
+
+/// A project or subgroup may not be more visible than any group above it.
+fn check_visibility(c: &mut Checker, groups: &[Group], projects: &[Project]) {
+    let below = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (format!("groups[{i}].visibility"), &g.path, g.visibility))
+        .chain(
+            projects
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("projects[{i}].visibility"), &p.path, p.visibility)),
+        );
+    for (key, path, visibility) in below {
+        for parent in groups
+            .iter()
+            .filter(|g| &g.path != path && path.is_within(&g.path))
+        {
+            if visibility > parent.visibility {
+                c.problems.push(Problem::new(
+                    key.clone(),
+                    format!(
+                        "{path} is {} but its group {} is {}: it cannot be more visible than its group",
+                        visibility_name(visibility),
+                        parent.path,
+                        visibility_name(parent.visibility)
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn visibility_name(visibility: Visibility) -> &'static str {
+    match visibility {
+        Visibility::Private => "private",
+        Visibility::Internal => "internal",
+        Visibility::Public => "public",
+    }
+}

@@ -1,0 +1,240 @@
+//! Every credential of the GitLab registry doc, with GitLab's scopes, roles and refusals,
+//! through real clients against the real registry.
+
+mod support;
+
+use support::gateway::secrets::*;
+use support::http::get;
+use support::oci::{skopeo, skopeo_result, OciImage};
+use support::podman::Podman;
+use support::process::ImageCli;
+use support::stack::Stack;
+
+/// Push a small image as `user` to `repository`; true when it worked.
+fn push(
+    stack: &Stack,
+    image: &OciImage,
+    user: &str,
+    secret: &str,
+    repository: &str,
+) -> (bool, String) {
+    skopeo_result(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("{user}:{secret}"),
+            &image.reference(),
+            &format!("docker://{}/{repository}:v1", stack.gateway.host),
+        ],
+        None,
+    )
+}
+
+/// Pull `repository` as `user`; true when it worked.
+fn pull(stack: &Stack, user: &str, secret: &str, repository: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    skopeo_result(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &format!("{user}:{secret}"),
+            &format!("docker://{}/{repository}:v1", stack.gateway.host),
+            &format!("oci:{}:v1", dir.path().join("pulled").display()),
+        ],
+        None,
+    )
+}
+
+#[test]
+fn deploy_tokens_act_only_in_their_project_or_group_with_their_scopes() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::create(dir.path().join("image"), 128 * 1024);
+    let project_token = ("gitlab+deploy-token-1", DEPLOY_READ_ONLY);
+    let group_token = ("gitlab+deploy-token-2", DEPLOY_GROUP_WRITE);
+
+    // The group deploy token writes to every project of its group, not outside it.
+    for repository in ["mygroup/myproject/app", "mygroup/second"] {
+        let (ok, out) = push(&stack, &image, group_token.0, group_token.1, repository);
+        assert!(ok, "group deploy token pushing to {repository}: {out}");
+    }
+    assert!(
+        !push(&stack, &image, group_token.0, group_token.1, "public/app").0,
+        "outside its group"
+    );
+
+    // The project deploy token reads its project (private), never writes, never reads elsewhere.
+    assert!(
+        pull(
+            &stack,
+            project_token.0,
+            project_token.1,
+            "mygroup/myproject/app"
+        )
+        .0
+    );
+    let (ok, out) = push(
+        &stack,
+        &image,
+        project_token.0,
+        project_token.1,
+        "mygroup/myproject/app",
+    );
+    assert!(!ok, "a read_registry deploy token pushed: {out}");
+    assert!(
+        !pull(&stack, project_token.0, project_token.1, "mygroup/second").0,
+        "outside its project"
+    );
+
+    // The doc's CI flow: echo "$CI_DEPLOY_PASSWORD" | docker login -u $CI_DEPLOY_USER --password-stdin
+    let podman = Podman::new();
+    let out = podman.ok(
+        &[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            project_token.0,
+            "--password-stdin",
+            &stack.gateway.host,
+        ],
+        Some(project_token.1),
+    );
+    assert!(out.contains("Login Succeeded"), "{out}");
+    podman.ok(
+        &[
+            "pull",
+            "--tls-verify=false",
+            &format!("{}/mygroup/myproject/app:v1", stack.gateway.host),
+        ],
+        None,
+    );
+    assert!(stack
+        .gateway
+        .log()
+        .contains("user=\"gitlab+deploy-token-1\""));
+}
+
+#[test]
+fn a_project_access_token_is_a_bot_with_its_own_role_inside_its_project() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::create(dir.path().join("image"), 64 * 1024);
+    let (ok, out) = push(
+        &stack,
+        &image,
+        "project_myproject_bot",
+        PROJECT_BOT,
+        "mygroup/myproject/bot",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        !push(
+            &stack,
+            &image,
+            "project_myproject_bot",
+            PROJECT_BOT,
+            "mygroup/second"
+        )
+        .0,
+        "outside its project"
+    );
+    // A developer bot may not delete.
+    let token = stack.token(
+        "project_myproject_bot",
+        PROJECT_BOT,
+        &["repository:mygroup/myproject/bot:pull,push,delete"],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/myproject/bot:pull,push"]
+    );
+}
+
+#[test]
+fn group_members_inherit_their_role_in_every_project_of_the_group() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::create(dir.path().join("image"), 64 * 1024);
+    // carol is maintainer of mygroup only, and her token has the `api` scope.
+    for repository in ["mygroup/myproject/app", "mygroup/second"] {
+        let (ok, out) = push(&stack, &image, "carol", CAROL_API_PAT, repository);
+        assert!(ok, "carol pushing to {repository}: {out}");
+    }
+    let token = stack.token(
+        "carol",
+        CAROL_API_PAT,
+        &[
+            "repository:mygroup/second:delete",
+            "repository:public/app:push",
+        ],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/second:delete"]
+    );
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &format!("carol:{CAROL_API_PAT}"),
+        &format!("docker://{}/mygroup/second:v1", stack.gateway.host),
+    ]);
+}
+
+#[test]
+fn refusals_are_told_apart_in_the_answer_and_in_the_log() {
+    let stack = Stack::start();
+    let login = |user: &str, secret: &str| {
+        get(&format!(
+            "{}/jwt/auth?service=container_registry",
+            stack.gateway.url
+        ))
+        .basic(user, secret)
+        .send()
+    };
+    let cases = [
+        ("alice", ALICE_REVOKED_PAT, "revoked", "token_revoked"),
+        ("alice", ALICE_EXPIRED_PAT, "expired", "token_expired"),
+        (
+            "alice",
+            ALICE_ADMIN_MODE_PAT,
+            "no registry scope",
+            "insufficient_scope",
+        ),
+        ("dave", DAVE_PAT, "blocked", "user_blocked"),
+        (
+            "gitlab+deploy-token-1",
+            "wrong",
+            "incorrect",
+            "wrong_secret",
+        ),
+        ("nobody", "wrong", "incorrect", "unknown_user"),
+    ];
+    for (user, secret, message, reason) in cases {
+        let reply = login(user, secret);
+        assert_eq!(reply.status, 401, "{user}: {}", reply.body);
+        assert_eq!(reply.error_code(), "UNAUTHORIZED");
+        assert!(
+            reply.error_message().contains(message),
+            "{user}: {message:?} not in {}",
+            reply.body
+        );
+        assert!(
+            stack
+                .gateway
+                .log()
+                .contains(&format!("user={user} reason=\"{reason}\"")),
+            "no {reason} in the log:\n{}",
+            stack.gateway.log()
+        );
+    }
+    // A blocked account is only named to someone who knows its secret.
+    let reply = login("dave", "not-his-token");
+    assert!(
+        reply.error_message().contains("incorrect"),
+        "{}",
+        reply.body
+    );
+}
