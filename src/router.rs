@@ -11,8 +11,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::auth::brute_force::BruteForce;
 use crate::auth::endpoint::TokenEndpoint;
 use crate::auth::keys::{KeyError, SigningKey};
+use crate::auth::password_cache::PasswordCache;
 use crate::auth::token::Tokens;
 use crate::body::Body;
 use crate::config::{Config, Problem};
@@ -76,6 +78,8 @@ impl Gateway {
                 token_endpoint: TokenEndpoint {
                     directory: Arc::new(config.directory.clone()),
                     tokens,
+                    password_cache: PasswordCache::default(),
+                    brute_force: BruteForce::new(config.brute_force),
                 },
                 proxy,
                 max_header_bytes: config.server.max_header_bytes,

@@ -238,3 +238,45 @@ fn refusals_are_told_apart_in_the_answer_and_in_the_log() {
         reply.body
     );
 }
+
+#[test]
+fn too_many_failed_logins_ban_the_client_and_the_username() {
+    use support::gateway::GatewayOptions;
+    use support::stack::StackOptions;
+    let stack = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            extra: "brute_force: { max_failures: 3, window: 60s, ban: 1h }\n".into(),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    let login = |user: &str, secret: &str| {
+        get(&format!(
+            "{}/jwt/auth?service=container_registry",
+            stack.gateway.url
+        ))
+        .basic(user, secret)
+        .send()
+    };
+    assert_eq!(login("alice", ALICE_PAT).status, 200);
+    for _ in 0..3 {
+        assert_eq!(login("alice", "guess").status, 401);
+    }
+    // Now even the right token is refused, for alice and for anyone from this address.
+    for (user, secret) in [("alice", ALICE_PAT), ("bob", BOB_PAT)] {
+        let reply = login(user, secret);
+        assert_eq!(reply.status, 403, "{user}: {}", reply.body);
+        assert_eq!(reply.error_code(), "DENIED");
+        assert!(
+            reply.error_message().contains("too many failed logins"),
+            "{}",
+            reply.body
+        );
+    }
+    let log = stack.gateway.log();
+    assert_eq!(
+        log.matches("banned after too many failed logins").count(),
+        2,
+        "client and username, logged once each:\n{log}"
+    );
+}

@@ -5,6 +5,7 @@
 //! runtime. Nothing here logs or returns a secret.
 
 use std::fmt;
+use std::time::Instant;
 
 use aws_lc_rs::digest;
 use base64::Engine;
@@ -12,6 +13,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes};
+use super::password_cache::PasswordCache;
 
 /// How a principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +171,7 @@ pub fn token_digest(secret: &str) -> [u8; 32] {
 /// Check Basic credentials against the directory.
 pub async fn authenticate(
     directory: &Directory,
+    cache: &PasswordCache,
     credentials: &BasicCredentials,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthFailure> {
@@ -215,8 +218,13 @@ pub async fn authenticate(
             let Some(hash) = user.password_hash.clone() else {
                 return Err(AuthFailure::WrongSecret);
             };
-            if !verify_password(hash, credentials.secret.clone()).await {
-                return Err(AuthFailure::WrongSecret);
+            let (username, secret) = (&credentials.username, &credentials.secret);
+            if !cache.contains(username, hash.as_str(), secret, Instant::now()) {
+                let stored = hash.as_str().to_owned();
+                if !verify_password(hash, secret.clone()).await {
+                    return Err(AuthFailure::WrongSecret);
+                }
+                cache.insert(username, &stored, secret, Instant::now());
             }
             (RegistryScopes::ALL, Credential::Password)
         }

@@ -165,6 +165,13 @@ impl PasswordHash {
         }
     }
 
+    /// The stored hash text (the password cache keys on it, so a change invalidates).
+    pub fn as_str(&self) -> &str {
+        match self {
+            PasswordHash::Bcrypt(hash) | PasswordHash::Argon2(hash) => hash,
+        }
+    }
+
     /// Check a password. Slow by design: call from a blocking thread.
     pub fn verify(&self, password: &str) -> bool {
         use argon2::PasswordVerifier;

@@ -6,14 +6,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::brute_force::{BruteForce, Subject};
 use super::credentials::{self, AuthFailure, BasicCredentials, HeaderError, Principal};
 use super::directory::Directory;
+use super::password_cache::PasswordCache;
 use super::policy;
 use super::scope::Scope;
 use super::token::Tokens;
@@ -28,6 +30,8 @@ const BASIC_REALM: &str = "Basic realm=\"portcullis\"";
 pub struct TokenEndpoint {
     pub directory: Arc<Directory>,
     pub tokens: Arc<Tokens>,
+    pub password_cache: PasswordCache,
+    pub brute_force: BruteForce,
 }
 
 /// The parts of the query the protocol defines.
@@ -179,18 +183,55 @@ impl TokenEndpoint {
                 ),
             }
         })?;
-        credentials::authenticate(&self.directory, &credentials, OffsetDateTime::now_utc())
-            .await
-            .map_err(|failure: AuthFailure| {
-                tracing::info!(
-                    client = %client.map(|c| c.to_string()).unwrap_or_default(),
-                    user = %credentials.username,
-                    reason = failure.reason(),
-                    "login refused: {failure}"
-                );
-                unauthorized(failure.client_message())
-                    .with_detail(json!({ "reason": client_reason(&failure) }))
-            })
+        let subjects: Vec<Subject> = client
+            .map(|c| Subject::Client(c.ip()))
+            .into_iter()
+            .chain([Subject::Username(credentials.username.clone())])
+            .collect();
+        if let Some(ban) = self.brute_force.banned(&subjects, Instant::now()) {
+            let (who, what) = match &ban.subject {
+                Subject::Client(ip) => ("client", ip.to_string()),
+                Subject::Username(name) => ("user", name.clone()),
+            };
+            tracing::info!(client = %client.map(|c| c.to_string()).unwrap_or_default(), user = %credentials.username, reason = "banned", "login refused: {who} {what} is banned for {}s more", ban.remaining.as_secs());
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                format!(
+                    "too many failed logins from this {who}: try again in {} minutes",
+                    ban.remaining.as_secs().div_ceil(60)
+                ),
+            ));
+        }
+        let result = credentials::authenticate(
+            &self.directory,
+            &self.password_cache,
+            &credentials,
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+        match &result {
+            Ok(_) => self.brute_force.success(&credentials.username),
+            Err(_) => {
+                for ban in self.brute_force.failure(&subjects, Instant::now()) {
+                    tracing::warn!(
+                        subject = ?ban.subject,
+                        ban_seconds = ban.remaining.as_secs(),
+                        "banned after too many failed logins (brute_force.max_failures within brute_force.window)"
+                    );
+                }
+            }
+        }
+        result.map_err(|failure: AuthFailure| {
+            tracing::info!(
+                client = %client.map(|c| c.to_string()).unwrap_or_default(),
+                user = %credentials.username,
+                reason = failure.reason(),
+                "login refused: {failure}"
+            );
+            unauthorized(failure.client_message())
+                .with_detail(json!({ "reason": client_reason(&failure) }))
+        })
     }
 }
 

@@ -3,15 +3,19 @@
 //! - [`scope`]: the scope grammar and repository names.
 //! - [`directory`]: users, credentials, projects, roles.
 //! - [`credentials`]: turning a Basic `Authorization` header into a [`credentials::Principal`].
+//! - [`password_cache`]: remembering successful password checks, bounded.
+//! - [`brute_force`]: bans after too many failed logins.
 //! - [`policy`]: GitLab's rules and down-scoping (pure functions).
 //! - [`keys`]: the signing key, its certificate, key ids.
 //! - [`token`]: minting and verifying JWTs.
 //! - [`endpoint`]: the `/jwt/auth` endpoint.
 
+pub mod brute_force;
 pub mod credentials;
 pub mod directory;
 pub mod endpoint;
 pub mod keys;
+pub mod password_cache;
 pub mod policy;
 pub mod scope;
 pub mod token;

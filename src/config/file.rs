@@ -39,6 +39,8 @@ pub struct GatewayFile {
     #[serde(default)]
     pub log: LogFile,
     #[serde(default)]
+    pub brute_force: BruteForceFile,
+    #[serde(default)]
     pub users: Vec<UserFile>,
     #[serde(default)]
     pub groups: Vec<GroupFile>,
@@ -85,6 +87,18 @@ pub struct ServerFile {
     pub header_read_timeout: Option<String>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
+}
+
+/// Bans after failed logins; absent keys take GitLab's defaults (30 in 60s ban for 1h).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BruteForceFile {
+    #[serde(default)]
+    pub max_failures: Option<u32>,
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub ban: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

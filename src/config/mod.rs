@@ -161,6 +161,8 @@ pub struct Config {
     pub token: TokenSettings,
     pub server: ServerSettings,
     pub log_format: LogFormat,
+    /// Bans after failed logins.
+    pub brute_force: crate::auth::brute_force::Limits,
     pub log_level: Option<String>,
     /// Users, their credentials, and projects with their members.
     pub directory: Directory,

@@ -130,6 +130,23 @@ pub(super) fn validate(
         }
     };
 
+    let defaults = crate::auth::brute_force::Limits::default();
+    let brute_force = crate::auth::brute_force::Limits {
+        max_failures: raw
+            .brute_force
+            .max_failures
+            .unwrap_or(defaults.max_failures),
+        window: c.duration(
+            "brute_force.window",
+            raw.brute_force.window.as_deref(),
+            defaults.window,
+        ),
+        ban: c.duration(
+            "brute_force.ban",
+            raw.brute_force.ban.as_deref(),
+            defaults.ban,
+        ),
+    };
     let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
 
     if !c.problems.is_empty() {
@@ -166,6 +183,7 @@ pub(super) fn validate(
             max_header_bytes,
         },
         log_format,
+        brute_force,
         log_level: raw.log.level,
         directory,
     })
