@@ -51,6 +51,21 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Mint a CI job token and print CI_REGISTRY, CI_REGISTRY_USER, CI_REGISTRY_PASSWORD,
+    /// CI_JOB_TOKEN and CI_REGISTRY_IMAGE as NAME=value lines (for eval).
+    CiToken {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The job's project, e.g. mygroup/myproject.
+        #[arg(long)]
+        project: String,
+        /// The user the job runs for.
+        #[arg(long)]
+        user: String,
+        /// How long the token works, e.g. 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
     /// Access tokens.
     Token {
         #[command(subcommand)]
@@ -127,6 +142,24 @@ fn run(cli: Cli) -> Result<(), String> {
                 force,
             };
             commands::init::init(&options).map(|text| print!("{text}"))
+        }
+        Command::CiToken {
+            config,
+            project,
+            user,
+            ttl,
+        } => {
+            let token = commands::ci_token::ci_token(&commands::ci_token::CiTokenOptions {
+                config,
+                project,
+                user,
+                ttl,
+            })?;
+            if let Some(warning) = token.warning {
+                eprintln!("{warning}");
+            }
+            print!("{}", token.variables);
+            Ok(())
         }
         Command::Token {
             command: TokenCommand::Generate { prefix },

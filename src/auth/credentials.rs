@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 
 use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes};
 use super::password_cache::PasswordCache;
+use super::scope::RepositoryName;
+use super::token::{Tokens, VerifyError};
 
 /// How a principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,11 @@ pub enum Principal {
     },
     /// A deploy token or a project/group access token: acts only inside its namespace.
     Token(NamespaceToken),
+    /// A CI job of `project` running for `username` (Basic user `gitlab-ci-token`).
+    CiJob {
+        username: String,
+        project: RepositoryName,
+    },
 }
 
 impl Principal {
@@ -54,6 +61,7 @@ impl Principal {
             Principal::Anonymous => "",
             Principal::User { username, .. } => username,
             Principal::Token(token) => &token.username,
+            Principal::CiJob { username, .. } => username,
         }
     }
 
@@ -63,6 +71,7 @@ impl Principal {
             Principal::Anonymous => "anonymous",
             Principal::User { credential, .. } => credential.kind(),
             Principal::Token(token) => token.kind(),
+            Principal::CiJob { .. } => "ci_job_token",
         }
     }
 }
@@ -237,6 +246,43 @@ pub async fn authenticate(
         admin: user.admin,
         scopes,
         credential,
+    })
+}
+
+/// The Basic username of CI jobs (`CI_REGISTRY_USER`); the password is a job token.
+pub const CI_USERNAME: &str = "gitlab-ci-token";
+
+/// Check a CI job token: valid signature and expiry, and a user and project that still exist
+/// (a blocked or removed user, or a removed project, ends the job's access at once).
+pub fn authenticate_job(
+    directory: &Directory,
+    tokens: &Tokens,
+    secret: &str,
+) -> Result<Principal, AuthFailure> {
+    let claims = tokens.verify_job_token(secret).map_err(|e| match e {
+        VerifyError::Expired => AuthFailure::TokenExpired {
+            name: "CI job token".into(),
+            expired_at: "its ttl".into(),
+        },
+        _ => AuthFailure::WrongSecret,
+    })?;
+    let user = directory
+        .user(&claims.sub)
+        .ok_or(AuthFailure::UnknownUser)?;
+    if user.blocked {
+        return Err(AuthFailure::UserBlocked);
+    }
+    let project = RepositoryName::parse(&claims.project)
+        .ok()
+        .filter(|p| {
+            directory
+                .project_for(p)
+                .is_some_and(|owner| &owner.path == p)
+        })
+        .ok_or(AuthFailure::WrongSecret)?;
+    Ok(Principal::CiJob {
+        username: user.username.clone(),
+        project,
     })
 }
 

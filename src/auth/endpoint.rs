@@ -203,13 +203,17 @@ impl TokenEndpoint {
                 ),
             ));
         }
-        let result = credentials::authenticate(
-            &self.directory,
-            &self.password_cache,
-            &credentials,
-            OffsetDateTime::now_utc(),
-        )
-        .await;
+        let result = if credentials.username == credentials::CI_USERNAME {
+            credentials::authenticate_job(&self.directory, &self.tokens, &credentials.secret)
+        } else {
+            credentials::authenticate(
+                &self.directory,
+                &self.password_cache,
+                &credentials,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+        };
         match &result {
             Ok(_) => self.brute_force.success(&credentials.username),
             Err(_) => {

@@ -75,6 +75,35 @@ pub fn allowed_actions(
             ),
             None => Actions::NONE,
         },
+        Principal::CiJob {
+            username,
+            project: own,
+        } => {
+            // GitLab's build_can_pull?/build_can_push?: the job's own project is always
+            // readable and writable as far as the user's role allows; other projects are
+            // readable where the user can read them. Jobs never delete.
+            let Some(project) = directory.project_for(name) else {
+                return Actions::NONE;
+            };
+            let role = project.members.get(username).copied();
+            if &project.path == own {
+                let mut actions = Actions::of(&[Action::Pull]);
+                if role.is_some_and(|r| r >= Role::Developer) {
+                    actions = actions.with(Action::Push);
+                }
+                actions
+            } else {
+                member(
+                    project,
+                    role,
+                    true,
+                    RegistryScopes {
+                        read_registry: true,
+                        write_registry: false,
+                    },
+                )
+            }
+        }
         Principal::Token(token) => {
             // Deploy and access tokens act inside their own project or group only.
             let project = directory

@@ -45,6 +45,24 @@ impl Claims {
     }
 }
 
+/// The audience of CI job tokens: never the registry's service, so a job token can never be
+/// presented to the registry as a registry token.
+pub const JOB_TOKEN_AUDIENCE: &str = "portcullis-ci-job";
+
+/// The claims of a CI job token (the password of `gitlab-ci-token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobClaims {
+    pub iss: String,
+    /// The user the job runs for.
+    pub sub: String,
+    pub aud: String,
+    /// The project the job belongs to.
+    pub project: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub jti: String,
+}
+
 /// A freshly minted token and what the client is told about it.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
@@ -92,6 +110,7 @@ pub struct Tokens {
     key: SigningKey,
     header: Header,
     validation: Validation,
+    job_validation: Validation,
     issuer: String,
     service: String,
     expiry: Duration,
@@ -108,10 +127,16 @@ impl Tokens {
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.service]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+        let mut job_validation = Validation::new(key.algorithm);
+        job_validation.leeway = 0;
+        job_validation.set_issuer(&[&settings.issuer]);
+        job_validation.set_audience(&[JOB_TOKEN_AUDIENCE]);
+        job_validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Tokens {
             key,
             header,
             validation,
+            job_validation,
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),
             expiry: settings.expiry,
@@ -154,19 +179,52 @@ impl Tokens {
         })
     }
 
+    /// Mint a CI job token for `user` in `project`, valid for `ttl`.
+    pub fn issue_job_token(
+        &self,
+        user: &str,
+        project: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let claims = JobClaims {
+            iss: self.issuer.clone(),
+            sub: user.to_owned(),
+            aud: JOB_TOKEN_AUDIENCE.to_owned(),
+            project: project.to_owned(),
+            exp: iat + ttl.as_secs().max(1),
+            iat,
+            jti: random_id(),
+        };
+        let header = Header::new(self.key.algorithm);
+        jsonwebtoken::encode(&header, &claims, self.key.encoding_key())
+    }
+
+    /// Verify a CI job token: signature, issuer, job audience, `exp` (no leeway).
+    pub fn verify_job_token(&self, token: &str) -> Result<JobClaims, VerifyError> {
+        jsonwebtoken::decode::<JobClaims>(token, self.key.decoding_key(), &self.job_validation)
+            .map(|data| data.claims)
+            .map_err(|e| verify_error(&e))
+    }
+
     /// Verify signature, issuer, audience, `nbf` and `exp` (no leeway).
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
         jsonwebtoken::decode::<Claims>(token, self.key.decoding_key(), &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => VerifyError::Expired,
-                ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
-                ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
-                ErrorKind::InvalidAudience => VerifyError::WrongAudience,
-                ErrorKind::InvalidSignature => VerifyError::BadSignature,
-                ErrorKind::InvalidAlgorithm => VerifyError::WrongAlgorithm,
-                _ => VerifyError::Malformed,
-            })
+            .map_err(|e| verify_error(&e))
+    }
+}
+
+fn verify_error(error: &jsonwebtoken::errors::Error) -> VerifyError {
+    match error.kind() {
+        ErrorKind::ExpiredSignature => VerifyError::Expired,
+        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+        ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
+        ErrorKind::InvalidAudience => VerifyError::WrongAudience,
+        ErrorKind::InvalidSignature => VerifyError::BadSignature,
+        ErrorKind::InvalidAlgorithm => VerifyError::WrongAlgorithm,
+        _ => VerifyError::Malformed,
     }
 }
 

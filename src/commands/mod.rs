@@ -2,6 +2,7 @@
 //! typed error; exit codes are decided in `main.rs`.
 
 pub mod check;
+pub mod ci_token;
 pub mod init;
 pub mod secrets;
 pub mod serve;

@@ -131,6 +131,12 @@ fn check_username(c: &mut Checker, key: &str, username: &str) {
             "must be non-empty and must not contain ':' (it is sent in Basic auth)",
         ));
     }
+    if username == crate::auth::credentials::CI_USERNAME {
+        c.problems.push(Problem::new(
+            key,
+            "gitlab-ci-token is reserved for CI job tokens (`portcullis ci-token`)",
+        ));
+    }
 }
 
 /// The fields every token has, checked once.

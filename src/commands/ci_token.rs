@@ -1,0 +1,83 @@
+//! `portcullis ci-token`: mint a CI job token and print the variables a job uses, as
+//! `NAME=value` lines ready for `eval` (GitLab's CI_REGISTRY, CI_REGISTRY_USER,
+//! CI_REGISTRY_PASSWORD, CI_JOB_TOKEN, CI_REGISTRY_IMAGE).
+//!
+//! The token is stateless: signed with the gateway's key under the job audience, verified at
+//! `/jwt/auth` without anything stored. Rotating the signing key revokes every job token.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::auth::credentials::CI_USERNAME;
+use crate::auth::directory::Role;
+use crate::auth::keys::SigningKey;
+use crate::auth::scope::RepositoryName;
+use crate::auth::token::Tokens;
+use crate::config::{parse_duration, Config};
+
+pub struct CiTokenOptions {
+    pub config: PathBuf,
+    pub project: String,
+    pub user: String,
+    pub ttl: String,
+}
+
+/// What to print: the variables on stdout, and a warning for stderr when the job will only
+/// be able to pull.
+pub struct CiToken {
+    pub variables: String,
+    pub warning: Option<String>,
+}
+
+pub fn ci_token(options: &CiTokenOptions) -> Result<CiToken, String> {
+    let config = Config::load(&options.config).map_err(|e| e.to_string())?;
+    let ttl: Duration = parse_duration(&options.ttl).map_err(|e| format!("--ttl: {e}"))?;
+    let user = config.directory.user(&options.user).ok_or_else(|| {
+        format!(
+            "--user: no user {:?} in {}",
+            options.user,
+            options.config.display()
+        )
+    })?;
+    if user.blocked {
+        return Err(format!("--user: {} is blocked", user.username));
+    }
+    let path = RepositoryName::parse(&options.project).map_err(|e| format!("--project: {e}"))?;
+    let project = config
+        .directory
+        .project_for(&path)
+        .filter(|p| p.path == path)
+        .ok_or_else(|| {
+            format!(
+                "--project: no project {:?} in {}",
+                options.project,
+                options.config.display()
+            )
+        })?;
+    let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)
+        .map_err(|e| e.to_string())?;
+    let tokens = Tokens::new(&config.token, key);
+    let token = tokens
+        .issue_job_token(
+            &user.username,
+            project.path.as_str(),
+            ttl,
+            SystemTime::now(),
+        )
+        .map_err(|e| format!("signing the job token: {e}"))?;
+    let registry = &config.public_url.authority;
+    let warning =
+        (project.members.get(&user.username).copied() < Some(Role::Developer)).then(|| {
+            format!(
+                "note: {} is not a developer of {}: the job can pull but not push",
+                user.username, project.path
+            )
+        });
+    Ok(CiToken {
+        variables: format!(
+            "CI_REGISTRY={registry}\nCI_REGISTRY_IMAGE={registry}/{project}\nCI_REGISTRY_USER={CI_USERNAME}\nCI_REGISTRY_PASSWORD={token}\nCI_JOB_TOKEN={token}\n",
+            project = project.path
+        ),
+        warning,
+    })
+}

@@ -1,0 +1,189 @@
+//! CI job credentials as a job uses them: `eval "$(portcullis ci-token ...)"`, then
+//! `echo "$CI_REGISTRY_PASSWORD" | podman login $CI_REGISTRY -u $CI_REGISTRY_USER --password-stdin`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use support::gateway::run_cli;
+use support::http::get;
+use support::podman::Podman;
+use support::process::{self, ImageCli};
+use support::stack::Stack;
+
+fn ci_token(stack: &Stack, project: &str, user: &str, ttl: &str) -> HashMap<String, String> {
+    let config = stack.gateway.config_path();
+    let (code, out, err) = run_cli(
+        &[
+            "ci-token",
+            "--config",
+            config.to_str().unwrap(),
+            "--project",
+            project,
+            "--user",
+            user,
+            "--ttl",
+            ttl,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_job_logs_in_with_the_ci_variables_and_pushes_to_its_project_only() {
+    let stack = Stack::start();
+    let config = stack.gateway.config_path();
+    // The printed lines work with eval, as a CI script uses them.
+    let mut shell = Command::new("bash");
+    shell.arg("-c").arg(format!(
+        "eval \"$('{}' ci-token --config '{}' --project mygroup/myproject --user alice --ttl 1h)\" && echo \"$CI_REGISTRY_USER $CI_REGISTRY $CI_REGISTRY_IMAGE\" && [ \"$CI_JOB_TOKEN\" = \"$CI_REGISTRY_PASSWORD\" ]",
+        support::gateway::binary().display(),
+        config.display()
+    ));
+    let out = process::run(shell, None);
+    assert!(out.ok, "{}", out.combined());
+    assert_eq!(
+        out.stdout.trim(),
+        format!(
+            "gitlab-ci-token {host} {host}/mygroup/myproject",
+            host = stack.gateway.host
+        )
+    );
+
+    let vars = ci_token(&stack, "mygroup/myproject", "alice", "1h");
+    let podman = Podman::new();
+    let login = podman.ok(
+        &[
+            "login",
+            "--tls-verify=false",
+            &vars["CI_REGISTRY"],
+            "-u",
+            &vars["CI_REGISTRY_USER"],
+            "--password-stdin",
+        ],
+        Some(&vars["CI_REGISTRY_PASSWORD"]),
+    );
+    assert!(login.contains("Login Succeeded"), "{login}");
+    let image = format!("{}/app:1", vars["CI_REGISTRY_IMAGE"]);
+    podman.import_image(&image);
+    podman.ok(&["push", "--tls-verify=false", &image], None);
+    let elsewhere = format!("{}/mygroup/second/app:1", vars["CI_REGISTRY"]);
+    podman.ok(&["tag", &image, &elsewhere], None);
+    let (ok, out) = podman.run(&["push", "--tls-verify=false", &elsewhere], None);
+    assert!(!ok, "a job pushed outside its project: {out}");
+
+    // What the job token grants: its project read/write, other projects read where alice reads.
+    let job = &vars["CI_JOB_TOKEN"];
+    let token = stack.token(
+        "gitlab-ci-token",
+        job,
+        &[
+            "repository:mygroup/myproject/app:pull,push,delete",
+            "repository:mygroup/second:pull",
+            "repository:internal/app:pull,push",
+            "repository:public/app:pull",
+        ],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec![
+            "repository:mygroup/myproject/app:pull,push",
+            "repository:internal/app:pull",
+            "repository:public/app:pull"
+        ]
+    );
+    assert!(stack.gateway.log().contains("user=\"alice\""));
+}
+
+#[test]
+fn a_reporters_job_pulls_only_and_bad_or_expired_job_tokens_are_refused() {
+    let stack = Stack::start();
+    let bob = ci_token(&stack, "mygroup/myproject", "bob", "1h");
+    let token = stack.token(
+        "gitlab-ci-token",
+        &bob["CI_JOB_TOKEN"],
+        &["repository:mygroup/myproject:pull,push"],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/myproject:pull"]
+    );
+
+    let login = |secret: &str| {
+        get(&format!(
+            "{}/jwt/auth?service=container_registry",
+            stack.gateway.url
+        ))
+        .basic("gitlab-ci-token", secret)
+        .send()
+    };
+    // A registry token is not a job token, and a job token is not a registry token.
+    let registry_token = stack.token(
+        "alice",
+        support::gateway::secrets::ALICE_PAT,
+        &["repository:mygroup/myproject:pull"],
+    );
+    assert_eq!(login(&registry_token).status, 401);
+    let reply = get(&format!("{}/v2/", stack.gateway.url))
+        .bearer(&bob["CI_JOB_TOKEN"])
+        .send();
+    assert_eq!(reply.status, 401);
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+
+    let short = ci_token(&stack, "mygroup/myproject", "alice", "1s");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let reply = login(&short["CI_JOB_TOKEN"]);
+    assert_eq!(reply.status, 401);
+    assert!(reply.error_message().contains("expired"), "{}", reply.body);
+    assert_eq!(login("not-a-job-token").status, 401);
+}
+
+#[test]
+fn ci_token_refuses_unknown_users_projects_and_blocked_users() {
+    let stack = Stack::start();
+    let config = stack.gateway.config_path();
+    let config = config.to_str().unwrap();
+    for (project, user, message) in [
+        ("mygroup/nothing", "alice", "no project"),
+        ("mygroup/myproject", "zed", "no user"),
+        ("mygroup/myproject", "dave", "blocked"),
+    ] {
+        let (code, _, err) = run_cli(
+            &[
+                "ci-token",
+                "--config",
+                config,
+                "--project",
+                project,
+                "--user",
+                user,
+            ],
+            None,
+        );
+        assert_eq!(code, 1);
+        assert!(err.contains(message), "{err}");
+    }
+    let (code, _, err) = run_cli(
+        &[
+            "ci-token",
+            "--config",
+            config,
+            "--project",
+            "mygroup/second",
+            "--user",
+            "alice",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(err.contains("can pull but not push"), "{err}");
+}
