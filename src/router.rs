@@ -104,15 +104,7 @@ impl Gateway {
         let path = request.uri().path();
         if path == TOKEN_PATH {
             let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-            self.inner
-                .token_endpoint
-                .handle(
-                    request.method(),
-                    request.uri().query(),
-                    request.headers(),
-                    client,
-                )
-                .await
+            self.inner.token_endpoint.handle(request, client).await
         } else if path == "/v2" || path.starts_with("/v2/") {
             self.inner.proxy.handle(request).await
         } else {

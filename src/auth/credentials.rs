@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes};
 use super::password_cache::PasswordCache;
 use super::scope::RepositoryName;
-use super::token::{Tokens, VerifyError};
+use super::token::{Purpose, Tokens, VerifyError};
 
 /// How a principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,20 +259,22 @@ pub fn authenticate_job(
     tokens: &Tokens,
     secret: &str,
 ) -> Result<Principal, AuthFailure> {
-    let claims = tokens.verify_job_token(secret).map_err(|e| match e {
-        VerifyError::Expired => AuthFailure::TokenExpired {
-            name: "CI job token".into(),
-            expired_at: "its ttl".into(),
-        },
-        _ => AuthFailure::WrongSecret,
-    })?;
+    let claims = tokens
+        .verify_internal(Purpose::CiJob, secret)
+        .map_err(|e| match e {
+            VerifyError::Expired => AuthFailure::TokenExpired {
+                name: "CI job token".into(),
+                expired_at: "its ttl".into(),
+            },
+            _ => AuthFailure::WrongSecret,
+        })?;
     let user = directory
         .user(&claims.sub)
         .ok_or(AuthFailure::UnknownUser)?;
     if user.blocked {
         return Err(AuthFailure::UserBlocked);
     }
-    let project = RepositoryName::parse(&claims.project)
+    let project = RepositoryName::parse(claims.project.as_deref().unwrap_or_default())
         .ok()
         .filter(|p| {
             directory
@@ -283,6 +285,135 @@ pub fn authenticate_job(
     Ok(Principal::CiJob {
         username: user.username.clone(),
         project,
+    })
+}
+
+/// How long a refresh token lives when its credential does not expire sooner.
+pub const REFRESH_TTL: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
+
+/// A fingerprint of the credential `principal` used, and when that credential expires. A
+/// refresh token carries it and works only while the same credential is still there and good.
+/// CI jobs and anonymous callers get no refresh tokens.
+pub fn binding(
+    principal: &Principal,
+    directory: &Directory,
+) -> Option<(String, Option<OffsetDateTime>)> {
+    match principal {
+        Principal::User {
+            username,
+            credential: Credential::Password,
+            ..
+        } => {
+            let hash = directory.user(username)?.password_hash.as_ref()?;
+            Some((
+                format!("password:{}", fingerprint(hash.as_str().as_bytes())),
+                None,
+            ))
+        }
+        Principal::User {
+            username,
+            credential: Credential::PersonalAccessToken { name },
+            ..
+        } => {
+            let token = directory
+                .user(username)?
+                .personal_access_tokens
+                .iter()
+                .find(|t| &t.name == name)?;
+            Some((
+                format!("pat:{}", fingerprint(&token.digest)),
+                token.expires_at,
+            ))
+        }
+        Principal::Token(token) => Some((
+            format!("token:{}", fingerprint(&token.digest)),
+            token.expires_at,
+        )),
+        Principal::CiJob { .. } | Principal::Anonymous => None,
+    }
+}
+
+fn fingerprint(bytes: &[u8]) -> String {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(b"portcullis refresh binding\0");
+    context.update(bytes);
+    context.finish().as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Check a refresh token: signed by us, not expired, and the credential it came from is still
+/// there, unchanged and good (not expired, revoked, scope-less, or its user blocked). The
+/// principal gets the credential's CURRENT scopes.
+pub fn authenticate_refresh(
+    directory: &Directory,
+    tokens: &Tokens,
+    refresh_token: &str,
+    now: OffsetDateTime,
+) -> Result<Principal, AuthFailure> {
+    let stale = || AuthFailure::TokenRevoked {
+        name: "refresh token".into(),
+    };
+    let claims = tokens
+        .verify_internal(Purpose::Refresh, refresh_token)
+        .map_err(|e| match e {
+            VerifyError::Expired => AuthFailure::TokenExpired {
+                name: "refresh token".into(),
+                expired_at: "its expiry".into(),
+            },
+            _ => AuthFailure::WrongSecret,
+        })?;
+    let bound = claims.binding.as_deref().unwrap_or_default();
+    let Some(user) = directory.user(&claims.sub) else {
+        let token = directory
+            .namespace_tokens(&claims.sub)
+            .iter()
+            .find(|t| bound == format!("token:{}", fingerprint(&t.digest)))
+            .ok_or_else(stale)?;
+        usable(
+            &token.username,
+            token.revoked,
+            token.expires_at,
+            token.scopes,
+            now,
+        )?;
+        return Ok(Principal::Token(token.clone()));
+    };
+    let (scopes, credential) = if let Some(fp) = bound.strip_prefix("password:") {
+        user.password_hash
+            .as_ref()
+            .filter(|h| fingerprint(h.as_str().as_bytes()) == fp)
+            .ok_or_else(stale)?;
+        (RegistryScopes::ALL, Credential::Password)
+    } else {
+        let token = user
+            .personal_access_tokens
+            .iter()
+            .find(|t| bound == format!("pat:{}", fingerprint(&t.digest)))
+            .ok_or_else(stale)?;
+        usable(
+            &token.name,
+            token.revoked,
+            token.expires_at,
+            token.scopes,
+            now,
+        )?;
+        (
+            token.scopes,
+            Credential::PersonalAccessToken {
+                name: token.name.clone(),
+            },
+        )
+    };
+    if user.blocked {
+        return Err(AuthFailure::UserBlocked);
+    }
+    Ok(Principal::User {
+        username: user.username.clone(),
+        admin: user.admin,
+        scopes,
+        credential,
     })
 }
 

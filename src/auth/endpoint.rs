@@ -1,14 +1,24 @@
 //! `/jwt/auth`: the docker token protocol, answered with GitLab's semantics.
 //!
-//! `GET ?service=&scope=...&account=` with optional Basic credentials. Glue only: parsing is in
-//! [`super::scope`] and [`super::credentials`], the rules in [`super::policy`], signing in
-//! [`super::token`].
+//! Two forms (see the protocol reference):
+//! - `GET ?service=&scope=...&account=` with optional Basic credentials; `offline_token=true`
+//!   also returns a refresh token (docker keeps it as its identity token);
+//! - `POST` (OAuth2, form encoded): `grant_type=password` (`username`, `password`) or
+//!   `grant_type=refresh_token` (`refresh_token`), `scope` as one space-separated field;
+//!   `access_type=offline` returns a refresh token with the password grant.
+//!
+//! Glue only: parsing is in [`super::scope`] and [`super::credentials`], the rules in
+//! [`super::policy`], signing in [`super::token`]. Every credential check goes through
+//! [`TokenEndpoint::login`], which applies the brute-force bans.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -17,14 +27,16 @@ use super::credentials::{self, AuthFailure, BasicCredentials, HeaderError, Princ
 use super::directory::Directory;
 use super::password_cache::PasswordCache;
 use super::policy;
-use super::scope::Scope;
-use super::token::Tokens;
+use super::scope::{Scope, ScopeError};
+use super::token::{Purpose, Tokens};
 use crate::body::{full, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::RequestUser;
 
 /// The realm of the Basic challenge sent with a refused login.
 const BASIC_REALM: &str = "Basic realm=\"portcullis\"";
+/// Largest OAuth2 form accepted.
+const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// What the token endpoint needs; built once at start-up.
 pub struct TokenEndpoint {
@@ -34,60 +46,66 @@ pub struct TokenEndpoint {
     pub brute_force: BruteForce,
 }
 
-/// The parts of the query the protocol defines.
-#[derive(Debug, Default)]
-struct TokenQuery {
-    service: Option<String>,
-    scopes: Vec<String>,
+/// Where the caller's identity comes from.
+enum Login {
+    /// GET: the Authorization header, if any.
+    Basic(Option<HeaderValue>),
+    /// POST grant_type=password.
+    Password(BasicCredentials),
+    /// POST grant_type=refresh_token.
+    Refresh(String),
 }
 
-fn parse_query(query: Option<&str>) -> TokenQuery {
-    let mut parsed = TokenQuery::default();
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match key.as_ref() {
-            "service" => parsed.service = Some(value.into_owned()),
-            "scope" => parsed.scopes.push(value.into_owned()),
-            _ => {}
-        }
-    }
-    parsed
+/// One token request, whichever form it came in.
+struct TokenRequest {
+    service: Option<String>,
+    scopes: Vec<String>,
+    /// A refresh token was asked for (`offline_token=true` / `access_type=offline`).
+    offline: bool,
+    login: Login,
 }
 
 impl TokenEndpoint {
     /// Answer one request to `/jwt/auth`.
     pub async fn handle(
         &self,
-        method: &Method,
-        query: Option<&str>,
-        headers: &HeaderMap,
+        request: Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        if method != Method::GET {
-            let mut response = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorCode::Unsupported,
-                "the token endpoint answers GET",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET"));
-            return response;
-        }
-        match self.issue(query, headers, client).await {
-            Ok(response) => response,
+        let parsed = match *request.method() {
+            Method::GET => Ok(get_request(
+                request.uri().query(),
+                request.headers().get(header::AUTHORIZATION).cloned(),
+            )),
+            Method::POST => post_request(request).await,
+            _ => {
+                let mut response = ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    ErrorCode::Unsupported,
+                    "the token endpoint answers GET and POST",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+                return response;
+            }
+        };
+        match parsed {
+            Ok(request) => self
+                .issue(request, client)
+                .await
+                .unwrap_or_else(ApiError::into_response),
             Err(error) => error.into_response(),
         }
     }
 
     async fn issue(
         &self,
-        query: Option<&str>,
-        headers: &HeaderMap,
+        request: TokenRequest,
         client: Option<SocketAddr>,
     ) -> Result<Response<Body>, ApiError> {
-        let query = parse_query(query);
-        if let Some(service) = &query.service {
+        if let Some(service) = &request.service {
             if service != self.tokens.service() {
                 return Err(ApiError::bad_request(
                     ErrorCode::Unsupported,
@@ -98,43 +116,49 @@ impl TokenEndpoint {
                 ));
             }
         }
-        let scopes = Scope::parse_all(query.scopes.iter().map(String::as_str)).map_err(|e| {
+        let scopes = Scope::parse_all(request.scopes.iter().map(String::as_str)).map_err(|e| {
             let code = match e {
-                super::scope::ScopeError::Name { .. } => ErrorCode::NameInvalid,
-                super::scope::ScopeError::Malformed(_) => ErrorCode::Unsupported,
+                ScopeError::Name { .. } => ErrorCode::NameInvalid,
+                ScopeError::Malformed(_) => ErrorCode::Unsupported,
             };
             ApiError::bad_request(code, e.to_string())
         })?;
 
-        let principal = match headers.get(header::AUTHORIZATION) {
-            None if scopes.is_empty() => return Err(ApiError::access_forbidden()),
-            None => Principal::Anonymous,
-            Some(value) => self.authenticate(value, client).await?,
+        let principal = match request.login {
+            Login::Basic(None) if scopes.is_empty() => return Err(ApiError::access_forbidden()),
+            Login::Basic(None) => Principal::Anonymous,
+            Login::Basic(Some(value)) => {
+                let credentials = BasicCredentials::parse(value.as_bytes())
+                    .map_err(|e| malformed_basic(e, client))?;
+                self.login_with_secret(credentials, client).await?
+            }
+            Login::Password(credentials) => self.login_with_secret(credentials, client).await?,
+            Login::Refresh(token) => {
+                let now = OffsetDateTime::now_utc();
+                self.login(client, None, async {
+                    credentials::authenticate_refresh(&self.directory, &self.tokens, &token, now)
+                })
+                .await?
+            }
         };
 
         let access = policy::grant(&principal, &scopes, &self.directory);
+        let now = SystemTime::now();
         let issued = self
             .tokens
-            .issue(principal.subject(), access.clone(), SystemTime::now())
-            .map_err(|e| {
-                tracing::error!(error = %e, "signing a token failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorCode::Unavailable,
-                    "the gateway could not sign a token",
-                )
-            })?;
-        let requested: Vec<String> = scopes.iter().map(ToString::to_string).collect();
-        let granted: Vec<String> = access
-            .iter()
-            .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
-            .collect();
-        let credential = principal.credential_kind();
+            .issue(principal.subject(), access.clone(), now)
+            .map_err(signing_failed)?;
+        let refresh_token = if request.offline {
+            self.refresh_token(&principal, now)?
+        } else {
+            None
+        };
         tracing::debug!(
             user = principal.subject(),
-            credential,
-            requested = ?requested,
-            granted = ?granted,
+            credential = principal.credential_kind(),
+            requested = ?scopes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            granted = ?access.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect::<Vec<_>>(),
+            refresh_token = refresh_token.is_some(),
             "token issued"
         );
 
@@ -142,12 +166,15 @@ impl TokenEndpoint {
             .issued_at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let body = json!({
+        let mut body = json!({
             "token": issued.token,
             "access_token": issued.token,
             "expires_in": issued.expires_in,
             "issued_at": issued_at,
         });
+        if let Some(refresh_token) = refresh_token {
+            body["refresh_token"] = json!(refresh_token);
+        }
         let mut response = Response::new(full(body.to_string()));
         let headers = response.headers_mut();
         headers.insert(
@@ -163,37 +190,82 @@ impl TokenEndpoint {
         Ok(response)
     }
 
-    async fn authenticate(
+    /// A refresh token bound to the principal's credential, when it can have one.
+    fn refresh_token(
         &self,
-        value: &HeaderValue,
+        principal: &Principal,
+        now: SystemTime,
+    ) -> Result<Option<String>, ApiError> {
+        let Some((binding, credential_expires)) = credentials::binding(principal, &self.directory)
+        else {
+            return Ok(None);
+        };
+        let default_exp = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+            + credentials::REFRESH_TTL.as_secs();
+        let exp = credential_expires
+            .map(|at| {
+                u64::try_from(at.unix_timestamp())
+                    .unwrap_or(0)
+                    .min(default_exp)
+            })
+            .unwrap_or(default_exp);
+        self.tokens
+            .issue_internal(
+                Purpose::Refresh,
+                principal.subject(),
+                None,
+                Some(binding),
+                exp,
+                now,
+            )
+            .map(Some)
+            .map_err(signing_failed)
+    }
+
+    /// Username + password or token (Basic header or the OAuth2 password grant).
+    async fn login_with_secret(
+        &self,
+        credentials: BasicCredentials,
         client: Option<SocketAddr>,
     ) -> Result<Principal, ApiError> {
-        let unauthorized = |message: &str| {
-            ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
-                .with_challenge(HeaderValue::from_static(BASIC_REALM))
-        };
-        let credentials = BasicCredentials::parse(value.as_bytes()).map_err(|e| {
-            tracing::info!(client = %client.map(|c| c.to_string()).unwrap_or_default(), reason = "malformed_authorization", "login refused: {e}");
-            match e {
-                HeaderError::NotBasic => unauthorized(
-                    "HTTP Basic: Access denied. The token endpoint takes Basic credentials (username and password or access token).",
-                ),
-                HeaderError::Malformed => unauthorized(
-                    "HTTP Basic: Access denied. The Authorization header is not valid Basic credentials.",
-                ),
+        let username = credentials.username.clone();
+        self.login(client, Some(&username), async {
+            if credentials.username == credentials::CI_USERNAME {
+                credentials::authenticate_job(&self.directory, &self.tokens, &credentials.secret)
+            } else {
+                credentials::authenticate(
+                    &self.directory,
+                    &self.password_cache,
+                    &credentials,
+                    OffsetDateTime::now_utc(),
+                )
+                .await
             }
-        })?;
+        })
+        .await
+    }
+
+    /// Run one credential check under the brute-force limits: refuse banned clients and
+    /// usernames before checking, count failures, log every refusal with its reason.
+    async fn login(
+        &self,
+        client: Option<SocketAddr>,
+        username: Option<&str>,
+        check: impl Future<Output = Result<Principal, AuthFailure>>,
+    ) -> Result<Principal, ApiError> {
+        let client_text = client.map(|c| c.to_string()).unwrap_or_default();
+        let user_text = username.unwrap_or("");
         let subjects: Vec<Subject> = client
             .map(|c| Subject::Client(c.ip()))
             .into_iter()
-            .chain([Subject::Username(credentials.username.clone())])
+            .chain(username.map(|u| Subject::Username(u.to_owned())))
             .collect();
         if let Some(ban) = self.brute_force.banned(&subjects, Instant::now()) {
-            let (who, what) = match &ban.subject {
-                Subject::Client(ip) => ("client", ip.to_string()),
-                Subject::Username(name) => ("user", name.clone()),
+            let who = match &ban.subject {
+                Subject::Client(_) => "client",
+                Subject::Username(_) => "user",
             };
-            tracing::info!(client = %client.map(|c| c.to_string()).unwrap_or_default(), user = %credentials.username, reason = "banned", "login refused: {who} {what} is banned for {}s more", ban.remaining.as_secs());
+            tracing::info!(client = %client_text, user = %user_text, reason = "banned", "login refused: this {who} is banned for {}s more", ban.remaining.as_secs());
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
@@ -203,20 +275,14 @@ impl TokenEndpoint {
                 ),
             ));
         }
-        let result = if credentials.username == credentials::CI_USERNAME {
-            credentials::authenticate_job(&self.directory, &self.tokens, &credentials.secret)
-        } else {
-            credentials::authenticate(
-                &self.directory,
-                &self.password_cache,
-                &credentials,
-                OffsetDateTime::now_utc(),
-            )
-            .await
-        };
-        match &result {
-            Ok(_) => self.brute_force.success(&credentials.username),
-            Err(_) => {
+        match check.await {
+            Ok(principal) => {
+                if let Some(username) = username {
+                    self.brute_force.success(username);
+                }
+                Ok(principal)
+            }
+            Err(failure) => {
                 for ban in self.brute_force.failure(&subjects, Instant::now()) {
                     tracing::warn!(
                         subject = ?ban.subject,
@@ -224,19 +290,100 @@ impl TokenEndpoint {
                         "banned after too many failed logins (brute_force.max_failures within brute_force.window)"
                     );
                 }
+                tracing::info!(client = %client_text, user = %user_text, reason = failure.reason(), "login refused: {failure}");
+                Err(unauthorized(failure.client_message())
+                    .with_detail(json!({ "reason": client_reason(&failure) })))
             }
         }
-        result.map_err(|failure: AuthFailure| {
-            tracing::info!(
-                client = %client.map(|c| c.to_string()).unwrap_or_default(),
-                user = %credentials.username,
-                reason = failure.reason(),
-                "login refused: {failure}"
-            );
-            unauthorized(failure.client_message())
-                .with_detail(json!({ "reason": client_reason(&failure) }))
-        })
     }
+}
+
+fn get_request(query: Option<&str>, authorization: Option<HeaderValue>) -> TokenRequest {
+    let mut request = TokenRequest {
+        service: None,
+        scopes: Vec::new(),
+        offline: false,
+        login: Login::Basic(authorization),
+    };
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "service" => request.service = Some(value.into_owned()),
+            "scope" => request.scopes.push(value.into_owned()),
+            "offline_token" => request.offline = value == "true",
+            _ => {}
+        }
+    }
+    request
+}
+
+/// Read and parse the OAuth2 form of a POST.
+async fn post_request(request: Request<Incoming>) -> Result<TokenRequest, ApiError> {
+    let body = Limited::new(request.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(
+                ErrorCode::Unsupported,
+                format!("the form could not be read (at most {MAX_FORM_BYTES} bytes)"),
+            )
+        })?
+        .to_bytes();
+    let mut fields = std::collections::HashMap::new();
+    for (key, value) in form_urlencoded::parse(&body) {
+        fields.insert(key.into_owned(), value.into_owned());
+    }
+    let mut take = |name: &str| fields.remove(name);
+    let missing = |name: &str| {
+        ApiError::bad_request(ErrorCode::Unsupported, format!("missing form field {name}"))
+    };
+    let login = match take("grant_type").as_deref() {
+        Some("password") => Login::Password(BasicCredentials {
+            username: take("username")
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| missing("username"))?,
+            secret: take("password").ok_or_else(|| missing("password"))?,
+        }),
+        Some("refresh_token") => {
+            Login::Refresh(take("refresh_token").ok_or_else(|| missing("refresh_token"))?)
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::Unsupported,
+                format!("unsupported grant_type {other:?}: use password or refresh_token"),
+            ))
+        }
+        None => return Err(missing("grant_type")),
+    };
+    Ok(TokenRequest {
+        service: take("service"),
+        scopes: take("scope").into_iter().collect(),
+        offline: take("access_type").as_deref() == Some("offline"),
+        login,
+    })
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+        .with_challenge(HeaderValue::from_static(BASIC_REALM))
+}
+
+fn malformed_basic(error: HeaderError, client: Option<SocketAddr>) -> ApiError {
+    tracing::info!(client = %client.map(|c| c.to_string()).unwrap_or_default(), reason = "malformed_authorization", "login refused: {error}");
+    unauthorized(match error {
+        HeaderError::NotBasic => {
+            "HTTP Basic: Access denied. The token endpoint takes Basic credentials (username and password or access token)."
+        }
+        HeaderError::Malformed => "HTTP Basic: Access denied. The Authorization header is not valid Basic credentials.",
+    })
+}
+
+fn signing_failed(error: jsonwebtoken::errors::Error) -> ApiError {
+    tracing::error!(error = %error, "signing a token failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        "the gateway could not sign a token",
+    )
 }
 
 /// The reason given to clients: an unknown user and a wrong secret look the same.

@@ -45,22 +45,42 @@ impl Claims {
     }
 }
 
-/// The audience of CI job tokens: never the registry's service, so a job token can never be
-/// presented to the registry as a registry token.
-pub const JOB_TOKEN_AUDIENCE: &str = "portcullis-ci-job";
+/// What a token the gateway issues for itself is for. Each purpose has its own audience, never
+/// the registry's service: such a token can never pass as a registry token, and a registry
+/// token can never pass as one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A CI job token: the password of `gitlab-ci-token`.
+    CiJob,
+    /// An OAuth2 refresh token (docker's stored identity token).
+    Refresh,
+}
 
-/// The claims of a CI job token (the password of `gitlab-ci-token`).
+impl Purpose {
+    pub fn audience(self) -> &'static str {
+        match self {
+            Purpose::CiJob => "portcullis-ci-job",
+            Purpose::Refresh => "portcullis-refresh",
+        }
+    }
+}
+
+/// The claims of a CI job token or a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobClaims {
+pub struct InternalClaims {
     pub iss: String,
-    /// The user the job runs for.
+    /// The user (or deploy token / bot username) it was issued to.
     pub sub: String,
     pub aud: String,
-    /// The project the job belongs to.
-    pub project: String,
     pub exp: u64,
     pub iat: u64,
     pub jti: String,
+    /// CI job tokens: the job's project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Refresh tokens: which credential they came from (see `credentials::binding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 }
 
 /// A freshly minted token and what the client is told about it.
@@ -110,7 +130,7 @@ pub struct Tokens {
     key: SigningKey,
     header: Header,
     validation: Validation,
-    job_validation: Validation,
+    internal_validation: Validation,
     issuer: String,
     service: String,
     expiry: Duration,
@@ -127,16 +147,15 @@ impl Tokens {
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.service]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
-        let mut job_validation = Validation::new(key.algorithm);
-        job_validation.leeway = 0;
-        job_validation.set_issuer(&[&settings.issuer]);
-        job_validation.set_audience(&[JOB_TOKEN_AUDIENCE]);
-        job_validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let mut internal_validation = Validation::new(key.algorithm);
+        internal_validation.leeway = 0;
+        internal_validation.set_issuer(&[&settings.issuer]);
+        internal_validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Tokens {
             key,
             header,
             validation,
-            job_validation,
+            internal_validation,
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),
             expiry: settings.expiry,
@@ -179,31 +198,43 @@ impl Tokens {
         })
     }
 
-    /// Mint a CI job token for `user` in `project`, valid for `ttl`.
-    pub fn issue_job_token(
+    /// Mint a token for the gateway itself, expiring at `exp` (Unix seconds).
+    pub fn issue_internal(
         &self,
-        user: &str,
-        project: &str,
-        ttl: Duration,
+        purpose: Purpose,
+        subject: &str,
+        project: Option<&str>,
+        binding: Option<String>,
+        exp: u64,
         now: SystemTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims = JobClaims {
+        let claims = InternalClaims {
             iss: self.issuer.clone(),
-            sub: user.to_owned(),
-            aud: JOB_TOKEN_AUDIENCE.to_owned(),
-            project: project.to_owned(),
-            exp: iat + ttl.as_secs().max(1),
+            sub: subject.to_owned(),
+            aud: purpose.audience().to_owned(),
+            exp: exp.max(iat + 1),
             iat,
             jti: random_id(),
+            project: project.map(str::to_owned),
+            binding,
         };
-        let header = Header::new(self.key.algorithm);
-        jsonwebtoken::encode(&header, &claims, self.key.encoding_key())
+        jsonwebtoken::encode(
+            &Header::new(self.key.algorithm),
+            &claims,
+            self.key.encoding_key(),
+        )
     }
 
-    /// Verify a CI job token: signature, issuer, job audience, `exp` (no leeway).
-    pub fn verify_job_token(&self, token: &str) -> Result<JobClaims, VerifyError> {
-        jsonwebtoken::decode::<JobClaims>(token, self.key.decoding_key(), &self.job_validation)
+    /// Verify a token the gateway issued for `purpose`: signature, issuer, audience, `exp`.
+    pub fn verify_internal(
+        &self,
+        purpose: Purpose,
+        token: &str,
+    ) -> Result<InternalClaims, VerifyError> {
+        let mut validation = self.internal_validation.clone();
+        validation.set_audience(&[purpose.audience()]);
+        jsonwebtoken::decode::<InternalClaims>(token, self.key.decoding_key(), &validation)
             .map(|data| data.claims)
             .map_err(|e| verify_error(&e))
     }

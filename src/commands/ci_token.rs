@@ -12,7 +12,7 @@ use crate::auth::credentials::CI_USERNAME;
 use crate::auth::directory::Role;
 use crate::auth::keys::SigningKey;
 use crate::auth::scope::RepositoryName;
-use crate::auth::token::Tokens;
+use crate::auth::token::{Purpose, Tokens};
 use crate::config::{parse_duration, Config};
 
 pub struct CiTokenOptions {
@@ -57,12 +57,20 @@ pub fn ci_token(options: &CiTokenOptions) -> Result<CiToken, String> {
     let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)
         .map_err(|e| e.to_string())?;
     let tokens = Tokens::new(&config.token, key);
+    let now = SystemTime::now();
+    let exp = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        + ttl.as_secs().max(1);
     let token = tokens
-        .issue_job_token(
+        .issue_internal(
+            Purpose::CiJob,
             &user.username,
-            project.path.as_str(),
-            ttl,
-            SystemTime::now(),
+            Some(project.path.as_str()),
+            None,
+            exp,
+            now,
         )
         .map_err(|e| format!("signing the job token: {e}"))?;
     let registry = &config.public_url.authority;

@@ -153,6 +153,16 @@ impl GatewayFiles {
         GatewayFiles { dir }
     }
 
+    /// The same signing key and certificate in a new folder (a second gateway, or a restart
+    /// with another config).
+    pub fn copy_keys(&self) -> GatewayFiles {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for file in ["token.key", "token.crt"] {
+            std::fs::copy(self.path(file), dir.path().join(file)).expect("copy key files");
+        }
+        GatewayFiles { dir }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

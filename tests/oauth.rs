@@ -1,0 +1,176 @@
+//! The OAuth2 form of the token endpoint and refresh tokens, as docker uses them: `docker login`
+//! stores an identity token (never the secret) and every later push refreshes with it.
+
+mod support;
+
+use support::docker::Dockerd;
+use support::gateway::secrets::*;
+use support::gateway::{Gateway, GatewayOptions};
+use support::http::{get, request, Reply};
+use support::process::ImageCli;
+use support::stack::Stack;
+
+fn offline_login(stack_url: &str, user: &str, secret: &str) -> Reply {
+    get(&format!(
+        "{stack_url}/jwt/auth?service=container_registry&offline_token=true&client_id=docker"
+    ))
+    .basic(user, secret)
+    .send()
+}
+
+fn post(url: &str, form: &str) -> Reply {
+    request("POST", &format!("{url}/jwt/auth"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+}
+
+#[test]
+fn offline_logins_get_a_refresh_token_that_works_over_post() {
+    let stack = Stack::start();
+    let url = &stack.gateway.url;
+    let reply = offline_login(url, "alice", ALICE_PAT);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let refresh = reply.json()["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned();
+    assert!(get(&format!("{url}/jwt/auth?service=container_registry"))
+        .basic("alice", ALICE_PAT)
+        .send()
+        .json()["refresh_token"]
+        .is_null());
+
+    // docker's refresh: one space-separated scope field.
+    let reply = post(
+        url,
+        &format!("grant_type=refresh_token&service=container_registry&client_id=docker&refresh_token={refresh}&scope=repository%3Amygroup%2Fmyproject%3Apull%2Cpush+repository%3Apublic%2Fapp%3Apull"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        Stack::granted(&token),
+        vec![
+            "repository:mygroup/myproject:pull,push",
+            "repository:public/app:pull"
+        ]
+    );
+
+    // The password grant, with access_type=offline.
+    let reply = post(url, &format!("grant_type=password&username=alice&password={ALICE_PASSWORD}&service=container_registry&client_id=containers%2Fimage&access_type=offline&scope=repository%3Amygroup%2Fmyproject%3Apull"));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.json()["refresh_token"].is_string());
+    assert_eq!(
+        Stack::granted(reply.json()["access_token"].as_str().unwrap()),
+        vec!["repository:mygroup/myproject:pull"]
+    );
+    // A refresh token is never a registry token, and a registry token never a refresh token.
+    let reply = get(&format!("{url}/v2/")).bearer(&refresh).send();
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        post(
+            url,
+            &format!("grant_type=refresh_token&refresh_token={token}")
+        )
+        .status,
+        401
+    );
+}
+
+#[test]
+fn bad_oauth_forms_are_clear_4xx() {
+    let stack = Stack::start();
+    let url = &stack.gateway.url;
+    for (form, status, message) in [
+        (
+            "grant_type=client_credentials",
+            400,
+            "unsupported grant_type",
+        ),
+        (
+            "grant_type=password&username=alice",
+            400,
+            "missing form field password",
+        ),
+        (
+            "username=alice&password=x",
+            400,
+            "missing form field grant_type",
+        ),
+        (
+            "grant_type=password&username=alice&password=wrong",
+            401,
+            "HTTP Basic: Access denied",
+        ),
+        (
+            "grant_type=refresh_token&refresh_token=garbage",
+            401,
+            "HTTP Basic: Access denied",
+        ),
+    ] {
+        let reply = post(url, form);
+        assert_eq!(reply.status, status, "{form}: {}", reply.body);
+        assert!(
+            reply.error_message().contains(message),
+            "{form}: {}",
+            reply.body
+        );
+    }
+}
+
+#[test]
+fn a_refresh_token_dies_with_the_credential_it_came_from() {
+    let stack = Stack::start();
+    let from_password = offline_login(&stack.gateway.url, "alice", ALICE_PASSWORD).json()
+        ["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let from_pat = offline_login(&stack.gateway.url, "alice", ALICE_PAT).json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // No refresh tokens for CI jobs or anonymous callers.
+    assert!(get(&format!("{}/jwt/auth?service=container_registry&offline_token=true&scope=repository:public/app:pull", stack.gateway.url)).send().json()["refresh_token"].is_null());
+
+    // Same signing key, new config: alice's password hash changed (a password change), her
+    // PAT did not.
+    let changed = Gateway::start(
+        stack.gateway.files.copy_keys(),
+        &GatewayOptions::new(&stack.registry.url()),
+    );
+    let refresh = |token: &str| {
+        post(&changed.url, &format!("grant_type=refresh_token&refresh_token={token}&scope=repository%3Amygroup%2Fmyproject%3Apull"))
+    };
+    assert_eq!(refresh(&from_pat).status, 200);
+    let reply = refresh(&from_password);
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(reply.error_message().contains("revoked"), "{}", reply.body);
+}
+
+#[test]
+fn docker_stores_an_identity_token_not_the_secret_and_pushes_with_it() {
+    let stack = Stack::start();
+    let docker = Dockerd::start();
+    let host = stack.gateway.host.as_str();
+    docker.ok(
+        &["login", host, "-u", "alice", "--password-stdin"],
+        Some(ALICE_PAT),
+    );
+    let config = std::fs::read_to_string(docker.config_dir().join("config.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert!(
+        parsed["auths"][host]["identitytoken"].is_string(),
+        "{config}"
+    );
+    assert!(!config.contains(ALICE_PAT), "the PAT is not stored");
+
+    let remote = format!("{host}/mygroup/myproject/refresh:1");
+    docker.import_image(&remote);
+    docker.ok(&["push", &remote], None);
+    let log = stack.gateway.log();
+    assert!(
+        log.contains("method=POST path=/jwt/auth") && log.contains("user=\"alice\""),
+        "the push refreshed over POST:\n{log}"
+    );
+}
