@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use crate::auth::brute_force::BruteForce;
 use crate::auth::endpoint::TokenEndpoint;
 use crate::auth::keys::{KeyError, SigningKey};
-use crate::auth::password_cache::PasswordCache;
 use crate::auth::token::Tokens;
 use crate::body::Body;
 use crate::config::{Config, Problem};
@@ -75,16 +74,23 @@ impl Gateway {
             .map_err(|_| BuildError::PublicUrl)?;
         Ok(Gateway {
             inner: Arc::new(Inner {
-                token_endpoint: TokenEndpoint {
-                    directory: Arc::new(config.directory.clone()),
+                token_endpoint: TokenEndpoint::new(
+                    config.directory.clone(),
                     tokens,
-                    password_cache: PasswordCache::default(),
-                    brute_force: BruteForce::new(config.brute_force),
-                },
+                    BruteForce::new(config.brute_force),
+                ),
                 proxy,
                 max_header_bytes: config.server.max_header_bytes,
             }),
         })
+    }
+
+    /// Put a reloaded config's users, groups, projects and tokens in force. Connections and
+    /// requests under way are not touched.
+    pub fn reload_directory(&self, config: &Config) {
+        self.inner
+            .token_endpoint
+            .replace_directory(config.directory.clone());
     }
 
     /// Route and answer one request.

@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -40,7 +40,8 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// What the token endpoint needs; built once at start-up.
 pub struct TokenEndpoint {
-    pub directory: Arc<Directory>,
+    /// Swapped whole on reload; each request works on the snapshot it started with.
+    directory: RwLock<Arc<Directory>>,
     pub tokens: Arc<Tokens>,
     pub password_cache: PasswordCache,
     pub brute_force: BruteForce,
@@ -66,6 +67,32 @@ struct TokenRequest {
 }
 
 impl TokenEndpoint {
+    pub fn new(
+        directory: Directory,
+        tokens: Arc<Tokens>,
+        brute_force: BruteForce,
+    ) -> TokenEndpoint {
+        TokenEndpoint {
+            directory: RwLock::new(Arc::new(directory)),
+            tokens,
+            password_cache: PasswordCache::default(),
+            brute_force,
+        }
+    }
+
+    /// The users, groups, projects and tokens in force now.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Put a new directory in force (config reload). Requests under way keep the old one.
+    pub fn replace_directory(&self, directory: Directory) {
+        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(directory);
+    }
+
     /// Answer one request to `/jwt/auth`.
     pub async fn handle(
         &self,
@@ -105,6 +132,7 @@ impl TokenEndpoint {
         request: TokenRequest,
         client: Option<SocketAddr>,
     ) -> Result<Response<Body>, ApiError> {
+        let directory = self.directory();
         if let Some(service) = &request.service {
             if service != self.tokens.service() {
                 return Err(ApiError::bad_request(
@@ -130,26 +158,30 @@ impl TokenEndpoint {
             Login::Basic(Some(value)) => {
                 let credentials = BasicCredentials::parse(value.as_bytes())
                     .map_err(|e| malformed_basic(e, client))?;
-                self.login_with_secret(credentials, client).await?
+                self.login_with_secret(&directory, credentials, client)
+                    .await?
             }
-            Login::Password(credentials) => self.login_with_secret(credentials, client).await?,
+            Login::Password(credentials) => {
+                self.login_with_secret(&directory, credentials, client)
+                    .await?
+            }
             Login::Refresh(token) => {
                 let now = OffsetDateTime::now_utc();
                 self.login(client, None, async {
-                    credentials::authenticate_refresh(&self.directory, &self.tokens, &token, now)
+                    credentials::authenticate_refresh(&directory, &self.tokens, &token, now)
                 })
                 .await?
             }
         };
 
-        let access = policy::grant(&principal, &scopes, &self.directory);
+        let access = policy::grant(&principal, &scopes, &directory);
         let now = SystemTime::now();
         let issued = self
             .tokens
             .issue(principal.subject(), access.clone(), now)
             .map_err(signing_failed)?;
         let refresh_token = if request.offline {
-            self.refresh_token(&principal, now)?
+            self.refresh_token(&directory, &principal, now)?
         } else {
             None
         };
@@ -193,11 +225,11 @@ impl TokenEndpoint {
     /// A refresh token bound to the principal's credential, when it can have one.
     fn refresh_token(
         &self,
+        directory: &Directory,
         principal: &Principal,
         now: SystemTime,
     ) -> Result<Option<String>, ApiError> {
-        let Some((binding, credential_expires)) = credentials::binding(principal, &self.directory)
-        else {
+        let Some((binding, credential_expires)) = credentials::binding(principal, directory) else {
             return Ok(None);
         };
         let default_exp = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
@@ -225,16 +257,17 @@ impl TokenEndpoint {
     /// Username + password or token (Basic header or the OAuth2 password grant).
     async fn login_with_secret(
         &self,
+        directory: &Directory,
         credentials: BasicCredentials,
         client: Option<SocketAddr>,
     ) -> Result<Principal, ApiError> {
         let username = credentials.username.clone();
         self.login(client, Some(&username), async {
             if credentials.username == credentials::CI_USERNAME {
-                credentials::authenticate_job(&self.directory, &self.tokens, &credentials.secret)
+                credentials::authenticate_job(directory, &self.tokens, &credentials.secret)
             } else {
                 credentials::authenticate(
-                    &self.directory,
+                    directory,
                     &self.password_cache,
                     &credentials,
                     OffsetDateTime::now_utc(),

@@ -8,6 +8,7 @@ mod directory;
 mod duration;
 mod env;
 pub mod file;
+pub mod reload;
 mod validate;
 
 use std::fmt;

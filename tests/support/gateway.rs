@@ -265,6 +265,31 @@ impl Gateway {
         }
     }
 
+    /// Send a signal (e.g. "HUP") to the gateway process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Wait until the log holds `needle` `count` times; fail with the log after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{needle:?} did not appear {count} time(s) in the log within {timeout:?}:\n{}",
+            self.log()
+        );
+    }
+
     /// Everything the gateway logged so far.
     pub fn log(&self) -> String {
         let mut text = String::new();
