@@ -280,3 +280,18 @@ fn too_many_failed_logins_ban_the_client_and_the_username() {
         "client and username, logged once each:\n{log}"
     );
 }
+
+#[test]
+fn a_guest_of_a_private_project_can_neither_pull_nor_push() {
+    let stack = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::create(dir.path().join("image"), 64 * 1024);
+    assert!(push(&stack, &image, "root", ROOT_PAT, "mygroup/myproject/app").0);
+    let (ok, out) = pull(&stack, "gus", GUS_PAT, "mygroup/myproject/app");
+    assert!(!ok, "a guest pulled from a private project: {out}");
+    assert!(!push(&stack, &image, "gus", GUS_PAT, "mygroup/myproject/app").0);
+    assert!(
+        pull(&stack, "bob", BOB_PAT, "mygroup/myproject/app").0,
+        "a reporter can"
+    );
+}

@@ -101,3 +101,45 @@ fn a_changed_file_is_picked_up_without_a_signal_and_restart_only_keys_are_named(
         "{log}"
     );
 }
+
+#[test]
+fn a_reload_does_not_drop_open_connections() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stack = Stack::start();
+    let stream = std::net::TcpStream::connect(&stack.gateway.host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut ask = || {
+        writer
+            .write_all(b"GET /v2/ HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            .unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        status
+    };
+    assert!(ask().starts_with("HTTP/1.1 401"));
+    stack.gateway.signal("HUP");
+    stack
+        .gateway
+        .wait_for_log(RELOADED, 1, Duration::from_secs(10));
+    assert!(
+        ask().starts_with("HTTP/1.1 401"),
+        "the same connection still answers after the reload"
+    );
+}

@@ -30,6 +30,7 @@ pub mod secrets {
     pub const ALICE_REVOKED_PAT: &str = "pat-alice-revoked-0123456789ab";
     pub const ALICE_ADMIN_MODE_PAT: &str = "pat-alice-admin-mode-012345678";
     pub const BOB_PAT: &str = "pat-bob-reporter-0123456789abcd";
+    pub const GUS_PAT: &str = "pat-gus-guest-0123456789abcdefg";
     pub const CAROL_API_PAT: &str = "pat-carol-group-maintainer-0123";
     pub const DAVE_PAT: &str = "pat-dave-blocked-0123456789abcd";
     pub const ROOT_PAT: &str = "pat-root-admin-0123456789abcdef";
@@ -49,7 +50,7 @@ fn sha256_hex(text: &str) -> String {
 /// The identities every test gateway has:
 /// - alice: developer of mygroup/myproject (private); a password, read+write, read-only,
 ///   expired, revoked and admin_mode-only personal access tokens;
-/// - bob: reporter of mygroup/myproject; carol: maintainer of group mygroup (so of every
+/// - bob: reporter and gus: guest of mygroup/myproject; carol: maintainer of group mygroup (so of every
 ///   project in it) with an `api` token; dave: blocked; root: administrator;
 /// - group mygroup (private) holds mygroup/myproject and mygroup/second (both private);
 ///   public/app is public, internal/app internal;
@@ -77,6 +78,9 @@ pub fn fixture_users() -> String {
   - username: bob
     personal_access_tokens:
       - {{ name: bob, token_sha256: "{bob}", scopes: [read_registry, write_registry] }}
+  - username: gus
+    personal_access_tokens:
+      - {{ name: gus, token_sha256: "{gus}", scopes: [read_registry, write_registry] }}
   - username: carol
     personal_access_tokens:
       - {{ name: carol, token_sha256: "{carol}", scopes: [api] }}
@@ -97,7 +101,7 @@ groups:
 projects:
   - path: mygroup/myproject
     visibility: private
-    members: {{ alice: developer, bob: reporter }}
+    members: {{ alice: developer, bob: reporter, gus: guest }}
     deploy_tokens:
       - {{ username: gitlab+deploy-token-1, token_sha256: "{deploy_ro}", scopes: [read_registry], expires_at: 2099-01-01 }}
     access_tokens:
@@ -116,6 +120,7 @@ projects:
         revoked = d(ALICE_REVOKED_PAT),
         admin_mode = d(ALICE_ADMIN_MODE_PAT),
         bob = d(BOB_PAT),
+        gus = d(GUS_PAT),
         carol = d(CAROL_API_PAT),
         dave = d(DAVE_PAT),
         root = d(ROOT_PAT),
