@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes};
 use super::password_cache::PasswordCache;
 use super::scope::RepositoryName;
-use super::token::{Purpose, Tokens, VerifyError};
+use super::token::{InternalClaims, Purpose, Tokens, VerifyError};
 
 /// How a principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,15 +259,7 @@ pub fn authenticate_job(
     tokens: &Tokens,
     secret: &str,
 ) -> Result<Principal, AuthFailure> {
-    let claims = tokens
-        .verify_internal(Purpose::CiJob, secret)
-        .map_err(|e| match e {
-            VerifyError::Expired => AuthFailure::TokenExpired {
-                name: "CI job token".into(),
-                expired_at: "its ttl".into(),
-            },
-            _ => AuthFailure::WrongSecret,
-        })?;
+    let claims = verify_internal(tokens, Purpose::CiJob, secret, "CI job token")?;
     let user = directory
         .user(&claims.sub)
         .ok_or(AuthFailure::UnknownUser)?;
@@ -355,15 +347,7 @@ pub fn authenticate_refresh(
     let stale = || AuthFailure::TokenRevoked {
         name: "refresh token".into(),
     };
-    let claims = tokens
-        .verify_internal(Purpose::Refresh, refresh_token)
-        .map_err(|e| match e {
-            VerifyError::Expired => AuthFailure::TokenExpired {
-                name: "refresh token".into(),
-                expired_at: "its expiry".into(),
-            },
-            _ => AuthFailure::WrongSecret,
-        })?;
+    let claims = verify_internal(tokens, Purpose::Refresh, refresh_token, "refresh token")?;
     let bound = claims.binding.as_deref().unwrap_or_default();
     let Some(user) = directory.user(&claims.sub) else {
         let token = directory
@@ -414,6 +398,22 @@ pub fn authenticate_refresh(
         admin: user.admin,
         scopes,
         credential,
+    })
+}
+
+/// Verify a CI job or refresh token; an expired one says so, anything else is a wrong secret.
+fn verify_internal(
+    tokens: &Tokens,
+    purpose: Purpose,
+    token: &str,
+    name: &str,
+) -> Result<InternalClaims, AuthFailure> {
+    tokens.verify_internal(purpose, token).map_err(|e| match e {
+        VerifyError::Expired => AuthFailure::TokenExpired {
+            name: name.to_owned(),
+            expired_at: "its expiry".into(),
+        },
+        _ => AuthFailure::WrongSecret,
     })
 }
 

@@ -7,9 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::file::{
-    AccessTokenFile, DeployTokenFile, PersonalAccessTokenFile, ProjectFile, UserFile,
-};
+use super::file::{PersonalAccessTokenFile, ProjectFile, UserFile};
 use super::validate::{parse_expiry, parse_sha256_hex, Checker};
 use super::Problem;
 use crate::auth::directory::{
@@ -232,16 +230,34 @@ fn namespaces(
         }
         let Some(path) = path else { continue };
         for (j, token) in entry.deploy_tokens.into_iter().enumerate() {
-            let tkey = format!("{key}.deploy_tokens[{j}]");
-            if let Some(token) = deploy_token(c, seen, &tkey, token, &path, kind) {
-                tokens.push(token);
-            }
+            let fields = TokenFields {
+                username: token.username,
+                token_sha256: &token.token_sha256,
+                scopes: &token.scopes,
+                expires_at: token.expires_at.as_deref(),
+                revoked: token.revoked,
+            };
+            let key = format!("{key}.deploy_tokens[{j}]");
+            tokens.extend(namespace_token(c, seen, &key, fields, None, &path, kind));
         }
         for (j, token) in entry.access_tokens.into_iter().enumerate() {
-            let tkey = format!("{key}.access_tokens[{j}]");
-            if let Some(token) = access_token(c, seen, &tkey, token, &path, kind) {
-                tokens.push(token);
-            }
+            let fields = TokenFields {
+                username: token.username,
+                token_sha256: &token.token_sha256,
+                scopes: &token.scopes,
+                expires_at: token.expires_at.as_deref(),
+                revoked: token.revoked,
+            };
+            let key = format!("{key}.access_tokens[{j}]");
+            tokens.extend(namespace_token(
+                c,
+                seen,
+                &key,
+                fields,
+                Some(&token.role),
+                &path,
+                kind,
+            ));
         }
         if let Some(visibility) = visibility {
             out.push((path, visibility, members));
@@ -250,54 +266,34 @@ fn namespaces(
     out
 }
 
-fn deploy_token(
-    c: &mut Checker,
-    seen: &mut Seen,
-    key: &str,
-    token: DeployTokenFile,
-    namespace: &RepositoryName,
-    kind: NamespaceKind,
-) -> Option<NamespaceToken> {
-    check_username(c, &format!("{key}.username"), &token.username);
-    seen.username(c, format!("{key}.username"), &token.username);
-    let basics = token_basics(
-        c,
-        key,
-        &token.token_sha256,
-        &token.scopes,
-        token.expires_at.as_deref(),
-    )?;
-    seen.digest(c, format!("{key}.token_sha256"), basics.digest);
-    Some(NamespaceToken {
-        username: token.username,
-        digest: basics.digest,
-        scopes: basics.scopes,
-        expires_at: basics.expires_at,
-        revoked: token.revoked,
-        namespace: namespace.clone(),
-        namespace_kind: kind,
-        role: None,
-    })
+/// The fields deploy and access tokens share, as written in the file.
+struct TokenFields<'a> {
+    username: String,
+    token_sha256: &'a str,
+    scopes: &'a [String],
+    expires_at: Option<&'a str>,
+    revoked: bool,
 }
 
-fn access_token(
+/// A deploy token (`role` None) or an access token of `namespace`.
+fn namespace_token(
     c: &mut Checker,
     seen: &mut Seen,
     key: &str,
-    token: AccessTokenFile,
+    token: TokenFields<'_>,
+    role: Option<&str>,
     namespace: &RepositoryName,
     kind: NamespaceKind,
 ) -> Option<NamespaceToken> {
     check_username(c, &format!("{key}.username"), &token.username);
     seen.username(c, format!("{key}.username"), &token.username);
-    let role = c.check(format!("{key}.role"), token.role.parse::<Role>());
-    let basics = token_basics(
-        c,
-        key,
-        &token.token_sha256,
-        &token.scopes,
-        token.expires_at.as_deref(),
-    )?;
+    let role = match role {
+        None => Some(None),
+        Some(role) => c
+            .check(format!("{key}.role"), role.parse::<Role>())
+            .map(Some),
+    };
+    let basics = token_basics(c, key, token.token_sha256, token.scopes, token.expires_at)?;
     seen.digest(c, format!("{key}.token_sha256"), basics.digest);
     Some(NamespaceToken {
         username: token.username,
@@ -307,7 +303,7 @@ fn access_token(
         revoked: token.revoked,
         namespace: namespace.clone(),
         namespace_kind: kind,
-        role: Some(role?),
+        role: role?,
     })
 }
 
