@@ -12,6 +12,7 @@
 //! - [`router`]: which requests go where: `/jwt/auth` to [`auth`], `/v2/` to [`proxy`].
 //! - [`auth`]: credentials, scopes, GitLab's policy, JWT signing and verification, the endpoint.
 //! - [`proxy`]: what a `/v2/` request needs, streaming forwarding, header rewriting.
+//! - [`diagnose`]: upload sessions, expired-mid-push diagnosis, push grace.
 //! - [`telemetry`]: logging set-up and the one-line-per-request access log layer.
 //! - [`pem`]: reading PEM certificate files.
 //! - [`error`]: the one place that renders errors in the registry's JSON shape.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod body;
 pub mod commands;
 pub mod config;
+pub mod diagnose;
 pub mod error;
 pub mod pem;
 pub mod proxy;

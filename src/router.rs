@@ -12,11 +12,16 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::brute_force::BruteForce;
+use crate::auth::credentials;
+use crate::auth::directory::SharedDirectory;
 use crate::auth::endpoint::TokenEndpoint;
 use crate::auth::keys::{KeyError, SigningKey};
+use crate::auth::policy;
+use crate::auth::scope::{Action, Actions, RepositoryName, Resource};
 use crate::auth::token::Tokens;
 use crate::body::Body;
 use crate::config::{Config, Problem};
+use crate::diagnose::grace::{MayPush, PushGrace};
 use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
 use crate::proxy::Proxy;
@@ -55,6 +60,8 @@ impl BuildError {
 struct Inner {
     token_endpoint: TokenEndpoint,
     proxy: Proxy,
+    /// Users, groups, projects and tokens in force; swapped on reload.
+    directory: SharedDirectory,
     max_header_bytes: usize,
 }
 
@@ -70,16 +77,23 @@ impl Gateway {
         let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)?;
         let tokens = Arc::new(Tokens::new(&config.token, key));
         let upstream = Upstream::new(&config.upstream)?;
-        let proxy = Proxy::new(tokens.clone(), upstream, &config.public_url)
+        let directory = SharedDirectory::new(config.directory.clone());
+        let grace = PushGrace::new(
+            config.push_grace,
+            tokens.clone(),
+            may_push(directory.clone()),
+        );
+        let proxy = Proxy::new(tokens.clone(), upstream, grace, &config.public_url)
             .map_err(|_| BuildError::PublicUrl)?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 token_endpoint: TokenEndpoint::new(
-                    config.directory.clone(),
+                    directory.clone(),
                     tokens,
                     BruteForce::new(config.brute_force),
                 ),
                 proxy,
+                directory,
                 max_header_bytes: config.server.max_header_bytes,
             }),
         })
@@ -88,9 +102,7 @@ impl Gateway {
     /// Put a reloaded config's users, groups, projects and tokens in force. Connections and
     /// requests under way are not touched.
     pub fn reload_directory(&self, config: &Config) {
-        self.inner
-            .token_endpoint
-            .replace_directory(config.directory.clone());
+        self.inner.directory.replace(config.directory.clone());
     }
 
     /// Route and answer one request.
@@ -118,6 +130,30 @@ impl Gateway {
                 .into_response()
         }
     }
+}
+
+/// Push grace's question to the credential store: is the credential behind an expired token
+/// still valid, and may its owner still push to the repository?
+fn may_push(directory: SharedDirectory) -> MayPush {
+    Arc::new(
+        move |subject: &str, credential: &str, repository: &RepositoryName| {
+            let directory = directory.get();
+            match credentials::resolve_binding(
+                &directory,
+                subject,
+                credential,
+                time::OffsetDateTime::now_utc(),
+            ) {
+                Ok(principal) => policy::allowed_actions(
+                    &principal,
+                    &Resource::Repository(repository.clone()),
+                    &directory,
+                )
+                .covers(Actions::of(&[Action::Pull, Action::Push])),
+                Err(_) => false,
+            }
+        },
+    )
 }
 
 /// The size of a request head as it was on the wire (near enough for HTTP/2 too).

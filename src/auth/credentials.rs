@@ -52,6 +52,8 @@ pub enum Principal {
     CiJob {
         username: String,
         project: RepositoryName,
+        /// When the job token expires (Unix seconds): push grace ends there too.
+        expires: u64,
     },
 }
 
@@ -277,6 +279,7 @@ pub fn authenticate_job(
     Ok(Principal::CiJob {
         username: user.username.clone(),
         project,
+        expires: claims.exp,
     })
 }
 
@@ -321,7 +324,10 @@ pub fn binding(
             format!("token:{}", fingerprint(&token.digest)),
             token.expires_at,
         )),
-        Principal::CiJob { .. } | Principal::Anonymous => None,
+        Principal::CiJob {
+            project, expires, ..
+        } => Some((format!("job:{expires}:{project}"), None)),
+        Principal::Anonymous => None,
     }
 }
 
@@ -344,14 +350,50 @@ pub fn authenticate_refresh(
     refresh_token: &str,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthFailure> {
+    let claims = verify_internal(tokens, Purpose::Refresh, refresh_token, "refresh token")?;
+    let bound = claims.binding.as_deref().unwrap_or_default();
+    if bound.starts_with("job:") {
+        // CI jobs get no refresh tokens.
+        return Err(AuthFailure::WrongSecret);
+    }
+    resolve_binding(directory, &claims.sub, bound, now)
+}
+
+/// The principal whose credential has fingerprint `bound`, if that credential is still there
+/// and good now (not expired, revoked, scope-less; its user not blocked). Used by refresh
+/// tokens and by push grace.
+pub fn resolve_binding(
+    directory: &Directory,
+    subject: &str,
+    bound: &str,
+    now: OffsetDateTime,
+) -> Result<Principal, AuthFailure> {
     let stale = || AuthFailure::TokenRevoked {
         name: "refresh token".into(),
     };
-    let claims = verify_internal(tokens, Purpose::Refresh, refresh_token, "refresh token")?;
-    let bound = claims.binding.as_deref().unwrap_or_default();
-    let Some(user) = directory.user(&claims.sub) else {
+    if let Some(rest) = bound.strip_prefix("job:") {
+        let (expires, project) = rest.split_once(':').ok_or_else(stale)?;
+        let expires: u64 = expires.parse().map_err(|_| stale())?;
+        if u64::try_from(now.unix_timestamp()).unwrap_or(0) >= expires {
+            return Err(AuthFailure::TokenExpired {
+                name: "CI job token".into(),
+                expired_at: "its expiry".into(),
+            });
+        }
+        let user = directory.user(subject).ok_or(AuthFailure::UnknownUser)?;
+        if user.blocked {
+            return Err(AuthFailure::UserBlocked);
+        }
+        let project = RepositoryName::parse(project).map_err(|_| stale())?;
+        return Ok(Principal::CiJob {
+            username: user.username.clone(),
+            project,
+            expires,
+        });
+    }
+    let Some(user) = directory.user(subject) else {
         let token = directory
-            .namespace_tokens(&claims.sub)
+            .namespace_tokens(subject)
             .iter()
             .find(|t| bound == format!("token:{}", fingerprint(&t.digest)))
             .ok_or_else(stale)?;

@@ -294,6 +294,27 @@ impl fmt::Debug for NamespaceToken {
     }
 }
 
+/// The directory in force, shared by the token endpoint and push grace and swapped whole on
+/// reload; each reader works on the snapshot it took.
+#[derive(Clone, Default)]
+pub struct SharedDirectory(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Directory>>>);
+
+impl SharedDirectory {
+    pub fn new(directory: Directory) -> SharedDirectory {
+        SharedDirectory(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(directory),
+        )))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Directory> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, directory: Directory) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(directory);
+    }
+}
+
 /// Users, groups, projects and namespace tokens, indexed for the token service.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {

@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 use super::brute_force::{BruteForce, Subject};
 use super::credentials::{self, AuthFailure, BasicCredentials, HeaderError, Principal};
-use super::directory::Directory;
+use super::directory::{Directory, SharedDirectory};
 use super::password_cache::PasswordCache;
 use super::policy;
 use super::scope::{Scope, ScopeError};
@@ -41,7 +41,7 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 /// What the token endpoint needs; built once at start-up.
 pub struct TokenEndpoint {
     /// Swapped whole on reload; each request works on the snapshot it started with.
-    directory: RwLock<Arc<Directory>>,
+    directory: SharedDirectory,
     pub tokens: Arc<Tokens>,
     pub password_cache: PasswordCache,
     pub brute_force: BruteForce,
@@ -68,12 +68,12 @@ struct TokenRequest {
 
 impl TokenEndpoint {
     pub fn new(
-        directory: Directory,
+        directory: SharedDirectory,
         tokens: Arc<Tokens>,
         brute_force: BruteForce,
     ) -> TokenEndpoint {
         TokenEndpoint {
-            directory: RwLock::new(Arc::new(directory)),
+            directory,
             tokens,
             password_cache: PasswordCache::default(),
             brute_force,
@@ -81,16 +81,8 @@ impl TokenEndpoint {
     }
 
     /// The users, groups, projects and tokens in force now.
-    pub fn directory(&self) -> Arc<Directory> {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Put a new directory in force (config reload). Requests under way keep the old one.
-    pub fn replace_directory(&self, directory: Directory) {
-        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(directory);
+    fn directory(&self) -> Arc<Directory> {
+        self.directory.get()
     }
 
     /// Answer one request to `/jwt/auth`.
@@ -176,12 +168,14 @@ impl TokenEndpoint {
 
         let access = policy::grant(&principal, &scopes, &directory);
         let now = SystemTime::now();
+        let bound = credentials::binding(&principal, &directory);
+        let binding = bound.as_ref().map(|(binding, _)| binding.clone());
         let issued = self
             .tokens
-            .issue(principal.subject(), access.clone(), now)
+            .issue(principal.subject(), access.clone(), binding.clone(), now)
             .map_err(signing_failed)?;
         let refresh_token = if request.offline {
-            self.refresh_token(&directory, &principal, now)?
+            self.refresh_token(&principal, bound, now)?
         } else {
             None
         };
@@ -225,11 +219,14 @@ impl TokenEndpoint {
     /// A refresh token bound to the principal's credential, when it can have one.
     fn refresh_token(
         &self,
-        directory: &Directory,
         principal: &Principal,
+        bound: Option<(String, Option<OffsetDateTime>)>,
         now: SystemTime,
     ) -> Result<Option<String>, ApiError> {
-        let Some((binding, credential_expires)) = credentials::binding(principal, directory) else {
+        // CI jobs and anonymous callers get no refresh tokens.
+        let (Some((binding, credential_expires)), false) =
+            (bound, matches!(principal, Principal::CiJob { .. }))
+        else {
             return Ok(None);
         };
         let default_exp = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()

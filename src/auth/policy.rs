@@ -78,6 +78,7 @@ pub fn allowed_actions(
         Principal::CiJob {
             username,
             project: own,
+            ..
         } => {
             // GitLab's build_can_pull?/build_can_push?: the job's own project is always
             // readable and writable as far as the user's role allows; other projects are

@@ -33,6 +33,10 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<ResourceAccess>,
+    /// The fingerprint of the credential the token was issued for (registries ignore it):
+    /// push grace re-checks that credential before extending an upload past `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cred: Option<String>,
 }
 
 impl Claims {
@@ -175,6 +179,7 @@ impl Tokens {
         &self,
         subject: &str,
         access: Vec<ResourceAccess>,
+        credential: Option<String>,
         now: SystemTime,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -188,6 +193,7 @@ impl Tokens {
             iat,
             jti: random_id(),
             access,
+            cred: credential,
         };
         let token = jsonwebtoken::encode(&self.header, &claims, self.key.encoding_key())?;
         Ok(IssuedToken {
@@ -235,6 +241,16 @@ impl Tokens {
         let mut validation = self.internal_validation.clone();
         validation.set_audience(&[purpose.audience()]);
         jsonwebtoken::decode::<InternalClaims>(token, self.key.decoding_key(), &validation)
+            .map(|data| data.claims)
+            .map_err(|e| verify_error(&e))
+    }
+
+    /// Verify everything but `exp`: for telling an expired token of ours (whose claims can be
+    /// trusted) from a forged one, when diagnosing and extending uploads.
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Result<Claims, VerifyError> {
+        let mut validation = self.validation.clone();
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<Claims>(token, self.key.decoding_key(), &validation)
             .map(|data| data.claims)
             .map_err(|e| verify_error(&e))
     }

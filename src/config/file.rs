@@ -41,6 +41,8 @@ pub struct GatewayFile {
     #[serde(default)]
     pub brute_force: BruteForceFile,
     #[serde(default)]
+    pub push_grace: PushGraceFile,
+    #[serde(default)]
     pub users: Vec<UserFile>,
     #[serde(default)]
     pub groups: Vec<GroupFile>,
@@ -87,6 +89,16 @@ pub struct ServerFile {
     pub header_read_timeout: Option<String>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
+}
+
+/// Keeping long pushes alive past their token's expiry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushGraceFile {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub max_session: Option<String>,
 }
 
 /// Bans after failed logins; absent keys take GitLab's defaults (30 in 60s ban for 1h).

@@ -133,6 +133,14 @@ pub struct TokenSettings {
     pub certificate: PathBuf,
 }
 
+/// Push grace settings (on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushGrace {
+    pub enabled: bool,
+    /// No session is extended beyond this age.
+    pub max_session: Duration,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -162,6 +170,8 @@ pub struct Config {
     pub token: TokenSettings,
     pub server: ServerSettings,
     pub log_format: LogFormat,
+    /// Push grace: extend upload sessions whose token expired mid-push.
+    pub push_grace: PushGrace,
     /// Bans after failed logins.
     pub brute_force: crate::auth::brute_force::Limits,
     pub log_level: Option<String>,

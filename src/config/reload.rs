@@ -37,6 +37,11 @@ pub fn changes_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> 
         format!("{:?}", new.server),
     );
     compare(
+        "push_grace",
+        format!("{:?}", old.push_grace),
+        format!("{:?}", new.push_grace),
+    );
+    compare(
         "brute_force",
         format!("{:?}", old.brute_force),
         format!("{:?}", new.brute_force),

@@ -147,6 +147,14 @@ pub(super) fn validate(
             defaults.ban,
         ),
     };
+    let push_grace = super::PushGrace {
+        enabled: raw.push_grace.enabled.unwrap_or(true),
+        max_session: c.duration(
+            "push_grace.max_session",
+            raw.push_grace.max_session.as_deref(),
+            Duration::from_secs(6 * 3600),
+        ),
+    };
     let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
 
     if !c.problems.is_empty() {
@@ -184,6 +192,7 @@ pub(super) fn validate(
         },
         log_format,
         brute_force,
+        push_grace,
         log_level: raw.log.level,
         directory,
     })

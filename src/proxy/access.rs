@@ -30,6 +30,8 @@ pub struct Need {
     pub route: Route,
     /// Empty for routes that need only a valid token.
     pub scopes: Vec<Scope>,
+    /// `/blobs/uploads/<uuid>`: the upload session the request belongs to.
+    pub upload: Option<String>,
 }
 
 impl Need {
@@ -51,6 +53,7 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Need
         return Ok(Need {
             route: Route::Other,
             scopes: vec![],
+            upload: None,
         });
     };
     let rest = rest.strip_prefix('/').unwrap_or(rest);
@@ -58,6 +61,7 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Need
         return Ok(Need {
             route: Route::Base,
             scopes: vec![],
+            upload: None,
         });
     }
     if rest == "_catalog" {
@@ -67,12 +71,14 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Need
                 resource: Resource::Catalog,
                 actions: Actions::of(&[Action::All]),
             }],
+            upload: None,
         });
     }
     let Some((name, route)) = split_route(rest) else {
         return Ok(Need {
             route: Route::Other,
             scopes: vec![],
+            upload: None,
         });
     };
     let name = RepositoryName::parse(name).map_err(|e| {
@@ -107,7 +113,16 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Need
             }
         }
     }
-    Ok(Need { route, scopes })
+    let upload = (route == Route::Upload)
+        .then(|| rest.rsplit_once("/blobs/uploads/").map(|(_, uuid)| uuid))
+        .flatten()
+        .filter(|uuid| !uuid.is_empty())
+        .map(str::to_owned);
+    Ok(Need {
+        route,
+        scopes,
+        upload,
+    })
 }
 
 /// Split `<name>/<route...>` at the LAST route marker, so names may contain words like
@@ -210,6 +225,29 @@ mod tests {
         assert_eq!(
             need(Method::GET, "/v2/g/app/tags/list", None),
             (Route::Tags, s("repository:g/app:pull"))
+        );
+    }
+
+    #[test]
+    fn upload_requests_name_their_session() {
+        let need = classify(
+            &Method::PATCH,
+            "/v2/g/app/blobs/uploads/0b7f-uuid",
+            Some("_state=x"),
+        )
+        .unwrap();
+        assert_eq!(need.upload.as_deref(), Some("0b7f-uuid"));
+        assert_eq!(
+            classify(&Method::POST, "/v2/g/app/blobs/uploads/", None)
+                .unwrap()
+                .upload,
+            None
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v2/g/app/blobs/sha256:1", None)
+                .unwrap()
+                .upload,
+            None
         );
     }
 

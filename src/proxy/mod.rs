@@ -17,16 +17,18 @@ pub mod rewrite;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use serde_json::json;
+use std::time::Instant;
 
 use self::access::Need;
 use self::forward::{strip_hop_by_hop, Upstream, UpstreamError};
 use crate::auth::scope::Resource;
-use crate::auth::token::{Claims, Tokens};
+use crate::auth::token::{Claims, Tokens, VerifyError};
 use crate::body::{self, Body};
 use crate::config::PublicUrl;
+use crate::diagnose::grace::{PushGrace, Verdict};
 use crate::error::{ApiError, ErrorCode};
 use crate::server::ClientAddr;
 use crate::telemetry::RequestUser;
@@ -39,12 +41,15 @@ pub struct Proxy {
     public_origin: String,
     forwarded_proto: HeaderValue,
     forwarded_host: HeaderValue,
+    /// Upload sessions, expired-mid-push diagnosis and push grace.
+    grace: PushGrace,
 }
 
 impl Proxy {
     pub fn new(
         tokens: Arc<Tokens>,
         upstream: Upstream,
+        grace: PushGrace,
         public_url: &PublicUrl,
     ) -> Result<Proxy, http::header::InvalidHeaderValue> {
         Ok(Proxy {
@@ -54,6 +59,7 @@ impl Proxy {
             public_origin: public_url.origin(),
             forwarded_proto: HeaderValue::from_str(&public_url.scheme)?,
             forwarded_host: HeaderValue::from_str(&public_url.authority)?,
+            grace,
         })
     }
 
@@ -67,21 +73,43 @@ impl Proxy {
             Ok(need) => need,
             Err(error) => return error.into_response(),
         };
-        let claims = match self.authorize(request.headers(), &need) {
-            Ok(claims) => claims,
+        let method = request.method().clone();
+        let (claims, replacement) = match self.authorize(&method, request.headers(), &need) {
+            Ok(authorized) => authorized,
             Err(error) => return error.into_response(),
         };
-        let user = RequestUser(claims.sub);
-        let mut response = match self.upstream.send(self.upstream_request(request)).await {
-            Ok(response) => self.downstream_response(response),
+        let mut upstream_request = self.upstream_request(request);
+        if let Some(token) = replacement {
+            upstream_request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, token);
+        }
+        let mut response = match self.upstream.send(upstream_request).await {
+            Ok(response) => {
+                self.grace.observe(
+                    &method,
+                    &need,
+                    &claims,
+                    response.status().as_u16(),
+                    response.headers(),
+                );
+                self.downstream_response(response)
+            }
             Err(error) => self.upstream_failure(error),
         };
-        response.extensions_mut().insert(user);
+        response.extensions_mut().insert(RequestUser(claims.sub));
         response
     }
 
-    /// Verify the Bearer token and that its `access` covers what the request needs.
-    fn authorize(&self, headers: &http::HeaderMap, need: &Need) -> Result<Claims, ApiError> {
+    /// Verify the Bearer token and that its `access` covers what the request needs. A genuine
+    /// token that expired is handed to push grace, which may give a replacement Authorization
+    /// for the upstream request.
+    fn authorize(
+        &self,
+        method: &Method,
+        headers: &http::HeaderMap,
+        need: &Need,
+    ) -> Result<(Claims, Option<HeaderValue>), ApiError> {
         let refuse = |error: Option<&str>| {
             let mut challenge = format!(
                 "Bearer realm=\"{}\",service=\"{}\"",
@@ -128,10 +156,31 @@ impl Proxy {
         else {
             return Err(refuse(None));
         };
-        let claims = self.tokens.verify(token).map_err(|e| {
-            tracing::debug!(reason = e.reason(), "token refused: {e}");
-            refuse(Some("invalid_token"))
-        })?;
+        let claims = match self.tokens.verify(token) {
+            Ok(claims) => claims,
+            Err(VerifyError::Expired) => {
+                // Ours, but expired: the signature and the claims can be trusted.
+                let claims = self
+                    .tokens
+                    .verify_ignoring_expiry(token)
+                    .map_err(|_| refuse(Some("invalid_token")))?;
+                return match self.grace.expired(&claims, method, need, Instant::now()) {
+                    Verdict::Extend(fresh) => {
+                        let value = HeaderValue::from_str(&format!("Bearer {fresh}"))
+                            .map_err(|_| refuse(Some("invalid_token")))?;
+                        Ok((claims, Some(value)))
+                    }
+                    Verdict::Refuse => {
+                        tracing::debug!(user = %claims.sub, "token refused: it has expired");
+                        Err(refuse(Some("invalid_token")))
+                    }
+                };
+            }
+            Err(e) => {
+                tracing::debug!(reason = e.reason(), "token refused: {e}");
+                return Err(refuse(Some("invalid_token")));
+            }
+        };
         let covered = need
             .scopes
             .iter()
@@ -145,7 +194,7 @@ impl Proxy {
             .scopes
             .iter()
             .all(|s| !matches!(s.resource, Resource::Other { .. })));
-        Ok(claims)
+        Ok((claims, None))
     }
 
     /// The request as the registry gets it: same method, path, query, Authorization and
