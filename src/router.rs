@@ -22,6 +22,7 @@ use crate::auth::token::Tokens;
 use crate::body::Body;
 use crate::config::{Config, Problem};
 use crate::diagnose::grace::{MayPush, PushGrace};
+use crate::diagnose::stripped::StrippedDetector;
 use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
 use crate::proxy::Proxy;
@@ -83,14 +84,22 @@ impl Gateway {
             tokens.clone(),
             may_push(directory.clone()),
         );
-        let proxy = Proxy::new(tokens.clone(), upstream, grace, &config.public_url)
-            .map_err(|_| BuildError::PublicUrl)?;
+        let stripped = Arc::new(StrippedDetector::default());
+        let proxy = Proxy::new(
+            tokens.clone(),
+            upstream,
+            grace,
+            stripped.clone(),
+            &config.public_url,
+        )
+        .map_err(|_| BuildError::PublicUrl)?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 token_endpoint: TokenEndpoint::new(
                     directory.clone(),
                     tokens,
                     BruteForce::new(config.brute_force),
+                    stripped,
                 ),
                 proxy,
                 directory,

@@ -203,6 +203,25 @@ fn upload_locations_naming_the_registry_itself_point_at_the_gateway() {
         location.starts_with(&format!("{}/v2/{REPO}/blobs/uploads/", stack.gateway.url)),
         "{location}"
     );
+    // Reported once, with the registry setting that avoids it.
+    let again = request(
+        "POST",
+        &format!("{}/v2/{REPO}/blobs/uploads/", stack.gateway.url),
+    )
+    .bearer(&token)
+    .send();
+    assert_eq!(again.status, 202);
+    let log = stack.gateway.log();
+    assert_eq!(
+        log.matches("the registry names an address other than public_url")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("registry.internal:5000") && log.contains("set its http.host to"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@ use super::policy;
 use super::scope::{Scope, ScopeError};
 use super::token::{Purpose, Tokens};
 use crate::body::{full, Body};
+use crate::diagnose::stripped::StrippedDetector;
 use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::RequestUser;
 
@@ -45,6 +46,8 @@ pub struct TokenEndpoint {
     pub tokens: Arc<Tokens>,
     pub password_cache: PasswordCache,
     pub brute_force: BruteForce,
+    /// Told about every token issued, to notice Authorization headers stripped on `/v2/`.
+    stripped: Arc<StrippedDetector>,
 }
 
 /// Where the caller's identity comes from.
@@ -60,6 +63,8 @@ enum Login {
 /// One token request, whichever form it came in.
 struct TokenRequest {
     service: Option<String>,
+    /// The `account` the client named (clients name it only when they hold credentials).
+    account: Option<String>,
     scopes: Vec<String>,
     /// A refresh token was asked for (`offline_token=true` / `access_type=offline`).
     offline: bool,
@@ -71,12 +76,14 @@ impl TokenEndpoint {
         directory: SharedDirectory,
         tokens: Arc<Tokens>,
         brute_force: BruteForce,
+        stripped: Arc<StrippedDetector>,
     ) -> TokenEndpoint {
         TokenEndpoint {
             directory,
             tokens,
             password_cache: PasswordCache::default(),
             brute_force,
+            stripped,
         }
     }
 
@@ -91,6 +98,7 @@ impl TokenEndpoint {
         request: Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
+        let caller = Caller::of(request.headers());
         let parsed = match *request.method() {
             Method::GET => Ok(get_request(
                 request.uri().query(),
@@ -112,7 +120,7 @@ impl TokenEndpoint {
         };
         match parsed {
             Ok(request) => self
-                .issue(request, client)
+                .issue(request, client, &caller)
                 .await
                 .unwrap_or_else(ApiError::into_response),
             Err(error) => error.into_response(),
@@ -123,6 +131,7 @@ impl TokenEndpoint {
         &self,
         request: TokenRequest,
         client: Option<SocketAddr>,
+        caller: &Caller,
     ) -> Result<Response<Body>, ApiError> {
         let directory = self.directory();
         if let Some(service) = &request.service {
@@ -145,6 +154,19 @@ impl TokenEndpoint {
         })?;
 
         let principal = match request.login {
+            Login::Basic(None)
+                if request.account.is_some() || (scopes.is_empty() && !caller.hops.is_empty()) =>
+            {
+                // Clients name an account only when they send credentials; a login through a
+                // proxy without any: the header was removed on the way in.
+                tracing::warn!(
+                    client = %client.map(|c| c.to_string()).unwrap_or_default(),
+                    account = %request.account.as_deref().unwrap_or("-"),
+                    proxy_hops = %if caller.hops.is_empty() { "none seen".to_owned() } else { caller.hops.join("; ") },
+                    "a login reached /jwt/auth WITHOUT an Authorization header (the client sees 'denied: access forbidden'); a proxy between the client and portcullis is removing it: pass the Authorization header through (nginx: do not set proxy_set_header Authorization \"\"; do not redirect to /jwt/auth)"
+                );
+                return Err(ApiError::access_forbidden());
+            }
             Login::Basic(None) if scopes.is_empty() => return Err(ApiError::access_forbidden()),
             Login::Basic(None) => Principal::Anonymous,
             Login::Basic(Some(value)) => {
@@ -200,6 +222,10 @@ impl TokenEndpoint {
         });
         if let Some(refresh_token) = refresh_token {
             body["refresh_token"] = json!(refresh_token);
+        }
+        if let Some(addr) = client {
+            self.stripped
+                .token_issued(addr.ip(), &caller.user_agent, Instant::now());
         }
         let mut response = Response::new(full(body.to_string()));
         let headers = response.headers_mut();
@@ -328,9 +354,35 @@ impl TokenEndpoint {
     }
 }
 
+/// What the request says about the client and the proxies it came through.
+struct Caller {
+    user_agent: String,
+    /// `X-Forwarded-For`, `Forwarded` and `Via`, as seen.
+    hops: Vec<String>,
+}
+
+impl Caller {
+    fn of(headers: &http::HeaderMap) -> Caller {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Caller {
+            user_agent: text("user-agent").unwrap_or_default(),
+            hops: ["x-forwarded-for", "forwarded", "via"]
+                .iter()
+                .filter_map(|name| text(name).map(|value| format!("{name}: {value}")))
+                .collect(),
+        }
+    }
+}
+
 fn get_request(query: Option<&str>, authorization: Option<HeaderValue>) -> TokenRequest {
     let mut request = TokenRequest {
         service: None,
+        account: None,
         scopes: Vec::new(),
         offline: false,
         login: Login::Basic(authorization),
@@ -338,6 +390,7 @@ fn get_request(query: Option<&str>, authorization: Option<HeaderValue>) -> Token
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "service" => request.service = Some(value.into_owned()),
+            "account" => request.account = Some(value.into_owned()).filter(|a| !a.is_empty()),
             "scope" => request.scopes.push(value.into_owned()),
             "offline_token" => request.offline = value == "true",
             _ => {}
@@ -386,6 +439,7 @@ async fn post_request(request: Request<Incoming>) -> Result<TokenRequest, ApiErr
     };
     Ok(TokenRequest {
         service: take("service"),
+        account: None,
         scopes: take("scope").into_iter().collect(),
         offline: take("access_type").as_deref() == Some("offline"),
         login,

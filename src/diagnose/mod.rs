@@ -5,4 +5,5 @@
 //!   middle of a push" apart from any other expired token, and for push grace.
 
 pub mod grace;
+pub mod stripped;
 pub mod uploads;

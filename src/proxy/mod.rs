@@ -14,6 +14,7 @@ pub mod access;
 pub mod forward;
 pub mod rewrite;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -29,6 +30,7 @@ use crate::auth::token::{Claims, Tokens, VerifyError};
 use crate::body::{self, Body};
 use crate::config::PublicUrl;
 use crate::diagnose::grace::{PushGrace, Verdict};
+use crate::diagnose::stripped::StrippedDetector;
 use crate::error::{ApiError, ErrorCode};
 use crate::server::ClientAddr;
 use crate::telemetry::RequestUser;
@@ -43,6 +45,10 @@ pub struct Proxy {
     forwarded_host: HeaderValue,
     /// Upload sessions, expired-mid-push diagnosis and push grace.
     grace: PushGrace,
+    /// Clients recently given a token, to notice their Authorization being stripped.
+    stripped: Arc<StrippedDetector>,
+    /// The internal-Location warning is given once.
+    location_reported: AtomicBool,
 }
 
 impl Proxy {
@@ -50,6 +56,7 @@ impl Proxy {
         tokens: Arc<Tokens>,
         upstream: Upstream,
         grace: PushGrace,
+        stripped: Arc<StrippedDetector>,
         public_url: &PublicUrl,
     ) -> Result<Proxy, http::header::InvalidHeaderValue> {
         Ok(Proxy {
@@ -60,6 +67,8 @@ impl Proxy {
             forwarded_proto: HeaderValue::from_str(&public_url.scheme)?,
             forwarded_host: HeaderValue::from_str(&public_url.authority)?,
             grace,
+            stripped,
+            location_reported: AtomicBool::new(false),
         })
     }
 
@@ -74,6 +83,7 @@ impl Proxy {
             Err(error) => return error.into_response(),
         };
         let method = request.method().clone();
+        self.notice_stripped(&request);
         let (claims, replacement) = match self.authorize(&method, request.headers(), &need) {
             Ok(authorized) => authorized,
             Err(error) => return error.into_response(),
@@ -99,6 +109,31 @@ impl Proxy {
         };
         response.extensions_mut().insert(RequestUser(claims.sub));
         response
+    }
+
+    /// A client just given a token that calls without any Authorization: say so, once.
+    fn notice_stripped(&self, request: &Request<Incoming>) {
+        let Some(client) = request.extensions().get::<ClientAddr>() else {
+            return;
+        };
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let authenticated = request.headers().contains_key(header::AUTHORIZATION);
+        if let Some(since) =
+            self.stripped
+                .request(client.0.ip(), user_agent, authenticated, Instant::now())
+        {
+            tracing::warn!(
+                client = %client.0,
+                user_agent,
+                path = request.uri().path(),
+                token_issued_s_ago = since.as_secs(),
+                "this client was given a token but calls /v2/ WITHOUT an Authorization header: it is being removed between the client and portcullis (a proxy clearing it, or a redirect dropping it); pass the Authorization header through on /v2/ too"
+            );
+        }
     }
 
     /// Verify the Bearer token and that its `access` covers what the request needs. A genuine
@@ -250,6 +285,14 @@ impl Proxy {
         }
         if let Some(location) = headers.get(header::LOCATION) {
             if let Some(public) = rewrite::rewrite_location(location, &self.public_origin) {
+                if !self.location_reported.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        registry_location = location.to_str().unwrap_or(""),
+                        rewritten_to = public.to_str().unwrap_or(""),
+                        "the registry names an address other than public_url in its Locations; portcullis rewrites them, but the registry should build them itself: set its http.host to {}, or leave http.host unset so it honours the X-Forwarded-Host/-Proto the gateway sends (reported once)",
+                        self.public_origin
+                    );
+                }
                 headers.insert(header::LOCATION, public);
             }
         }

@@ -187,6 +187,8 @@ pub struct GatewayOptions {
     pub expiry: String,
     /// Extra top-level YAML (e.g. `server:` settings), appended verbatim.
     pub extra: String,
+    /// The address clients use, when it is not the gateway's own (a proxy in front).
+    pub public_url: Option<String>,
 }
 
 impl GatewayOptions {
@@ -196,6 +198,7 @@ impl GatewayOptions {
             tls: None,
             expiry: "5m".into(),
             extra: String::new(),
+            public_url: None,
         }
     }
 }
@@ -236,8 +239,9 @@ impl Gateway {
         let (child, host) = process::start_on_free_port(|port| {
             let host = format!("127.0.0.1:{port}");
             let config = format!(
-                "listen: \"{host}\"\npublic_url: \"{scheme}://{host}\"\n{tls}upstream: {{ url: \"{upstream}\", response_timeout: 3s, connect_timeout: 2s }}\ntoken: {{ issuer: portcullis, service: container_registry, expiry: \"{expiry}\", signing_key: token.key, certificate: token.crt }}\n{users}{extra}",
+                "listen: \"{host}\"\npublic_url: \"{public}\"\n{tls}upstream: {{ url: \"{upstream}\", response_timeout: 3s, connect_timeout: 2s }}\ntoken: {{ issuer: portcullis, service: container_registry, expiry: \"{expiry}\", signing_key: token.key, certificate: token.crt }}\n{users}{extra}",
                 upstream = options.upstream,
+                public = options.public_url.clone().unwrap_or_else(|| format!("{scheme}://{host}")),
                 expiry = options.expiry,
                 extra = options.extra,
             );
