@@ -33,6 +33,9 @@ enum Command {
     Check {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Also ask the registry whether it trusts the gateway's tokens, and if not, why.
+        #[arg(long)]
+        upstream: bool,
     },
     /// Create a signing key, its certificate and a starter gateway.yaml.
     Init {
@@ -112,9 +115,18 @@ fn run(cli: Cli) -> Result<(), String> {
                 ))
                 .map_err(|e| format!("portcullis: {e}"))
         }
-        Command::Check { config } => match commands::check::check(&config) {
+        Command::Check { config, upstream } => match commands::check::check(&config) {
             Ok(report) => {
                 print!("{}", report.summary);
+                if upstream {
+                    let (text, problem) = commands::check::check_upstream(&report.gateway);
+                    print!("{text}");
+                    if problem {
+                        return Err(
+                            "the registry does not accept the gateway's tokens (see above)".into(),
+                        );
+                    }
+                }
                 Ok(())
             }
             Err(problems) => {

@@ -23,6 +23,7 @@ use crate::body::Body;
 use crate::config::{Config, Problem};
 use crate::diagnose::grace::{MayPush, PushGrace};
 use crate::diagnose::stripped::StrippedDetector;
+use crate::diagnose::trust::Trust;
 use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
 use crate::proxy::Proxy;
@@ -91,6 +92,7 @@ impl Gateway {
             grace,
             stripped.clone(),
             &config.public_url,
+            config.token.issuer.clone(),
         )
         .map_err(|_| BuildError::PublicUrl)?;
         Ok(Gateway {
@@ -112,6 +114,11 @@ impl Gateway {
     /// requests under way are not touched.
     pub fn reload_directory(&self, config: &Config) {
         self.inner.directory.replace(config.directory.clone());
+    }
+
+    /// Does the registry trust the gateway's tokens?
+    pub async fn trust(&self) -> Trust {
+        self.inner.proxy.trust().await
     }
 
     /// Route and answer one request.

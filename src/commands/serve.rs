@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::config::reload::changes_needing_restart;
 use crate::config::{Config, LogFormat};
+use crate::diagnose::trust;
 use crate::server::{self, tls};
 use crate::{telemetry, Gateway};
 
@@ -52,6 +53,8 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         gateway.clone(),
         config.clone(),
     ));
+    let probe = gateway.clone();
+    tokio::spawn(async move { trust::report(&probe.trust().await, "start-up") });
     let service = tower::ServiceBuilder::new()
         .layer(telemetry::AccessLogLayer)
         .service(gateway);

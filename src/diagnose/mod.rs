@@ -6,4 +6,5 @@
 
 pub mod grace;
 pub mod stripped;
+pub mod trust;
 pub mod uploads;

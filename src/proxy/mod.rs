@@ -31,6 +31,7 @@ use crate::body::{self, Body};
 use crate::config::PublicUrl;
 use crate::diagnose::grace::{PushGrace, Verdict};
 use crate::diagnose::stripped::StrippedDetector;
+use crate::diagnose::trust::{self, RuntimeCheck, Trust};
 use crate::error::{ApiError, ErrorCode};
 use crate::server::ClientAddr;
 use crate::telemetry::RequestUser;
@@ -49,6 +50,9 @@ pub struct Proxy {
     stripped: Arc<StrippedDetector>,
     /// The internal-Location warning is given once.
     location_reported: AtomicBool,
+    /// The registry's trust in the gateway's tokens, re-checked when it refuses one.
+    trust_check: RuntimeCheck,
+    issuer: String,
 }
 
 impl Proxy {
@@ -58,6 +62,7 @@ impl Proxy {
         grace: PushGrace,
         stripped: Arc<StrippedDetector>,
         public_url: &PublicUrl,
+        tokens_issuer: String,
     ) -> Result<Proxy, http::header::InvalidHeaderValue> {
         Ok(Proxy {
             tokens,
@@ -69,6 +74,8 @@ impl Proxy {
             grace,
             stripped,
             location_reported: AtomicBool::new(false),
+            trust_check: RuntimeCheck::default(),
+            issuer: tokens_issuer,
         })
     }
 
@@ -96,6 +103,9 @@ impl Proxy {
         }
         let mut response = match self.upstream.send(upstream_request).await {
             Ok(response) => {
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    self.registry_refused_a_verified_token();
+                }
                 self.grace.observe(
                     &method,
                     &need,
@@ -109,6 +119,31 @@ impl Proxy {
         };
         response.extensions_mut().insert(RequestUser(claims.sub));
         response
+    }
+
+    /// Does the registry trust the gateway's tokens? Probe and report.
+    pub async fn trust(&self) -> Trust {
+        trust::probe(&self.upstream, &self.tokens, &self.issuer).await
+    }
+
+    /// The registry refused a token the gateway had just verified: find out why, in the
+    /// background, at most once per `trust::RUNTIME_INTERVAL`.
+    fn registry_refused_a_verified_token(&self) {
+        if !self.trust_check.due() {
+            return;
+        }
+        let (upstream, tokens, issuer) = (
+            self.upstream.clone(),
+            self.tokens.clone(),
+            self.issuer.clone(),
+        );
+        tokio::spawn(async move {
+            let found = trust::probe(&upstream, &tokens, &issuer).await;
+            trust::report(
+                &found,
+                "the registry refused a token the gateway had verified",
+            );
+        });
     }
 
     /// A client just given a token that calls without any Authorization: say so, once.

@@ -16,6 +16,8 @@ pub enum RegistryAuth {
     TrustsGateway,
     /// Token auth, but expecting another issuer (a misconfigured registry).
     WrongIssuer,
+    /// Token auth, but for another service name.
+    WrongService,
     /// No auth at all: the gateway is the only guard.
     None,
 }
@@ -55,7 +57,11 @@ impl Stack {
             RegistryAuth::None => None,
             auth => Some(TokenAuth {
                 realm: INTERNAL_REALM.into(),
-                service: "container_registry".into(),
+                service: if auth == RegistryAuth::WrongService {
+                    "other_registry".into()
+                } else {
+                    "container_registry".into()
+                },
                 issuer: if auth == RegistryAuth::WrongIssuer {
                     "someone-else".into()
                 } else {
