@@ -31,6 +31,9 @@ use crate::server::ClientAddr;
 
 /// The path of the token endpoint (the realm is `public_url` + this).
 pub const TOKEN_PATH: &str = "/jwt/auth";
+/// The gateway's public keys as a JWKS (RFC 7638 thumbprint `kid`s), for distribution 3.x's
+/// `auth.token.jwks`.
+pub const JWKS_PATH: &str = "/jwt/jwks.json";
 
 /// Why a gateway could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,8 @@ struct Inner {
     proxy: Proxy,
     /// Users, groups, projects and tokens in force; swapped on reload.
     directory: SharedDirectory,
+    /// The JWKS document, made once (keys change only with a restart).
+    jwks: bytes::Bytes,
     max_header_bytes: usize,
 }
 
@@ -80,6 +85,9 @@ impl Gateway {
         let tokens = Arc::new(Tokens::new(&config.token, key));
         let upstream = Upstream::new(&config.upstream)?;
         let directory = SharedDirectory::new(config.directory.clone());
+        let jwks = serde_json::json!({ "keys": [tokens.key().jwk()] })
+            .to_string()
+            .into();
         let grace = PushGrace::new(
             config.push_grace,
             tokens.clone(),
@@ -105,6 +113,7 @@ impl Gateway {
                 ),
                 proxy,
                 directory,
+                jwks,
                 max_header_bytes: config.server.max_header_bytes,
             }),
         })
@@ -139,6 +148,18 @@ impl Gateway {
         if path == TOKEN_PATH {
             let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
             self.inner.token_endpoint.handle(request, client).await
+        } else if path == JWKS_PATH {
+            let mut response = Response::new(crate::body::full(self.inner.jwks.clone()));
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("max-age=300"),
+            );
+            response
         } else if path == "/v2" || path.starts_with("/v2/") {
             self.inner.proxy.handle(request).await
         } else {

@@ -333,3 +333,43 @@ fn logs_are_json_lines_when_configured() {
     assert_eq!(request_line["status"], 200);
     assert_eq!(request_line["user"], "alice");
 }
+
+#[test]
+fn the_public_keys_are_served_as_a_jwks_with_rfc7638_kids() {
+    for key_type in ["ec", "rsa"] {
+        let stack = Stack::with(support::stack::StackOptions {
+            key_type,
+            ..Default::default()
+        });
+        let reply = get(&format!("{}/jwt/jwks.json", stack.gateway.url)).send();
+        assert_eq!(reply.status, 200);
+        let jwks = reply.json();
+        let key = &jwks["keys"][0];
+        // The thumbprint, computed independently (Python) from the members the JWKS publishes.
+        let members = if key["kty"] == "EC" {
+            format!(
+                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+                key["crv"].as_str().unwrap(),
+                key["x"].as_str().unwrap(),
+                key["y"].as_str().unwrap()
+            )
+        } else {
+            format!(
+                r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                key["e"].as_str().unwrap(),
+                key["n"].as_str().unwrap()
+            )
+        };
+        let mut python = std::process::Command::new("python3");
+        python.arg("-c").arg("import sys,hashlib,base64; print(base64.urlsafe_b64encode(hashlib.sha256(sys.stdin.read().encode()).digest()).decode().rstrip('='))");
+        let expected = support::process::run(python, Some(&members))
+            .stdout
+            .trim()
+            .to_owned();
+        assert_eq!(key["kid"].as_str().unwrap(), expected, "{key_type}");
+        assert_eq!(key["alg"], if key_type == "ec" { "ES256" } else { "RS256" });
+        // The same certificate the tokens carry in x5c.
+        let token = stack.token("alice", ALICE_PAT, &[]);
+        assert_eq!(jwt_part(&token, 0)["x5c"], key["x5c"]);
+    }
+}

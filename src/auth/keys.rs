@@ -50,6 +50,8 @@ pub struct SigningKey {
     /// The certificate chain, standard base64 DER, for the `x5c` header.
     pub x5c: Vec<String>,
     pub not_after: OffsetDateTime,
+    /// The public key as a JWK (RFC 7517), without `kid`/`x5c`.
+    jwk: serde_json::Map<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -107,7 +109,14 @@ impl SigningKey {
             Algorithm::ES256 => DecodingKey::from_ec_der(&certificate.public_key),
             _ => DecodingKey::from_rsa_der(&certificate.public_key),
         };
+        let jwk = public_jwk(algorithm, &certificate.public_key).ok_or_else(|| {
+            KeyError::BadCertificate {
+                path: cert_path.to_owned(),
+                message: "its public key cannot be expressed as a JWK".into(),
+            }
+        })?;
         let key = SigningKey {
+            jwk,
             algorithm,
             encoding,
             decoding,
@@ -125,6 +134,21 @@ impl SigningKey {
             });
         }
         Ok(key)
+    }
+
+    /// RFC 7638 thumbprint of the public key: the `kid` distribution 3.x looks keys up by.
+    pub fn thumbprint(&self) -> String {
+        thumbprint(&self.jwk)
+    }
+
+    /// The public key as a JWK with its thumbprint `kid`, `alg`, `use` and `x5c`.
+    pub fn jwk(&self) -> serde_json::Value {
+        let mut jwk = self.jwk.clone();
+        jwk.insert("kid".into(), self.thumbprint().into());
+        jwk.insert("use".into(), "sig".into());
+        jwk.insert("alg".into(), format!("{:?}", self.algorithm).into());
+        jwk.insert("x5c".into(), self.x5c.clone().into());
+        serde_json::Value::Object(jwk)
     }
 
     pub fn encoding_key(&self) -> &EncodingKey {
@@ -232,6 +256,90 @@ fn encoding_key(pem: &[u8], path: &Path) -> Result<(Algorithm, EncodingKey), Key
     }
 }
 
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The required members of the public key's JWK: EC P-256 from the uncompressed point,
+/// RSA from the PKCS#1 RSAPublicKey.
+fn public_jwk(
+    algorithm: Algorithm,
+    key: &[u8],
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut jwk = serde_json::Map::new();
+    match algorithm {
+        Algorithm::ES256 => {
+            if key.len() != 65 || key[0] != 4 {
+                return None;
+            }
+            jwk.insert("kty".into(), "EC".into());
+            jwk.insert("crv".into(), "P-256".into());
+            jwk.insert("x".into(), b64url(&key[1..33]).into());
+            jwk.insert("y".into(), b64url(&key[33..]).into());
+        }
+        _ => {
+            let (n, e) = rsa_public_key(key)?;
+            jwk.insert("kty".into(), "RSA".into());
+            jwk.insert("n".into(), b64url(n).into());
+            jwk.insert("e".into(), b64url(e).into());
+        }
+    }
+    Some(jwk)
+}
+
+/// (n, e) of a DER RSAPublicKey: SEQUENCE { INTEGER n, INTEGER e }, leading zeros dropped.
+fn rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    fn element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        let (&first, rest) = der.split_first()?;
+        if first != tag {
+            return None;
+        }
+        let (&len, rest) = rest.split_first()?;
+        let (len, rest) = if len < 0x80 {
+            (usize::from(len), rest)
+        } else {
+            let count = usize::from(len & 0x7f);
+            if count == 0 || count > 4 || rest.len() < count {
+                return None;
+            }
+            let len = rest[..count]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, &rest[count..])
+        };
+        (rest.len() >= len).then(|| rest.split_at(len))
+    }
+    let (sequence, _) = element(der, 0x30)?;
+    let (n, rest) = element(sequence, 0x02)?;
+    let (e, _) = element(rest, 0x02)?;
+    let trim = |int: &[u8]| -> usize {
+        int.iter()
+            .take_while(|b| **b == 0)
+            .count()
+            .min(int.len().saturating_sub(1))
+    };
+    Some((&n[trim(n)..], &e[trim(e)..]))
+}
+
+/// RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace, base64url.
+fn thumbprint(jwk: &serde_json::Map<String, serde_json::Value>) -> String {
+    let required: &[&str] = match jwk.get("kty").and_then(|v| v.as_str()) {
+        Some("EC") => &["crv", "kty", "x", "y"],
+        _ => &["e", "kty", "n"],
+    };
+    let members: Vec<String> = required
+        .iter()
+        .map(|name| {
+            format!(
+                "\"{name}\":\"{}\"",
+                jwk.get(*name).and_then(|v| v.as_str()).unwrap_or_default()
+            )
+        })
+        .collect();
+    let canonical = format!("{{{}}}", members.join(","));
+    b64url(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+}
+
 /// The libtrust key id distribution 2.8 matches `kid` against: SHA-256 of the DER
 /// SubjectPublicKeyInfo, first 30 bytes, base32 (no padding), 12 groups of 4 joined by ':'.
 pub fn libtrust_key_id(spki_der: &[u8]) -> String {
@@ -282,6 +390,32 @@ mod tests {
         ] {
             assert_eq!(base32(input.as_bytes()), expected);
         }
+    }
+
+    #[test]
+    fn rfc7638_thumbprint_of_the_rfcs_own_example_key() {
+        // RFC 7638 section 3.1.
+        let mut jwk = serde_json::Map::new();
+        jwk.insert("kty".into(), "RSA".into());
+        jwk.insert("e".into(), "AQAB".into());
+        jwk.insert("n".into(), "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw".into());
+        assert_eq!(
+            thumbprint(&jwk),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn rsa_public_keys_are_read_from_der() {
+        // SEQUENCE { INTEGER 0x00C3 (leading zero dropped), INTEGER 0x010001 }
+        let der = [
+            0x30, 0x09, 0x02, 0x02, 0x00, 0xC3, 0x02, 0x03, 0x01, 0x00, 0x01,
+        ];
+        assert_eq!(
+            rsa_public_key(&der),
+            Some((&[0xC3][..], &[0x01, 0x00, 0x01][..]))
+        );
+        assert_eq!(rsa_public_key(&der[..5]), None);
     }
 
     #[test]

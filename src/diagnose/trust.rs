@@ -178,7 +178,7 @@ pub fn causes(
     }
     if causes.is_empty() {
         causes.push(format!(
-            "the registry does not trust the gateway's signing key or issuer: its auth.token.rootcertbundle must be the gateway's certificate (token.certificate; `portcullis init` prints the block) and its auth.token.issuer must be {issuer:?}; tokens carry the certificate in x5c, which distribution 2.8 and 3.x both accept"
+            "the registry does not trust the gateway's signing key or issuer: its auth.token.rootcertbundle must be the gateway's certificate (token.certificate; `portcullis init` prints the block) and its auth.token.issuer must be {issuer:?}; tokens carry the certificate in x5c, which distribution 2.8 and 3.x both accept, and distribution 3.x can also take the keys from public_url/jwt/jwks.json saved as its auth.token.jwks file"
         ));
     }
     causes
