@@ -197,14 +197,7 @@ pub async fn authenticate(
             .iter()
             .find(|t| bool::from(t.digest.ct_eq(&digest)))
             .ok_or(AuthFailure::WrongSecret)?;
-        usable(
-            &token.username,
-            token.revoked,
-            token.expires_at,
-            token.scopes,
-            now,
-        )?;
-        return Ok(Principal::Token(token.clone()));
+        return namespace_principal(token, now);
     };
 
     let matched = user
@@ -397,14 +390,7 @@ pub fn resolve_binding(
             .iter()
             .find(|t| bound == format!("token:{}", fingerprint(&t.digest)))
             .ok_or_else(stale)?;
-        usable(
-            &token.username,
-            token.revoked,
-            token.expires_at,
-            token.scopes,
-            now,
-        )?;
-        return Ok(Principal::Token(token.clone()));
+        return namespace_principal(token, now);
     };
     let (scopes, credential) = if let Some(fp) = bound.strip_prefix("password:") {
         user.password_hash
@@ -457,6 +443,21 @@ fn verify_internal(
         },
         _ => AuthFailure::WrongSecret,
     })
+}
+
+/// A deploy or access token that matched, as a principal if it is still good.
+fn namespace_principal(
+    token: &NamespaceToken,
+    now: OffsetDateTime,
+) -> Result<Principal, AuthFailure> {
+    usable(
+        &token.username,
+        token.revoked,
+        token.expires_at,
+        token.scopes,
+        now,
+    )?;
+    Ok(Principal::Token(token.clone()))
 }
 
 /// A token whose secret matched: is it still good for the registry?
