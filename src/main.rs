@@ -69,6 +69,25 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Walk the client side of login and push against any registry, step by step, with fixes.
+    Doctor {
+        /// The registry address clients use, e.g. https://registry.example.com:4567.
+        url: String,
+        #[arg(short = 'u', long = "username")]
+        username: Option<String>,
+        /// Read the password or token from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Also start (and cancel) an upload session in this repository.
+        #[arg(long)]
+        repository: Option<String>,
+        /// A CA certificate (PEM) to trust for the registry and its token endpoint.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Print the steps as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Access tokens.
     Token {
         #[command(subcommand)]
@@ -172,6 +191,53 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             print!("{}", token.variables);
             Ok(())
+        }
+        Command::Doctor {
+            url,
+            username,
+            password_stdin,
+            repository,
+            ca_file,
+            json,
+        } => {
+            let password = if password_stdin {
+                let mut input = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .map_err(|e| format!("cannot read standard input: {e}"))?;
+                Some(input.trim_end_matches(['\n', '\r']).to_owned())
+            } else {
+                None
+            };
+            let options = commands::doctor::DoctorOptions {
+                url,
+                username,
+                password,
+                repository,
+                ca: ca_file,
+            };
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            let steps = runtime.block_on(commands::doctor::doctor(&options));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&steps).unwrap_or_default()
+                );
+            } else {
+                print!(
+                    "{}",
+                    commands::doctor::render(
+                        &steps,
+                        std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    )
+                );
+            }
+            if steps.iter().all(|s| s.ok) {
+                Ok(())
+            } else {
+                Err("doctor: a step failed (see above)".into())
+            }
         }
         Command::Token {
             command: TokenCommand::Generate { prefix },

@@ -208,3 +208,29 @@ fn skopeo_pushes_and_pulls_over_tls_trusting_the_test_ca() {
     ]);
     image.assert_layer_identical(&pulled);
 }
+
+#[test]
+fn doctor_names_an_untrusted_certificate_and_passes_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, ca) = tls_stack(dir.path());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "doctor",
+            stack.gateway.url.as_str(),
+            "-u",
+            "alice",
+            "--password-stdin",
+        ];
+        args.extend_from_slice(extra);
+        support::gateway::run_cli(&args, Some(ALICE_PAT))
+    };
+    let (code, out, _) = run(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("FAIL tls")) && out.contains("--ca-file"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--ca-file", ca.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("PASS tls")), "{out}");
+}

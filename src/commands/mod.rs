@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod ci_token;
+pub mod doctor;
 pub mod init;
 pub mod secrets;
 pub mod serve;

@@ -185,7 +185,7 @@ pub fn causes(
 }
 
 /// A parameter of a `Bearer k="v",...` challenge.
-fn param(challenge: &str, name: &str) -> Option<String> {
+pub fn param(challenge: &str, name: &str) -> Option<String> {
     let start = challenge.find(&format!("{name}=\""))? + name.len() + 2;
     let end = challenge[start..].find('"')? + start;
     Some(challenge[start..end].to_owned())

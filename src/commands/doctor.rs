@@ -1,0 +1,419 @@
+//! `portcullis doctor URL`: walk the client side of login and push against any registry
+//! (portcullis, GitLab's, others) and say, step by step, what works and how to fix what does
+//! not: DNS, TCP, TLS and certificate trust, the `/v2/` challenge and its realm, the realm's
+//! reachability, the token request, the token's claims, a `/v2/` call with the token, and an
+//! upload session start and cancel when a repository is given.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde::Serialize;
+
+use crate::body;
+use crate::config::UpstreamSettings;
+use crate::diagnose::trust::param;
+use crate::proxy::forward::Upstream;
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct DoctorOptions {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub repository: Option<String>,
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// One step's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub step: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+struct Walk {
+    steps: Vec<Step>,
+}
+
+impl Walk {
+    fn pass(&mut self, step: &'static str, detail: impl Into<String>) {
+        self.steps.push(Step {
+            step,
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        });
+    }
+
+    fn fail(
+        &mut self,
+        step: &'static str,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Vec<Step> {
+        self.steps.push(Step {
+            step,
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        });
+        std::mem::take(&mut self.steps)
+    }
+}
+
+/// Run every step; stop at the first failure (the next steps depend on it).
+pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
+    let mut walk = Walk { steps: Vec::new() };
+    let uri: http::Uri = match options.url.trim_end_matches('/').parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            return walk.fail(
+                "url",
+                format!("{:?} is not a URL: {e}", options.url),
+                "write it as https://host[:port]",
+            )
+        }
+    };
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return walk.fail(
+            "url",
+            format!("{:?} has no scheme or host", options.url),
+            "write it as https://host[:port]",
+        );
+    };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let origin = format!(
+        "{scheme}://{}",
+        uri.authority().map(|a| a.as_str()).unwrap_or(host)
+    );
+
+    // DNS and TCP.
+    let addresses: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+        Ok(found) => found.collect(),
+        Err(e) => {
+            return walk.fail(
+                "dns",
+                format!("{host} does not resolve: {e}"),
+                "check the name, /etc/hosts and the resolver",
+            )
+        }
+    };
+    walk.pass(
+        "dns",
+        format!(
+            "{host} -> {}",
+            addresses
+                .iter()
+                .map(|a| a.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    match tokio::time::timeout(STEP_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(_)) => walk.pass("tcp", format!("connected to {host}:{port}")),
+        Ok(Err(e)) => {
+            return walk.fail(
+                "tcp",
+                format!("cannot connect to {host}:{port}: {e}"),
+                "is the registry (or gateway) listening there, and is a firewall in the way?",
+            )
+        }
+        Err(_) => {
+            return walk.fail(
+                "tcp",
+                format!("no answer from {host}:{port} within {STEP_TIMEOUT:?}"),
+                "a firewall may be dropping the connection",
+            )
+        }
+    }
+
+    let client = match Upstream::new(&UpstreamSettings {
+        url: origin.parse().unwrap_or(uri.clone()),
+        ca: options.ca.clone(),
+        connect_timeout: STEP_TIMEOUT,
+        response_timeout: STEP_TIMEOUT,
+    }) {
+        Ok(client) => client,
+        Err(e) => return walk.fail("tls", e.to_string(), "check --ca-file"),
+    };
+    let get = |url: String, authorization: Option<String>| {
+        let mut request = Request::get(url);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        request.body(body::empty()).expect("a GET request")
+    };
+
+    // TLS and the /v2/ challenge (the first HTTP exchange).
+    let answer = match client.send(get(format!("{origin}/v2/"), None)).await {
+        Ok(answer) => answer,
+        Err(e) if scheme == "https" => {
+            return walk.fail("tls", format!("the TLS handshake or first request failed: {e}"), "if the certificate is not trusted, give its CA with --ca-file (clients need it too: /etc/docker/certs.d/HOST:PORT/ca.crt, --cert-dir for podman/skopeo)")
+        }
+        Err(e) => return walk.fail("http", format!("GET /v2/ failed: {e}"), "is this an HTTP registry endpoint? try https://"),
+    };
+    if scheme == "https" {
+        walk.pass("tls", "handshake done, certificate trusted");
+    }
+    let status = answer.status();
+    let challenge = answer
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if status == StatusCode::OK {
+        walk.pass(
+            "challenge",
+            "GET /v2/ answered 200 without credentials: this registry has no auth",
+        );
+        return walk.steps;
+    }
+    let (realm, service) = (param(&challenge, "realm"), param(&challenge, "service"));
+    let Some(realm) = realm.filter(|_| {
+        status == StatusCode::UNAUTHORIZED && challenge.to_ascii_lowercase().starts_with("bearer")
+    }) else {
+        return walk.fail(
+            "challenge",
+            format!("GET /v2/ answered {status} with challenge {challenge:?}"),
+            "a registry answers 401 with `WWW-Authenticate: Bearer realm=...,service=...`; if this is a proxy, check that it forwards /v2/ to the registry",
+        );
+    };
+    walk.pass(
+        "challenge",
+        format!(
+            "401 Bearer realm={realm:?} service={:?}",
+            service.as_deref().unwrap_or("")
+        ),
+    );
+
+    // The realm is reachable.
+    match client.send(get(realm.clone(), None)).await {
+        Ok(answer) => walk.pass("realm", format!("{realm} answers ({})", answer.status())),
+        Err(e) => {
+            return walk.fail(
+                "realm",
+                format!("the token endpoint {realm} cannot be reached: {e}"),
+                "the registry's realm names an address clients cannot reach: behind portcullis it is rewritten to public_url + /jwt/auth; elsewhere fix the registry's auth.token.realm",
+            )
+        }
+    }
+
+    // The token request.
+    let Some(username) = options.username.as_deref() else {
+        walk.pass("token", "skipped (no -u USER given)");
+        return walk.steps;
+    };
+    let repository = options.repository.as_deref();
+    let mut url = format!("{realm}?account={username}");
+    if let Some(service) = &service {
+        url.push_str(&format!("&service={service}"));
+    }
+    if let Some(repository) = repository {
+        url.push_str(&format!("&scope=repository:{repository}:pull,push"));
+    }
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{username}:{}",
+            options.password.as_deref().unwrap_or("")
+        ))
+    );
+    let answer = match client.send(get(url, Some(basic))).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            return walk.fail(
+                "token",
+                format!("the token request failed: {e}"),
+                "see the realm step",
+            )
+        }
+    };
+    let status = answer.status();
+    let text = String::from_utf8_lossy(
+        &answer
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    if status != StatusCode::OK {
+        let fix = match status {
+            StatusCode::FORBIDDEN if text.contains("access forbidden") => "the token endpoint got no credentials: something between this client and it removes the Authorization header (a proxy, or a redirect); pass it through",
+            StatusCode::FORBIDDEN => "the client or user is refused (too many failed logins?)",
+            StatusCode::UNAUTHORIZED => "the username, password or token is not accepted (see the message); a token needs read_registry (and write_registry to push)",
+            _ => "see the message",
+        };
+        return walk.fail("token", format!("{status}: {}", text.trim()), fix);
+    }
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let Some(token) = body["token"]
+        .as_str()
+        .or(body["access_token"].as_str())
+        .map(str::to_owned)
+    else {
+        return walk.fail(
+            "token",
+            format!("200 without a token: {}", text.trim()),
+            "the token endpoint does not speak the docker token protocol",
+        );
+    };
+    walk.pass("token", format!("200, expires_in {}", body["expires_in"]));
+
+    // The token's claims.
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|part| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let Some(claims) = claims else {
+        return walk.fail(
+            "claims",
+            "the token is not a JWT the doctor can read",
+            "registries of the docker token protocol use JWTs",
+        );
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (iat, nbf, exp) = (
+        claims["iat"].as_i64().unwrap_or(0),
+        claims["nbf"].as_i64().unwrap_or(0),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    let summary = format!(
+        "iss={} aud={} lifetime={}s access={}",
+        claims["iss"],
+        claims["aud"],
+        exp - iat,
+        claims["access"]
+    );
+    if nbf > now + 60 || exp < now {
+        return walk.fail(
+            "claims",
+            format!(
+                "{summary}; nbf/exp vs the local clock: nbf in {}s, exp in {}s",
+                nbf - now,
+                exp - now
+            ),
+            "the clocks of this machine and the token service disagree: synchronise them (NTP)",
+        );
+    }
+    if let (Some(service), Some(aud)) = (&service, claims["aud"].as_str()) {
+        if aud != service {
+            return walk.fail("claims", summary, format!("aud {aud:?} is not the registry's service {service:?}: token service and registry disagree on the service name"));
+        }
+    }
+    if repository.is_some() && !claims["access"].to_string().contains("push") {
+        return walk.fail("claims", summary, "the token does not grant push on the repository: check the user's role and the token's scopes");
+    }
+    walk.pass("claims", summary);
+
+    // A /v2/ call with the token.
+    let bearer = Some(format!("Bearer {token}"));
+    match client.send(get(format!("{origin}/v2/"), bearer.clone())).await {
+        Ok(answer) if answer.status() == StatusCode::OK => walk.pass("v2", "GET /v2/ with the token: 200"),
+        Ok(answer) => {
+            return walk.fail(
+                "v2",
+                format!("GET /v2/ with the token: {}", answer.status()),
+                "the registry refuses the token service's tokens: its auth.token.rootcertbundle/issuer/service must match the token service (behind portcullis: `portcullis check --upstream`), or the Authorization header is stripped on /v2/",
+            )
+        }
+        Err(e) => return walk.fail("v2", e.to_string(), "see the tcp/tls steps"),
+    }
+
+    // An upload session: start and cancel.
+    if let Some(repository) = repository {
+        let mut start = Request::post(format!("{origin}/v2/{repository}/blobs/uploads/"));
+        start = start.header(header::AUTHORIZATION, bearer.clone().unwrap_or_default());
+        let answer = match client
+            .send(start.body(body::empty()).expect("a POST request"))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => return walk.fail("upload", e.to_string(), "see the tcp/tls steps"),
+        };
+        if answer.status() != StatusCode::ACCEPTED {
+            return walk.fail(
+                "upload",
+                format!("POST /v2/{repository}/blobs/uploads/: {}", answer.status()),
+                "the token does not allow pushing there, or the registry is read-only",
+            );
+        }
+        let location = answer
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let absolute = if location.starts_with('/') {
+            format!("{origin}{location}")
+        } else {
+            location.clone()
+        };
+        if !absolute.starts_with(&origin) {
+            return walk.fail("upload", format!("the upload Location names another address: {location}"), "clients send the next request of the upload without their token: set the registry's http.host to the address clients use (behind portcullis this is rewritten)");
+        }
+        let mut cancel = Request::delete(absolute);
+        cancel = cancel.header(header::AUTHORIZATION, bearer.unwrap_or_default());
+        match client
+            .send(cancel.body(body::empty()).expect("a DELETE request"))
+            .await
+        {
+            Ok(answer) => walk.pass(
+                "upload",
+                format!("session started (202) and cancelled ({})", answer.status()),
+            ),
+            Err(e) => {
+                return walk.fail(
+                    "upload",
+                    format!("cancelling the session failed: {e}"),
+                    "see the tcp/tls steps",
+                )
+            }
+        }
+    }
+    walk.steps
+}
+
+/// The steps as terminal lines (with colours when `colour`).
+pub fn render(steps: &[Step], colour: bool) -> String {
+    let (green, red, reset) = if colour {
+        ("\x1b[32m", "\x1b[31m", "\x1b[0m")
+    } else {
+        ("", "", "")
+    };
+    let mut out = String::new();
+    for step in steps {
+        if step.ok {
+            out.push_str(&format!(
+                "{green}PASS{reset} {:<9} {}\n",
+                step.step, step.detail
+            ));
+        } else {
+            out.push_str(&format!(
+                "{red}FAIL{reset} {:<9} {}\n",
+                step.step, step.detail
+            ));
+            if let Some(fix) = &step.fix {
+                out.push_str(&format!("     {:<9} fix: {fix}\n", ""));
+            }
+        }
+    }
+    out
+}
