@@ -324,8 +324,8 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
     walk.pass("claims", summary);
 
     // A /v2/ call with the token.
-    let bearer = Some(format!("Bearer {token}"));
-    match client.send(get(format!("{origin}/v2/"), bearer.clone())).await {
+    let bearer = format!("Bearer {token}");
+    match client.send(get(format!("{origin}/v2/"), Some(bearer.clone()))).await {
         Ok(answer) if answer.status() == StatusCode::OK => walk.pass("v2", "GET /v2/ with the token: 200"),
         Ok(answer) => {
             return walk.fail(
@@ -340,7 +340,7 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
     // An upload session: start and cancel.
     if let Some(repository) = repository {
         let mut start = Request::post(format!("{origin}/v2/{repository}/blobs/uploads/"));
-        start = start.header(header::AUTHORIZATION, bearer.clone().unwrap_or_default());
+        start = start.header(header::AUTHORIZATION, bearer.clone());
         let answer = match client
             .send(start.body(body::empty()).expect("a POST request"))
             .await
@@ -370,7 +370,7 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
             return walk.fail("upload", format!("the upload Location names another address: {location}"), "clients send the next request of the upload without their token: set the registry's http.host to the address clients use (behind portcullis this is rewritten)");
         }
         let mut cancel = Request::delete(absolute);
-        cancel = cancel.header(header::AUTHORIZATION, bearer.unwrap_or_default());
+        cancel = cancel.header(header::AUTHORIZATION, bearer);
         match client
             .send(cancel.body(body::empty()).expect("a DELETE request"))
             .await
