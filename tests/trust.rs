@@ -111,3 +111,14 @@ fn no_auth_is_reported_and_an_unreachable_registry_fails_the_check() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("could not ask the registry"), "{out}");
 }
+
+#[test]
+fn a_registry_trusting_another_certificate_is_named() {
+    let stack = stack(RegistryAuth::OtherCertificate);
+    let (code, out) = check_upstream(&stack.gateway);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rootcertbundle must be the gateway's certificate"),
+        "{out}"
+    );
+}

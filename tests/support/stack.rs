@@ -18,6 +18,8 @@ pub enum RegistryAuth {
     WrongIssuer,
     /// Token auth, but for another service name.
     WrongService,
+    /// Token auth trusting another key's certificate.
+    OtherCertificate,
     /// No auth at all: the gateway is the only guard.
     None,
 }
@@ -44,6 +46,8 @@ pub struct Stack {
     // Field order = drop order: the gateway stops before the registry.
     pub gateway: Gateway,
     pub registry: Registry,
+    /// The other key the registry trusts, for [`RegistryAuth::OtherCertificate`].
+    _other_keys: Option<GatewayFiles>,
 }
 
 impl Stack {
@@ -53,6 +57,8 @@ impl Stack {
 
     pub fn with(options: StackOptions) -> Stack {
         let files = GatewayFiles::init(options.key_type, "http://127.0.0.1:1");
+        let other_keys = (options.registry_auth == RegistryAuth::OtherCertificate)
+            .then(|| GatewayFiles::init("ec", "http://127.0.0.1:1"));
         let token_auth = match options.registry_auth {
             RegistryAuth::None => None,
             auth => Some(TokenAuth {
@@ -67,7 +73,10 @@ impl Stack {
                 } else {
                     "portcullis".into()
                 },
-                rootcertbundle: files.certificate(),
+                rootcertbundle: other_keys
+                    .as_ref()
+                    .map(GatewayFiles::certificate)
+                    .unwrap_or_else(|| files.certificate()),
             }),
         };
         let registry = Registry::start(RegistryOptions {
@@ -77,7 +86,11 @@ impl Stack {
         let mut gateway_options = options.gateway;
         gateway_options.upstream = registry.url();
         let gateway = Gateway::start(files, &gateway_options);
-        Stack { gateway, registry }
+        Stack {
+            gateway,
+            registry,
+            _other_keys: other_keys,
+        }
     }
 
     /// Ask the gateway for a token with Basic credentials; panics unless it answers 200.
