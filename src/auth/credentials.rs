@@ -12,7 +12,7 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes};
+use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes, User};
 use super::password_cache::PasswordCache;
 use super::scope::RepositoryName;
 use super::token::{InternalClaims, Purpose, Tokens, VerifyError};
@@ -233,15 +233,7 @@ pub async fn authenticate(
             (RegistryScopes::ALL, Credential::Password)
         }
     };
-    if user.blocked {
-        return Err(AuthFailure::UserBlocked);
-    }
-    Ok(Principal::User {
-        username: user.username.clone(),
-        admin: user.admin,
-        scopes,
-        credential,
-    })
+    user_principal(user, scopes, credential)
 }
 
 /// The Basic username of CI jobs (`CI_REGISTRY_USER`); the password is a job token.
@@ -418,15 +410,7 @@ pub fn resolve_binding(
             },
         )
     };
-    if user.blocked {
-        return Err(AuthFailure::UserBlocked);
-    }
-    Ok(Principal::User {
-        username: user.username.clone(),
-        admin: user.admin,
-        scopes,
-        credential,
-    })
+    user_principal(user, scopes, credential)
 }
 
 /// Verify a CI job or refresh token; an expired one says so, anything else is a wrong secret.
@@ -442,6 +426,23 @@ fn verify_internal(
             expired_at: "its expiry".into(),
         },
         _ => AuthFailure::WrongSecret,
+    })
+}
+
+/// A user whose credential checked out, as a principal unless the account is blocked.
+fn user_principal(
+    user: &User,
+    scopes: RegistryScopes,
+    credential: Credential,
+) -> Result<Principal, AuthFailure> {
+    if user.blocked {
+        return Err(AuthFailure::UserBlocked);
+    }
+    Ok(Principal::User {
+        username: user.username.clone(),
+        admin: user.admin,
+        scopes,
+        credential,
     })
 }
 

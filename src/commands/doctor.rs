@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::body;
 use crate::config::UpstreamSettings;
-use crate::diagnose::trust::param;
+use crate::diagnose::trust::{self, param};
 use crate::proxy::forward::Upstream;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,12 +163,7 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
         walk.pass("tls", "handshake done, certificate trusted");
     }
     let status = answer.status();
-    let challenge = answer
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let challenge = trust::challenge_of(answer.headers());
     if status == StatusCode::OK {
         walk.pass(
             "challenge",

@@ -57,12 +57,7 @@ pub async fn probe(upstream: &Upstream, tokens: &Tokens, issuer: &str) -> Trust 
     if answer.status() == StatusCode::OK {
         return Trust::NoAuth;
     }
-    let challenge = answer
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let challenge = challenge_of(answer.headers());
     let token = match tokens.issue(
         "portcullis-trust-check",
         Vec::new(),
@@ -182,6 +177,15 @@ pub fn causes(
         ));
     }
     causes
+}
+
+/// The `WWW-Authenticate` value of an answer, or "".
+pub fn challenge_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// A parameter of a `Bearer k="v",...` challenge.
