@@ -12,7 +12,9 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::directory::{Directory, NamespaceToken, PasswordHash, RegistryScopes, User};
+use super::directory::{
+    Directory, NamespaceToken, PasswordHash, PersonalAccessToken, RegistryScopes, User,
+};
 use super::password_cache::PasswordCache;
 use super::scope::RepositoryName;
 use super::token::{InternalClaims, Purpose, Tokens, VerifyError};
@@ -205,19 +207,7 @@ pub async fn authenticate(
         .iter()
         .find(|t| bool::from(t.digest.ct_eq(&digest)));
     let (scopes, credential) = match matched {
-        Some(token) => {
-            usable(
-                &token.name,
-                token.revoked,
-                token.expires_at,
-                token.scopes,
-                now,
-            )?;
-            let credential = Credential::PersonalAccessToken {
-                name: token.name.clone(),
-            };
-            (token.scopes, credential)
-        }
+        Some(token) => pat_credential(token, now)?,
         None => {
             let Some(hash) = user.password_hash.clone() else {
                 return Err(AuthFailure::WrongSecret);
@@ -396,19 +386,7 @@ pub fn resolve_binding(
             .iter()
             .find(|t| bound == format!("pat:{}", fingerprint(&t.digest)))
             .ok_or_else(stale)?;
-        usable(
-            &token.name,
-            token.revoked,
-            token.expires_at,
-            token.scopes,
-            now,
-        )?;
-        (
-            token.scopes,
-            Credential::PersonalAccessToken {
-                name: token.name.clone(),
-            },
-        )
+        pat_credential(token, now)?
     };
     user_principal(user, scopes, credential)
 }
@@ -427,6 +405,26 @@ fn verify_internal(
         },
         _ => AuthFailure::WrongSecret,
     })
+}
+
+/// A personal access token that matched: its scopes and credential, if it is still good.
+fn pat_credential(
+    token: &PersonalAccessToken,
+    now: OffsetDateTime,
+) -> Result<(RegistryScopes, Credential), AuthFailure> {
+    usable(
+        &token.name,
+        token.revoked,
+        token.expires_at,
+        token.scopes,
+        now,
+    )?;
+    Ok((
+        token.scopes,
+        Credential::PersonalAccessToken {
+            name: token.name.clone(),
+        },
+    ))
 }
 
 /// A user whose credential checked out, as a principal unless the account is blocked.

@@ -9,7 +9,9 @@
 //! that logged in and pushes again (`docker login && docker push`) sent authenticated requests
 //! in between.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,15 +27,22 @@ struct Client {
     reported: bool,
 }
 
-/// Clients recently given a token.
+/// Clients recently given a token, keyed by a hash of (address, User-Agent): looking a client
+/// up on the `/v2/` path allocates nothing. The hasher is seeded per process, so clients cannot
+/// aim collisions; a collision would at worst misattribute one warning line.
 #[derive(Default)]
 pub struct StrippedDetector {
-    clients: Mutex<HashMap<(IpAddr, String), Client>>,
+    clients: Mutex<HashMap<u64, Client>>,
+    hasher: RandomState,
 }
 
 impl StrippedDetector {
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, String), Client>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Client>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key(&self, ip: IpAddr, user_agent: &str) -> u64 {
+        self.hasher.hash_one((ip, user_agent))
     }
 
     /// The token endpoint gave this client a token.
@@ -43,7 +52,7 @@ impl StrippedDetector {
             clients.retain(|_, c| now.duration_since(c.token_issued) < WINDOW);
         }
         clients.insert(
-            (ip, user_agent.to_owned()),
+            self.key(ip, user_agent),
             Client {
                 token_issued: now,
                 authenticated_since: false,
@@ -62,8 +71,9 @@ impl StrippedDetector {
         authenticated: bool,
         now: Instant,
     ) -> Option<Duration> {
+        let key = self.key(ip, user_agent);
         let mut clients = self.clients();
-        let client = clients.get_mut(&(ip, user_agent.to_owned()))?;
+        let client = clients.get_mut(&key)?;
         if authenticated {
             client.authenticated_since = true;
             return None;
