@@ -25,6 +25,23 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// Box a streaming body, adding the length of every data frame to `counter` as it passes
+/// (the upstream byte metrics): no copy, no buffering.
+pub fn counted<B>(body: B, counter: prometheus_client::metrics::counter::Counter) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counter.inc_by(data.len() as u64);
+        }
+        frame
+    })
+    .map_err(Into::into)
+    .boxed()
+}
+
 /// Box a streaming body (for example hyper's `Incoming`) without reading it.
 pub fn stream<B>(body: B) -> Body
 where

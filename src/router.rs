@@ -15,7 +15,7 @@ use crate::auth::brute_force::BruteForce;
 use crate::auth::credentials;
 use crate::auth::directory::SharedDirectory;
 use crate::auth::endpoint::TokenEndpoint;
-use crate::auth::keys::{KeyError, SigningKey};
+use crate::auth::keys::{KeyError, SigningKey, VerifyingKey};
 use crate::auth::policy;
 use crate::auth::scope::{Action, Actions, RepositoryName, Resource};
 use crate::auth::token::Tokens;
@@ -28,6 +28,9 @@ use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
 use crate::proxy::Proxy;
 use crate::server::ClientAddr;
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::RouteLabel;
 
 /// The path of the token endpoint (the realm is `public_url` + this).
 pub const TOKEN_PATH: &str = "/jwt/auth";
@@ -44,6 +47,10 @@ pub enum BuildError {
     Upstream(#[from] UpstreamSetupError),
     #[error("public_url does not fit in an HTTP header")]
     PublicUrl,
+    #[error("token.previous_certificates: {0}")]
+    PreviousKey(KeyError),
+    #[error("audit.path: cannot open the audit log: {0}")]
+    Audit(std::io::Error),
 }
 
 impl BuildError {
@@ -57,6 +64,8 @@ impl BuildError {
             BuildError::Key(_) => "token.certificate",
             BuildError::Upstream(_) => "upstream.ca",
             BuildError::PublicUrl => "public_url",
+            BuildError::PreviousKey(_) => "token.previous_certificates",
+            BuildError::Audit(_) => "audit.path",
         };
         Problem::new(key, self.to_string())
     }
@@ -70,6 +79,7 @@ struct Inner {
     /// The JWKS document, made once (keys change only with a restart).
     jwks: bytes::Bytes,
     max_header_bytes: usize,
+    audit: Audit,
 }
 
 /// The gateway as a tower service over hyper requests.
@@ -82,12 +92,23 @@ impl Gateway {
     /// Load the signing key, build the upstream client, and wire the routes.
     pub fn new(config: &Config) -> Result<Gateway, BuildError> {
         let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)?;
-        let tokens = Arc::new(Tokens::new(&config.token, key));
+        metrics().certificate_expiry("token", key.public.not_after);
+        let previous = config
+            .token
+            .previous_certificates
+            .iter()
+            .map(|path| VerifyingKey::load(path))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BuildError::PreviousKey)?;
+        let tokens = Arc::new(Tokens::new(&config.token, key, previous));
+        let audit = match &config.audit {
+            Some(target) => Audit::open(target).map_err(BuildError::Audit)?,
+            None => Audit::default(),
+        };
         let upstream = Upstream::new(&config.upstream)?;
         let directory = SharedDirectory::new(config.directory.clone());
-        let jwks = serde_json::json!({ "keys": [tokens.key().jwk()] })
-            .to_string()
-            .into();
+        let keys: Vec<_> = tokens.verifying_keys().map(VerifyingKey::jwk).collect();
+        let jwks = serde_json::json!({ "keys": keys }).to_string().into();
         let grace = PushGrace::new(
             config.push_grace,
             tokens.clone(),
@@ -101,6 +122,7 @@ impl Gateway {
             stripped.clone(),
             &config.public_url,
             config.token.issuer.clone(),
+            audit.clone(),
         )
         .map_err(|_| BuildError::PublicUrl)?;
         Ok(Gateway {
@@ -110,11 +132,13 @@ impl Gateway {
                     tokens,
                     BruteForce::new(config.brute_force),
                     stripped,
+                    audit.clone(),
                 ),
                 proxy,
                 directory,
                 jwks,
                 max_header_bytes: config.server.max_header_bytes,
+                audit,
             }),
         })
     }
@@ -123,6 +147,16 @@ impl Gateway {
     /// requests under way are not touched.
     pub fn reload_directory(&self, config: &Config) {
         self.inner.directory.replace(config.directory.clone());
+    }
+
+    /// The audit log, to reopen it after log rotation (SIGUSR1).
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
+    }
+
+    /// Can requests be served? `Err` says why not (the registry does not answer).
+    pub async fn ready(&self) -> Result<(), String> {
+        self.inner.proxy.ready().await
     }
 
     /// Does the registry trust the gateway's tokens?
@@ -147,7 +181,9 @@ impl Gateway {
         let path = request.uri().path();
         if path == TOKEN_PATH {
             let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-            self.inner.token_endpoint.handle(request, client).await
+            let mut response = self.inner.token_endpoint.handle(request, client).await;
+            response.extensions_mut().insert(RouteLabel("token"));
+            response
         } else if path == JWKS_PATH {
             let mut response = Response::new(crate::body::full(self.inner.jwks.clone()));
             let headers = response.headers_mut();

@@ -78,6 +78,24 @@ impl Principal {
             Principal::CiJob { .. } => "ci_job_token",
         }
     }
+
+    /// Which credential of its kind, for the audit log (never the secret): a personal access
+    /// token's name, a deploy or access token's project or group, a CI job's project.
+    pub fn credential_name(&self) -> Option<&str> {
+        match self {
+            Principal::Anonymous
+            | Principal::User {
+                credential: Credential::Password,
+                ..
+            } => None,
+            Principal::User {
+                credential: Credential::PersonalAccessToken { name },
+                ..
+            } => Some(name),
+            Principal::Token(token) => Some(token.namespace.as_str()),
+            Principal::CiJob { project, .. } => Some(project.as_str()),
+        }
+    }
 }
 
 /// Basic credentials as the client sent them. `Debug` never shows the secret.

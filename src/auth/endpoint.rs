@@ -32,6 +32,8 @@ use super::token::{Purpose, Tokens};
 use crate::body::{full, Body};
 use crate::diagnose::stripped::StrippedDetector;
 use crate::error::{ApiError, ErrorCode};
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::{metrics, Diagnosis};
 use crate::telemetry::RequestUser;
 
 /// The realm of the Basic challenge sent with a refused login.
@@ -48,6 +50,7 @@ pub struct TokenEndpoint {
     pub brute_force: BruteForce,
     /// Told about every token issued, to notice Authorization headers stripped on `/v2/`.
     stripped: Arc<StrippedDetector>,
+    audit: Audit,
 }
 
 /// Where the caller's identity comes from.
@@ -77,6 +80,7 @@ impl TokenEndpoint {
         tokens: Arc<Tokens>,
         brute_force: BruteForce,
         stripped: Arc<StrippedDetector>,
+        audit: Audit,
     ) -> TokenEndpoint {
         TokenEndpoint {
             directory,
@@ -84,7 +88,20 @@ impl TokenEndpoint {
             password_cache: PasswordCache::default(),
             brute_force,
             stripped,
+            audit,
         }
+    }
+
+    /// Count and audit a refused login (the caller logs it with its detail).
+    fn refused(&self, client: Option<SocketAddr>, user: Option<&str>, reason: &'static str) {
+        metrics().auth_failure(reason);
+        self.audit
+            .record("refused")
+            .field("route", "token")
+            .field("client", client.map(|c| c.ip().to_string()))
+            .field("user", user)
+            .field("reason", reason)
+            .write(&self.audit);
     }
 
     /// The users, groups, projects and tokens in force now.
@@ -165,13 +182,20 @@ impl TokenEndpoint {
                     proxy_hops = %if caller.hops.is_empty() { "none seen".to_owned() } else { caller.hops.join("; ") },
                     "a login reached /jwt/auth WITHOUT an Authorization header (the client sees 'denied: access forbidden'); a proxy between the client and portcullis is removing it: pass the Authorization header through (nginx: do not set proxy_set_header Authorization \"\"; do not redirect to /jwt/auth)"
                 );
+                metrics().diagnosis(Diagnosis::StrippedTokenEndpoint);
+                self.refused(client, request.account.as_deref(), "missing_authorization");
                 return Err(ApiError::access_forbidden());
             }
-            Login::Basic(None) if scopes.is_empty() => return Err(ApiError::access_forbidden()),
+            Login::Basic(None) if scopes.is_empty() => {
+                self.refused(client, None, "missing_authorization");
+                return Err(ApiError::access_forbidden());
+            }
             Login::Basic(None) => Principal::Anonymous,
             Login::Basic(Some(value)) => {
-                let credentials = BasicCredentials::parse(value.as_bytes())
-                    .map_err(|e| malformed_basic(e, client))?;
+                let credentials = BasicCredentials::parse(value.as_bytes()).map_err(|e| {
+                    self.refused(client, None, "malformed_authorization");
+                    malformed_basic(e, client)
+                })?;
                 self.login_with_secret(&directory, credentials, client)
                     .await?
             }
@@ -201,6 +225,26 @@ impl TokenEndpoint {
         } else {
             None
         };
+        metrics().token_issued(principal.credential_kind(), self.tokens.algorithm());
+        self.audit
+            .record("token")
+            .field("client", client.map(|c| c.ip().to_string()))
+            .field("user", principal.subject())
+            .field("credential", principal.credential_kind())
+            .field("credential_name", principal.credential_name())
+            .field(
+                "requested",
+                scopes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            )
+            .field(
+                "granted",
+                access
+                    .iter()
+                    .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+                    .collect::<Vec<_>>(),
+            )
+            .field("refresh_token", refresh_token.is_some())
+            .write(&self.audit);
         tracing::debug!(
             user = principal.subject(),
             credential = principal.credential_kind(),
@@ -322,6 +366,7 @@ impl TokenEndpoint {
                 Subject::Username(_) => "user",
             };
             tracing::info!(client = %client_text, user = %user_text, reason = "banned", "login refused: this {who} is banned for {}s more", ban.remaining.as_secs());
+            self.refused(client, username, "banned");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
@@ -347,6 +392,7 @@ impl TokenEndpoint {
                     );
                 }
                 tracing::info!(client = %client_text, user = %user_text, reason = failure.reason(), "login refused: {failure}");
+                self.refused(client, username, failure.reason());
                 Err(unauthorized(failure.client_message())
                     .with_detail(json!({ "reason": client_reason(&failure) })))
             }

@@ -40,10 +40,10 @@ pub enum KeyError {
     Mismatch { key: PathBuf, cert: PathBuf },
 }
 
-/// A key that signs tokens and the certificate that vouches for it.
-pub struct SigningKey {
+/// A public key tokens are verified with, from a certificate: the signing key's own, or a
+/// retired key's (`token.previous_certificates`) during a rotation.
+pub struct VerifyingKey {
     pub algorithm: Algorithm,
-    encoding: EncodingKey,
     decoding: DecodingKey,
     /// libtrust key id of the certificate's public key (distribution 2.8's `kid`).
     pub kid: String,
@@ -54,12 +54,121 @@ pub struct SigningKey {
     jwk: serde_json::Map<String, serde_json::Value>,
 }
 
-impl std::fmt::Debug for SigningKey {
+impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
+        f.debug_struct("VerifyingKey")
             .field("algorithm", &self.algorithm)
             .field("kid", &self.kid)
             .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// Load a retired key's PEM certificate (chain). Its expiry is not checked: tokens it
+    /// signed stop verifying by their own `exp` long before a certificate runs out.
+    pub fn load(cert_path: &Path) -> Result<VerifyingKey, KeyError> {
+        let pem = std::fs::read(cert_path).map_err(|source| KeyError::Read {
+            path: cert_path.to_owned(),
+            source,
+        })?;
+        let (chain, certificate) = parse_chain(&pem, cert_path)?;
+        let algorithm = match certificate.public_key.len() {
+            65 if certificate.public_key[0] == 4 => Algorithm::ES256,
+            _ => Algorithm::RS256,
+        };
+        Self::new(algorithm, &chain, &certificate, cert_path)
+    }
+
+    fn new(
+        algorithm: Algorithm,
+        chain: &[CertificateDer<'static>],
+        certificate: &Certificate,
+        cert_path: &Path,
+    ) -> Result<VerifyingKey, KeyError> {
+        let decoding = match algorithm {
+            Algorithm::ES256 => DecodingKey::from_ec_der(&certificate.public_key),
+            _ => DecodingKey::from_rsa_der(&certificate.public_key),
+        };
+        let jwk = public_jwk(algorithm, &certificate.public_key).ok_or_else(|| {
+            KeyError::BadCertificate {
+                path: cert_path.to_owned(),
+                message: "its public key is neither EC P-256 nor RSA".into(),
+            }
+        })?;
+        Ok(VerifyingKey {
+            jwk,
+            algorithm,
+            decoding,
+            kid: libtrust_key_id(&certificate.spki),
+            x5c: chain
+                .iter()
+                .map(|der| base64::engine::general_purpose::STANDARD.encode(der))
+                .collect(),
+            not_after: certificate.not_after,
+        })
+    }
+
+    /// RFC 7638 thumbprint of the public key: the `kid` distribution 3.x looks keys up by.
+    pub fn thumbprint(&self) -> String {
+        thumbprint(&self.jwk)
+    }
+
+    /// The public key as a JWK with its thumbprint `kid`, `alg`, `use` and `x5c`.
+    pub fn jwk(&self) -> serde_json::Value {
+        let mut jwk = self.jwk.clone();
+        jwk.insert("kid".into(), self.thumbprint().into());
+        jwk.insert("use".into(), "sig".into());
+        jwk.insert("alg".into(), format!("{:?}", self.algorithm).into());
+        jwk.insert("x5c".into(), self.x5c.clone().into());
+        serde_json::Value::Object(jwk)
+    }
+
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    /// The algorithm's name (`ES256`, `RS256`), for metrics.
+    pub fn algorithm_name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::ES256 => "ES256",
+            _ => "RS256",
+        }
+    }
+}
+
+/// The PEM chain and its parsed leaf certificate.
+fn parse_chain(
+    cert_pem: &[u8],
+    cert_path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, Certificate), KeyError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| KeyError::BadCertificate {
+            path: cert_path.to_owned(),
+            message: e.to_string(),
+        })?;
+    let leaf = chain.first().ok_or_else(|| KeyError::NoCertificate {
+        path: cert_path.to_owned(),
+    })?;
+    let certificate = Certificate::parse(leaf).map_err(|message| KeyError::BadCertificate {
+        path: cert_path.to_owned(),
+        message,
+    })?;
+    Ok((chain, certificate))
+}
+
+/// A key that signs tokens and the certificate that vouches for it.
+pub struct SigningKey {
+    /// The certificate's public key, its key ids and chain.
+    pub public: VerifyingKey,
+    encoding: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("public", &self.public)
             .finish_non_exhaustive()
     }
 }
@@ -84,19 +193,7 @@ impl SigningKey {
         key_path: &Path,
         cert_path: &Path,
     ) -> Result<SigningKey, KeyError> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| KeyError::BadCertificate {
-                path: cert_path.to_owned(),
-                message: e.to_string(),
-            })?;
-        let leaf = chain.first().ok_or_else(|| KeyError::NoCertificate {
-            path: cert_path.to_owned(),
-        })?;
-        let certificate = Certificate::parse(leaf).map_err(|message| KeyError::BadCertificate {
-            path: cert_path.to_owned(),
-            message,
-        })?;
+        let (chain, certificate) = parse_chain(cert_pem, cert_path)?;
         if certificate.not_after < OffsetDateTime::now_utc() {
             return Err(KeyError::Expired {
                 path: cert_path.to_owned(),
@@ -105,27 +202,9 @@ impl SigningKey {
         }
 
         let (algorithm, encoding) = encoding_key(key_pem, key_path)?;
-        let decoding = match algorithm {
-            Algorithm::ES256 => DecodingKey::from_ec_der(&certificate.public_key),
-            _ => DecodingKey::from_rsa_der(&certificate.public_key),
-        };
-        let jwk = public_jwk(algorithm, &certificate.public_key).ok_or_else(|| {
-            KeyError::BadCertificate {
-                path: cert_path.to_owned(),
-                message: "its public key cannot be expressed as a JWK".into(),
-            }
-        })?;
         let key = SigningKey {
-            jwk,
-            algorithm,
+            public: VerifyingKey::new(algorithm, &chain, &certificate, cert_path)?,
             encoding,
-            decoding,
-            kid: libtrust_key_id(&certificate.spki),
-            x5c: chain
-                .iter()
-                .map(|der| base64::engine::general_purpose::STANDARD.encode(der))
-                .collect(),
-            not_after: certificate.not_after,
         };
         if !key.signs_for_its_certificate() {
             return Err(KeyError::Mismatch {
@@ -136,32 +215,13 @@ impl SigningKey {
         Ok(key)
     }
 
-    /// RFC 7638 thumbprint of the public key: the `kid` distribution 3.x looks keys up by.
-    pub fn thumbprint(&self) -> String {
-        thumbprint(&self.jwk)
-    }
-
-    /// The public key as a JWK with its thumbprint `kid`, `alg`, `use` and `x5c`.
-    pub fn jwk(&self) -> serde_json::Value {
-        let mut jwk = self.jwk.clone();
-        jwk.insert("kid".into(), self.thumbprint().into());
-        jwk.insert("use".into(), "sig".into());
-        jwk.insert("alg".into(), format!("{:?}", self.algorithm).into());
-        jwk.insert("x5c".into(), self.x5c.clone().into());
-        serde_json::Value::Object(jwk)
-    }
-
     pub fn encoding_key(&self) -> &EncodingKey {
         &self.encoding
     }
 
-    pub fn decoding_key(&self) -> &DecodingKey {
-        &self.decoding
-    }
-
     /// Sign a probe and verify it with the certificate's public key.
     fn signs_for_its_certificate(&self) -> bool {
-        let header = jsonwebtoken::Header::new(self.algorithm);
+        let header = jsonwebtoken::Header::new(self.public.algorithm);
         let Ok(probe) =
             jsonwebtoken::encode(&header, &serde_json::json!({"probe": true}), &self.encoding)
         else {
@@ -173,8 +233,8 @@ impl SigningKey {
         jsonwebtoken::crypto::verify(
             signature,
             message.as_bytes(),
-            &self.decoding,
-            self.algorithm,
+            &self.public.decoding,
+            self.public.algorithm,
         )
         .unwrap_or(false)
     }

@@ -12,7 +12,7 @@ use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::keys::SigningKey;
+use super::keys::{SigningKey, VerifyingKey};
 use super::scope::{Actions, Resource, ResourceAccess};
 use crate::config::TokenSettings;
 
@@ -129,37 +129,69 @@ impl VerifyError {
     }
 }
 
-/// Mints and verifies tokens with one signing key.
+/// The rules a token must pass with one public key.
+struct Rules {
+    /// Registry tokens: signature, issuer, audience = service, `nbf`, `exp`.
+    registry: Validation,
+    /// The gateway's own tokens: signature, issuer, `exp` (audience set per purpose).
+    internal: Validation,
+}
+
+impl Rules {
+    fn new(settings: &TokenSettings, key: &VerifyingKey) -> Rules {
+        let mut registry = Validation::new(key.algorithm);
+        registry.leeway = 0;
+        registry.validate_nbf = true;
+        registry.set_issuer(&[&settings.issuer]);
+        registry.set_audience(&[&settings.service]);
+        registry.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+        let mut internal = Validation::new(key.algorithm);
+        internal.leeway = 0;
+        internal.set_issuer(&[&settings.issuer]);
+        internal.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Rules { registry, internal }
+    }
+}
+
+/// Mints tokens with the signing key; verifies them with it and with retired keys.
+///
+/// During a key rotation the previous certificates stay here: a token is matched to its key
+/// by the header's `kid` (every token the gateway signs carries one), so a push that started
+/// before the rotation finishes with the token it has.
 pub struct Tokens {
     key: SigningKey,
     header: Header,
-    validation: Validation,
-    internal_validation: Validation,
+    internal_header: Header,
+    rules: Rules,
+    previous: Vec<(VerifyingKey, Rules)>,
     issuer: String,
     service: String,
     expiry: Duration,
 }
 
 impl Tokens {
-    pub fn new(settings: &TokenSettings, key: SigningKey) -> Tokens {
-        let mut header = Header::new(key.algorithm);
-        header.kid = Some(key.kid.clone());
-        header.x5c = Some(key.x5c.clone());
-        let mut validation = Validation::new(key.algorithm);
-        validation.leeway = 0;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_audience(&[&settings.service]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
-        let mut internal_validation = Validation::new(key.algorithm);
-        internal_validation.leeway = 0;
-        internal_validation.set_issuer(&[&settings.issuer]);
-        internal_validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    pub fn new(settings: &TokenSettings, key: SigningKey, previous: Vec<VerifyingKey>) -> Tokens {
+        let mut header = Header::new(key.public.algorithm);
+        header.kid = Some(key.public.kid.clone());
+        header.x5c = Some(key.public.x5c.clone());
+        let mut internal_header = Header::new(key.public.algorithm);
+        internal_header.kid = Some(key.public.kid.clone());
+        let rules = Rules::new(settings, &key.public);
+        let previous = previous
+            .into_iter()
+            // The current key listed again as a previous one would only shadow nothing.
+            .filter(|old| old.kid != key.public.kid)
+            .map(|old| {
+                let rules = Rules::new(settings, &old);
+                (old, rules)
+            })
+            .collect();
         Tokens {
             key,
             header,
-            validation,
-            internal_validation,
+            internal_header,
+            rules,
+            previous,
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),
             expiry: settings.expiry,
@@ -168,6 +200,28 @@ impl Tokens {
 
     pub fn key(&self) -> &SigningKey {
         &self.key
+    }
+
+    /// Every key tokens are verified with: the signing key's first, then the retired ones.
+    pub fn verifying_keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        std::iter::once(&self.key.public).chain(self.previous.iter().map(|(key, _)| key))
+    }
+
+    /// The signing algorithm's name, for metrics.
+    pub fn algorithm(&self) -> &'static str {
+        self.key.public.algorithm_name()
+    }
+
+    /// The key (and rules) a token names by `kid`; the signing key when it names no other.
+    fn select(&self, token: &str) -> (&VerifyingKey, &Rules) {
+        if !self.previous.is_empty() {
+            if let Ok(Some(kid)) = jsonwebtoken::decode_header(token).map(|h| h.kid) {
+                if let Some((key, rules)) = self.previous.iter().find(|(key, _)| key.kid == kid) {
+                    return (key, rules);
+                }
+            }
+        }
+        (&self.key.public, &self.rules)
     }
 
     pub fn service(&self) -> &str {
@@ -225,11 +279,7 @@ impl Tokens {
             project: project.map(str::to_owned),
             binding,
         };
-        jsonwebtoken::encode(
-            &Header::new(self.key.algorithm),
-            &claims,
-            self.key.encoding_key(),
-        )
+        jsonwebtoken::encode(&self.internal_header, &claims, self.key.encoding_key())
     }
 
     /// Verify a token the gateway issued for `purpose`: signature, issuer, audience, `exp`.
@@ -238,9 +288,10 @@ impl Tokens {
         purpose: Purpose,
         token: &str,
     ) -> Result<InternalClaims, VerifyError> {
-        let mut validation = self.internal_validation.clone();
+        let (key, rules) = self.select(token);
+        let mut validation = rules.internal.clone();
         validation.set_audience(&[purpose.audience()]);
-        jsonwebtoken::decode::<InternalClaims>(token, self.key.decoding_key(), &validation)
+        jsonwebtoken::decode::<InternalClaims>(token, key.decoding_key(), &validation)
             .map(|data| data.claims)
             .map_err(|e| verify_error(&e))
     }
@@ -248,16 +299,18 @@ impl Tokens {
     /// Verify everything but `exp`: for telling an expired token of ours (whose claims can be
     /// trusted) from a forged one, when diagnosing and extending uploads.
     pub fn verify_ignoring_expiry(&self, token: &str) -> Result<Claims, VerifyError> {
-        let mut validation = self.validation.clone();
+        let (key, rules) = self.select(token);
+        let mut validation = rules.registry.clone();
         validation.validate_exp = false;
-        jsonwebtoken::decode::<Claims>(token, self.key.decoding_key(), &validation)
+        jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &validation)
             .map(|data| data.claims)
             .map_err(|e| verify_error(&e))
     }
 
     /// Verify signature, issuer, audience, `nbf` and `exp` (no leeway).
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        jsonwebtoken::decode::<Claims>(token, self.key.decoding_key(), &self.validation)
+        let (key, rules) = self.select(token);
+        jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &rules.registry)
             .map(|data| data.claims)
             .map_err(|e| verify_error(&e))
     }

@@ -56,7 +56,7 @@ pub fn ci_token(options: &CiTokenOptions) -> Result<CiToken, String> {
         })?;
     let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)
         .map_err(|e| e.to_string())?;
-    let tokens = Tokens::new(&config.token, key);
+    let tokens = Tokens::new(&config.token, key, Vec::new());
     let now = SystemTime::now();
     let exp = now
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,6 +1,10 @@
-//! `portcullis serve --config FILE`: load, bind, serve until SIGINT or SIGTERM.
+//! `portcullis serve --config FILE`: load, bind, serve until SIGINT or SIGTERM, then drain.
+//!
+//! Signals: SIGTERM/SIGINT drain (a second one exits at once), SIGHUP reloads the directory
+//! and the TLS certificate, SIGUSR1 reopens the audit log.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
@@ -8,7 +12,9 @@ use tokio::net::TcpListener;
 use crate::config::reload::changes_needing_restart;
 use crate::config::{Config, LogFormat};
 use crate::diagnose::trust;
-use crate::server::{self, tls};
+use crate::server::ops::{self, Ops};
+use crate::server::{self, tls, Drained};
+use crate::telemetry::metrics::metrics;
 use crate::{telemetry, Gateway};
 
 /// Why the gateway could not start.
@@ -34,13 +40,15 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         config.log_level.as_deref(),
     );
     let gateway = Gateway::new(&config)?;
-    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let (acceptor, certificates) = match config.tls.as_ref().map(tls::acceptor).transpose()? {
+        Some((acceptor, certificates)) => (Some(acceptor), Some(certificates)),
+        None => (None, None),
+    };
+    let listener = bind(config.listen).await?;
+    let ops_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let addr = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
         public_url = %config.public_url.origin(),
@@ -52,22 +60,71 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         path.to_owned(),
         gateway.clone(),
         config.clone(),
+        certificates,
     ));
     let probe = gateway.clone();
     tokio::spawn(async move { trust::report(&probe.trust().await, "start-up") });
+    #[cfg(unix)]
+    tokio::spawn(reopen_audit_on_usr1(gateway.clone()));
+
+    let ready_gateway = gateway.clone();
+    let ops = Ops::new(Arc::new(move || {
+        let gateway = ready_gateway.clone();
+        Box::pin(async move { gateway.ready().await })
+    }));
+    let ops_task = ops_listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        tracing::info!(
+            "operations listener on {}: /metrics, /healthz, /readyz",
+            addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(ops::serve(listener, ops.clone(), std::future::pending()))
+    });
+
     let service = tower::ServiceBuilder::new()
         .layer(telemetry::AccessLogLayer)
         .service(gateway);
-    server::serve(
-        listener,
-        acceptor,
-        config.server.clone(),
-        service,
-        shutdown_signal(),
-    )
-    .await;
-    tracing::info!("stopped");
+    let draining = ops.clone();
+    let shutdown = async move {
+        let signal = shutdown_signal().await;
+        tracing::info!("{signal} received: draining (a second signal exits at once)");
+        draining.start_draining();
+        tokio::spawn(async {
+            let signal = shutdown_signal().await;
+            tracing::warn!("{signal} received again: exiting at once, requests under way are cut");
+            std::process::exit(1);
+        });
+    };
+    let grace = config.server.shutdown_grace;
+    match server::serve(listener, acceptor, config.server.clone(), service, shutdown).await {
+        Drained::All => tracing::info!("stopped: every request under way finished"),
+        Drained::Abandoned(open) => tracing::warn!(
+            open_connections = open,
+            "stopped: server.shutdown_grace ({grace:?}) ran out with connections still open; they are cut"
+        ),
+    }
+    if let Some(task) = ops_task {
+        task.abort();
+    }
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Reopen the audit log on SIGUSR1 (logrotate's `postrotate`).
+#[cfg(unix)]
+async fn reopen_audit_on_usr1(gateway: Gateway) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        gateway.audit().reopen();
+    }
 }
 
 /// How often the config file is looked at for changes.
@@ -78,7 +135,13 @@ const CONFIG_POLL: Duration = Duration::from_secs(2);
 /// by renaming, which inotify-style watches on the old inode would miss). A broken file keeps
 /// the running configuration and logs every problem. `running` is the config the process was
 /// started with: settings outside the directory only change with a restart, and are reported.
-async fn watch_config(path: PathBuf, gateway: Gateway, running: Config) {
+/// The TLS certificate is looked at the same way (see [`tls::Certificates`]).
+async fn watch_config(
+    path: PathBuf,
+    gateway: Gateway,
+    running: Config,
+    certificates: Option<Arc<tls::Certificates>>,
+) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut stamp = file_stamp(&path);
@@ -96,17 +159,30 @@ async fn watch_config(path: PathBuf, gateway: Gateway, running: Config) {
         let hangup_signal = std::future::pending::<Option<()>>();
         let trigger = tokio::select! {
             _ = hangup_signal => "SIGHUP",
-            _ = tick.tick() => {
-                if file_stamp(&path) == stamp {
-                    continue;
-                }
-                "file changed"
-            }
+            _ = tick.tick() => "file changed",
         };
+        let forced = trigger == "SIGHUP";
+        if let Some(certificates) = &certificates {
+            match certificates.reload(forced) {
+                Ok(true) => tracing::info!(
+                    trigger,
+                    "TLS certificate reloaded: new connections get the new certificate"
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::error!(
+                    trigger,
+                    "TLS certificate reload failed, the certificate in service stays: {error}"
+                ),
+            }
+        }
+        if !forced && file_stamp(&path) == stamp {
+            continue;
+        }
         stamp = file_stamp(&path);
         match Config::load(&path) {
             Ok(new) => {
                 gateway.reload_directory(&new);
+                metrics().config_reload(true);
                 tracing::info!(
                     trigger,
                     users = new.directory.users().count(),
@@ -120,6 +196,7 @@ async fn watch_config(path: PathBuf, gateway: Gateway, running: Config) {
                 }
             }
             Err(error) => {
+                metrics().config_reload(false);
                 tracing::error!(trigger, "configuration reload failed, the running configuration stays in force: {error}");
             }
         }
@@ -131,21 +208,27 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((metadata.modified().ok()?, metadata.len()))
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM: which one arrived.
+async fn shutdown_signal() -> &'static str {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         let mut terminate =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return "SIGINT";
+                }
             };
         tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
+            _ = interrupt => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    {
+        let _ = interrupt.await;
+        "interrupt"
+    }
 }

@@ -43,6 +43,10 @@ pub struct GatewayFile {
     #[serde(default)]
     pub push_grace: PushGraceFile,
     #[serde(default)]
+    pub metrics: Option<MetricsFile>,
+    #[serde(default)]
+    pub audit: Option<AuditFile>,
+    #[serde(default)]
     pub users: Vec<UserFile>,
     #[serde(default)]
     pub groups: Vec<GroupFile>,
@@ -80,6 +84,9 @@ pub struct TokenFile {
     pub expiry: String,
     pub signing_key: String,
     pub certificate: String,
+    /// Certificates of retired signing keys: their tokens keep verifying until they expire.
+    #[serde(default)]
+    pub previous_certificates: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +96,26 @@ pub struct ServerFile {
     pub header_read_timeout: Option<String>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
+}
+
+/// The operations listener: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    pub listen: String,
+}
+
+/// Where audit records go: a file path, or `-` for standard output.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub path: String,
 }
 
 /// Keeping long pushes alive past their token's expiry.

@@ -131,6 +131,8 @@ pub struct TokenSettings {
     pub expiry: Duration,
     pub signing_key: PathBuf,
     pub certificate: PathBuf,
+    /// Certificates of retired signing keys, still accepted until their tokens expire.
+    pub previous_certificates: Vec<PathBuf>,
 }
 
 /// Push grace settings (on by default).
@@ -156,6 +158,19 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub max_header_bytes: usize,
+    /// A connection with no request under way and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; beyond it, new ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long requests under way may run before the process exits.
+    pub shutdown_grace: Duration,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
 }
 
 /// The validated configuration.
@@ -175,6 +190,10 @@ pub struct Config {
     /// Bans after failed logins.
     pub brute_force: crate::auth::brute_force::Limits,
     pub log_level: Option<String>,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`); `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The audit log; `None` = off.
+    pub audit: Option<AuditTarget>,
     /// Users, their credentials, and projects with their members.
     pub directory: Directory,
 }

@@ -1,6 +1,7 @@
 //! What a reload can and cannot change.
 //!
-//! Users, groups, projects and their tokens are swapped in place. Everything else (addresses,
+//! Users, groups, projects and their tokens are swapped in place; the TLS certificate is
+//! re-read from its (unchanged) paths by the server itself. Everything else (addresses,
 //! TLS files, the upstream, the signing key, limits, logging) is bound to listeners, clients and
 //! keys built at start-up: a change there is reported as needing a restart, never half-applied.
 
@@ -45,6 +46,16 @@ pub fn changes_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> 
         "brute_force",
         format!("{:?}", old.brute_force),
         format!("{:?}", new.brute_force),
+    );
+    compare(
+        "metrics",
+        format!("{:?}", old.metrics_listen),
+        format!("{:?}", new.metrics_listen),
+    );
+    compare(
+        "audit",
+        format!("{:?}", old.audit),
+        format!("{:?}", new.audit),
     );
     compare(
         "log",

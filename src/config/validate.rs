@@ -16,6 +16,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Collects problems while turning values into types.
 pub(super) struct Checker {
@@ -118,6 +121,62 @@ pub(super) fn validate(
         ));
     }
 
+    let idle_timeout = c.duration(
+        "server.idle_timeout",
+        raw.server.idle_timeout.as_deref(),
+        DEFAULT_IDLE_TIMEOUT,
+    );
+    if idle_timeout.is_zero() {
+        c.problems.push(Problem::new(
+            "server.idle_timeout",
+            "must be longer than 0s",
+        ));
+    }
+    let max_connections = raw
+        .server
+        .max_connections
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        c.problems
+            .push(Problem::new("server.max_connections", "must be at least 1"));
+    }
+    let shutdown_grace = c.duration(
+        "server.shutdown_grace",
+        raw.server.shutdown_grace.as_deref(),
+        DEFAULT_SHUTDOWN_GRACE,
+    );
+    let metrics_listen = raw.metrics.as_ref().and_then(|m| {
+        c.check(
+            "metrics.listen",
+            m.listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{:?} is not an address:port ({e})", m.listen)),
+        )
+    });
+    if let (Some(ops), Some(public)) = (metrics_listen, listen) {
+        if ops.port() == public.port() && ops.port() != 0 {
+            c.problems.push(Problem::new(
+                "metrics.listen",
+                format!(
+                    "must not be the public port {}: metrics and probes are for operators only",
+                    public.port()
+                ),
+            ));
+        }
+    }
+    let audit = match raw.audit.as_ref().map(|a| a.path.trim()) {
+        None => None,
+        Some("") => {
+            c.problems.push(Problem::new(
+                "audit.path",
+                "must not be empty: a file, or - for standard output",
+            ));
+            None
+        }
+        Some("-") => Some(super::AuditTarget::Stdout),
+        Some(path) => Some(super::AuditTarget::File(resolve(path))),
+    };
+
     let log_format = match raw.log.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -185,11 +244,22 @@ pub(super) fn validate(
             expiry,
             signing_key: resolve(&raw.token.signing_key),
             certificate: resolve(&raw.token.certificate),
+            previous_certificates: raw
+                .token
+                .previous_certificates
+                .iter()
+                .map(|p| resolve(p))
+                .collect(),
         },
         server: ServerSettings {
             header_read_timeout,
             max_header_bytes,
+            idle_timeout,
+            max_connections,
+            shutdown_grace,
         },
+        metrics_listen,
+        audit,
         log_format,
         brute_force,
         push_grace,

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 
-use super::uploads::{bytes_from_range, Uploads};
+use super::uploads::{bytes_from_range, Session, Uploads};
 use crate::auth::scope::{Action, Actions, RepositoryName, Resource, ResourceAccess};
 use crate::auth::token::{Claims, Tokens};
 use crate::config::PushGrace as Settings;
 use crate::proxy::access::{Need, Route};
+use crate::telemetry::metrics::{metrics, Diagnosis};
 
 /// "May `subject`, with the credential fingerprinted `credential`, still push to `repository`?"
 /// Provided by the router (it reads the directory; the proxy never does).
@@ -119,6 +120,7 @@ impl PushGrace {
                 expired_s_ago = expired_ago,
                 "token expired in the middle of a push (the client sees 'unauthorized: authentication required'); not extended: {why}; fix: raise token.expiry above the longest push, or enable push_grace"
             );
+            metrics().diagnosis(Diagnosis::ExpiredMidPush);
             return Verdict::Refuse;
         }
         let access = vec![ResourceAccess::new(
@@ -139,6 +141,7 @@ impl PushGrace {
                     expired_s_ago = expired_ago,
                     "push grace: the token expired during the push; forwarded with a fresh token limited to repository:{repository}:push,pull"
                 );
+                metrics().push_grace_extension();
                 Verdict::Extend(fresh.token)
             }
             Err(error) => {
@@ -149,6 +152,8 @@ impl PushGrace {
     }
 
     /// Learn about upload sessions from the registry's answer to a request of `subject`.
+    ///
+    /// Gives back the session a successful `PUT` completed, for the audit log.
     pub fn observe(
         &self,
         method: &Method,
@@ -156,13 +161,13 @@ impl PushGrace {
         claims: &Claims,
         status: u16,
         headers: &http::HeaderMap,
-    ) {
+    ) -> Option<Session> {
         if need.route != Route::Upload {
-            return;
+            return None;
         }
         let Some(Resource::Repository(repository)) = need.scopes.first().map(|s| &s.resource)
         else {
-            return;
+            return None;
         };
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match (method, &need.upload, status) {
@@ -176,17 +181,22 @@ impl PushGrace {
                         lifetime,
                         Instant::now(),
                     );
+                    metrics().upload_sessions(self.uploads.open_sessions());
                 }
+                None
             }
             (&Method::PATCH, Some(uuid), 202) => {
                 if let Some(bytes) = header("range").and_then(bytes_from_range) {
                     self.uploads.progress(uuid, bytes);
                 }
+                None
             }
             (&Method::PUT, Some(uuid), 201) | (&Method::DELETE, Some(uuid), 204) => {
-                self.uploads.finished(uuid)
+                let session = self.uploads.finished(uuid);
+                metrics().upload_sessions(self.uploads.open_sessions());
+                session.filter(|_| method == Method::PUT)
             }
-            _ => {}
+            _ => None,
         }
     }
 }

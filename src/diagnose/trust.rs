@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::auth::token::Tokens;
 use crate::body;
 use crate::proxy::forward::Upstream;
+use crate::telemetry::metrics::{metrics, Diagnosis};
 
 /// How far the registry's clock may be from ours before it is reported (its own leeway is 60 s).
 const SKEW_REPORTED: Duration = Duration::from_secs(30);
@@ -103,6 +104,10 @@ pub fn report(trust: &Trust, trigger: &str) {
             "the registry has no auth of its own: portcullis is its only guard, so it must not be reachable except through the gateway"
         ),
         Trust::Refused(causes) => {
+            metrics().diagnosis(Diagnosis::UpstreamDistrust);
+            if causes.iter().any(|c| c.starts_with(CLOCK_SKEW)) {
+                metrics().diagnosis(Diagnosis::ClockSkew);
+            }
             for cause in causes {
                 tracing::warn!(trigger, "the registry refuses tokens the gateway considers valid (clients see 'unauthorized: authentication required'): {cause}");
             }
@@ -145,6 +150,9 @@ impl RuntimeCheck {
     }
 }
 
+/// How a clock-skew cause starts.
+const CLOCK_SKEW: &str = "clock skew";
+
 /// The likely causes of a refusal, from what the registry reveals.
 pub fn causes(
     service: &str,
@@ -163,7 +171,7 @@ pub fn causes(
         let skew = their_time - now;
         if skew.unsigned_abs() > SKEW_REPORTED {
             causes.push(format!(
-                "clock skew: the registry's clock is {}s {} the gateway's (its Date header says {}); tokens look {} to it: synchronise both clocks (NTP)",
+                "{CLOCK_SKEW}: the registry's clock is {}s {} the gateway's (its Date header says {}); tokens look {} to it: synchronise both clocks (NTP)",
                 skew.whole_seconds().abs(),
                 if skew.is_negative() { "behind" } else { "ahead of" },
                 date.unwrap_or_default(),

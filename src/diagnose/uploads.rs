@@ -94,9 +94,9 @@ impl Uploads {
         }
     }
 
-    /// Session `uuid` is complete or cancelled.
-    pub fn finished(&self, uuid: &str) {
-        self.state().sessions.remove(uuid);
+    /// Session `uuid` is complete or cancelled: what it was.
+    pub fn finished(&self, uuid: &str) -> Option<Session> {
+        self.state().sessions.remove(uuid)
     }
 
     /// The session `uuid`, whatever its age (push grace compares it with `max_session`).

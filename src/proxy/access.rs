@@ -24,6 +24,21 @@ pub enum Route {
     Other,
 }
 
+impl Route {
+    /// The route's metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Base => "ping",
+            Route::Catalog => "catalog",
+            Route::Manifest => "manifest",
+            Route::Blob => "blob",
+            Route::Upload => "upload",
+            Route::Tags => "tags",
+            Route::Referrers | Route::Other => "other",
+        }
+    }
+}
+
 /// The scopes a request needs, and which route it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need {

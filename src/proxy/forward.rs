@@ -39,6 +39,20 @@ pub enum UpstreamError {
     Failed(String),
 }
 
+impl UpstreamError {
+    /// The metrics label: `connect`, `timeout` or `reset`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Failed(_) => "reset",
+        }
+    }
+}
+
+/// How long a readiness probe waits for the registry's `/v2/`.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSetupError {
@@ -99,6 +113,30 @@ impl Upstream {
         &self.origin
     }
 
+    /// Does the registry answer `GET /v2/` (with any status below 500)? `Err` says why not.
+    pub async fn ready(&self) -> Result<(), String> {
+        let request = Request::get(format!("{}/v2/", self.origin))
+            .body(crate::body::empty())
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(READY_TIMEOUT, self.client.request(request)).await {
+            Err(_) => Err(format!(
+                "the registry at {} did not answer /v2/ within {READY_TIMEOUT:?}",
+                self.origin
+            )),
+            Ok(Err(error)) => Err(format!(
+                "the registry at {} cannot be reached: {}",
+                self.origin,
+                error_chain(&error)
+            )),
+            Ok(Ok(response)) if response.status().is_server_error() => Err(format!(
+                "the registry at {} answers /v2/ with {}",
+                self.origin,
+                response.status()
+            )),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
     /// Send a request whose URI is already absolute; the body streams as it arrives.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         let (parts, body) = request.into_parts();
@@ -116,7 +154,7 @@ impl Upstream {
             }
             tokio::time::sleep(self.response_timeout).await;
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = response => result.map_err(|e| {
                 if e.is_connect() {
                     UpstreamError::Connect(error_chain(&e))
@@ -125,7 +163,11 @@ impl Upstream {
                 }
             }),
             () = deadline => Err(UpstreamError::Timeout(self.response_timeout)),
+        };
+        if let Err(error) = &result {
+            crate::telemetry::metrics::metrics().upstream_error(error.kind());
         }
+        result
     }
 }
 

@@ -9,9 +9,11 @@
 //! - [`access`]: what a request needs (method + path -> scopes).
 //! - [`forward`]: the pooled, streaming client and hop-by-hop headers.
 //! - [`rewrite`]: challenge realms and upload `Location`s.
+//! - [`record`]: what the audit log keeps of a request.
 
 pub mod access;
 pub mod forward;
+mod record;
 pub mod rewrite;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +36,9 @@ use crate::diagnose::stripped::StrippedDetector;
 use crate::diagnose::trust::{self, RuntimeCheck, Trust};
 use crate::error::{ApiError, ErrorCode};
 use crate::server::ClientAddr;
-use crate::telemetry::RequestUser;
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::{metrics, Diagnosis};
+use crate::telemetry::{RequestUser, RouteLabel};
 
 /// The `/v2/` handler.
 pub struct Proxy {
@@ -53,6 +57,17 @@ pub struct Proxy {
     /// The registry's trust in the gateway's tokens, re-checked when it refuses one.
     trust_check: RuntimeCheck,
     issuer: String,
+    audit: Audit,
+}
+
+/// A request refused before it reached the registry, and why (for metrics and the audit log).
+struct Refusal {
+    /// Boxed: the refusal path is rare, the `Ok` path hot.
+    error: Box<ApiError>,
+    /// `missing_token`, `invalid_token`, `expired_token` or `insufficient_scope`.
+    reason: &'static str,
+    /// The token's subject, when the token could be read.
+    user: Option<String>,
 }
 
 impl Proxy {
@@ -63,6 +78,7 @@ impl Proxy {
         stripped: Arc<StrippedDetector>,
         public_url: &PublicUrl,
         tokens_issuer: String,
+        audit: Audit,
     ) -> Result<Proxy, http::header::InvalidHeaderValue> {
         Ok(Proxy {
             tokens,
@@ -76,6 +92,7 @@ impl Proxy {
             location_reported: AtomicBool::new(false),
             trust_check: RuntimeCheck::default(),
             issuer: tokens_issuer,
+            audit,
         })
     }
 
@@ -89,12 +106,27 @@ impl Proxy {
             Ok(need) => need,
             Err(error) => return error.into_response(),
         };
+        let route = need.route.label();
+        let mut response = self.forward(request, need).await;
+        response.extensions_mut().insert(RouteLabel(route));
+        response
+    }
+
+    /// Check the token, then stream the request to the registry and its answer back.
+    async fn forward(&self, request: Request<Incoming>, need: Need) -> Response<Body> {
         let method = request.method().clone();
         self.notice_stripped(&request);
-        let (claims, replacement) = match self.authorize(&method, request.headers(), &need) {
+        let exchange = record::Exchange::of(&request, need, &self.audit);
+        let (claims, replacement) = match self.authorize(&method, request.headers(), &exchange.need)
+        {
             Ok(authorized) => authorized,
-            Err(error) => return error.into_response(),
+            Err(refusal) => {
+                metrics().auth_failure(refusal.reason);
+                exchange.refused(&self.audit, refusal.reason, refusal.user.as_deref());
+                return (*refusal.error).into_response();
+            }
         };
+        let need = &exchange.need;
         let mut upstream_request = self.upstream_request(request);
         if let Some(token) = replacement {
             upstream_request
@@ -106,12 +138,20 @@ impl Proxy {
                 if response.status() == StatusCode::UNAUTHORIZED {
                     self.registry_refused_a_verified_token();
                 }
-                self.grace.observe(
+                let finished = self.grace.observe(
                     &method,
-                    &need,
+                    need,
                     &claims,
                     response.status().as_u16(),
                     response.headers(),
+                );
+                exchange.answered(
+                    &self.audit,
+                    &claims.sub,
+                    response.status(),
+                    response.headers(),
+                    finished,
+                    &self.grace,
                 );
                 self.downstream_response(response)
             }
@@ -161,6 +201,7 @@ impl Proxy {
             self.stripped
                 .request(client.0.ip(), user_agent, authenticated, Instant::now())
         {
+            metrics().diagnosis(Diagnosis::StrippedV2);
             tracing::warn!(
                 client = %client.0,
                 user_agent,
@@ -179,8 +220,8 @@ impl Proxy {
         method: &Method,
         headers: &http::HeaderMap,
         need: &Need,
-    ) -> Result<(Claims, Option<HeaderValue>), ApiError> {
-        let refuse = |error: Option<&str>| {
+    ) -> Result<(Claims, Option<HeaderValue>), Refusal> {
+        let refusal = |error: Option<&str>| {
             let mut challenge = format!(
                 "Bearer realm=\"{}\",service=\"{}\"",
                 self.realm,
@@ -219,12 +260,17 @@ impl Proxy {
                 Err(_) => error,
             }
         };
+        let refuse = |error: Option<&str>, reason: &'static str, user: Option<&str>| Refusal {
+            error: Box::new(refusal(error)),
+            reason,
+            user: user.map(str::to_owned),
+        };
 
         let Some(token) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()))
         else {
-            return Err(refuse(None));
+            return Err(refuse(None, "missing_token", None));
         };
         let claims = match self.tokens.verify(token) {
             Ok(claims) => claims,
@@ -233,22 +279,26 @@ impl Proxy {
                 let claims = self
                     .tokens
                     .verify_ignoring_expiry(token)
-                    .map_err(|_| refuse(Some("invalid_token")))?;
+                    .map_err(|_| refuse(Some("invalid_token"), "invalid_token", None))?;
                 return match self.grace.expired(&claims, method, need, Instant::now()) {
                     Verdict::Extend(fresh) => {
                         let value = HeaderValue::from_str(&format!("Bearer {fresh}"))
-                            .map_err(|_| refuse(Some("invalid_token")))?;
+                            .map_err(|_| refuse(Some("invalid_token"), "invalid_token", None))?;
                         Ok((claims, Some(value)))
                     }
                     Verdict::Refuse => {
                         tracing::debug!(user = %claims.sub, "token refused: it has expired");
-                        Err(refuse(Some("invalid_token")))
+                        Err(refuse(
+                            Some("invalid_token"),
+                            "expired_token",
+                            Some(&claims.sub),
+                        ))
                     }
                 };
             }
             Err(e) => {
                 tracing::debug!(reason = e.reason(), "token refused: {e}");
-                return Err(refuse(Some("invalid_token")));
+                return Err(refuse(Some("invalid_token"), "invalid_token", None));
             }
         };
         let covered = need
@@ -257,7 +307,11 @@ impl Proxy {
             .all(|scope| claims.actions_on(&scope.resource).covers(scope.actions));
         if !covered {
             tracing::debug!(user = %claims.sub, needed = ?need.scope_param(), "token lacks the scope the request needs");
-            return Err(refuse(Some("insufficient_scope")));
+            return Err(refuse(
+                Some("insufficient_scope"),
+                "insufficient_scope",
+                Some(&claims.sub),
+            ));
         }
         // Catalog needs the registry resource; make sure an odd `Other` resource never passes.
         debug_assert!(need
@@ -299,7 +353,7 @@ impl Proxy {
         }
         headers.insert("x-forwarded-proto", self.forwarded_proto.clone());
         headers.insert("x-forwarded-host", self.forwarded_host.clone());
-        Request::from_parts(parts, body::stream(incoming))
+        Request::from_parts(parts, body::counted(incoming, metrics().upstream_sent()))
     }
 
     /// The registry's answer as the client gets it: realm and internal Locations rewritten.
@@ -321,6 +375,7 @@ impl Proxy {
         if let Some(location) = headers.get(header::LOCATION) {
             if let Some(public) = rewrite::rewrite_location(location, &self.public_origin) {
                 if !self.location_reported.swap(true, Ordering::Relaxed) {
+                    metrics().diagnosis(Diagnosis::InternalLocation);
                     tracing::warn!(
                         registry_location = location.to_str().unwrap_or(""),
                         rewritten_to = public.to_str().unwrap_or(""),
@@ -331,7 +386,15 @@ impl Proxy {
                 headers.insert(header::LOCATION, public);
             }
         }
-        Response::from_parts(parts, body::stream(incoming))
+        Response::from_parts(
+            parts,
+            body::counted(incoming, metrics().upstream_received()),
+        )
+    }
+
+    /// Does the registry answer? For the readiness probe.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.upstream.ready().await
     }
 
     fn upstream_failure(&self, error: UpstreamError) -> Response<Body> {

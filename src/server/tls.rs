@@ -1,9 +1,17 @@
 //! TLS termination with rustls: certificate loading, ALPN (`h2`, `http/1.1`), and a clear
 //! answer to plain HTTP sent to the TLS port instead of a hung or silently closed connection.
+//!
+//! The certificate is served from [`Certificates`], which re-reads `tls.cert`/`tls.key` when
+//! they change on disk (a renewal by certbot or cert-manager) or on SIGHUP: new handshakes get
+//! the new certificate, connections already open keep theirs, and a broken or mismatched new
+//! pair is refused with its reason while the old one stays in service.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -13,6 +21,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
+use crate::telemetry::metrics::metrics;
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -28,19 +37,100 @@ pub enum TlsError {
     Pair(String),
 }
 
-/// Build an acceptor from PEM files.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+/// Build an acceptor from PEM files, and the store that can replace its certificate.
+pub fn acceptor(files: &TlsFiles) -> Result<(TlsAcceptor, Arc<Certificates>), TlsError> {
+    let certificates = Arc::new(Certificates::load(files)?);
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(certificates.clone());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((TlsAcceptor::from(Arc::new(config)), certificates))
+}
+
+/// Modification time and size of both files: what tells a renewal.
+type Stamp = [Option<(SystemTime, u64)>; 2];
+
+fn stamp(files: &TlsFiles) -> Stamp {
+    let of = |path: &Path| {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some((metadata.modified().ok()?, metadata.len()))
+    };
+    [of(&files.cert), of(&files.key)]
+}
+
+/// The certificate and key in service, replaceable while the server runs.
+pub struct Certificates {
+    files: TlsFiles,
+    current: RwLock<Arc<CertifiedKey>>,
+    stamp: Mutex<Stamp>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl Certificates {
+    fn load(files: &TlsFiles) -> Result<Certificates, TlsError> {
+        let stamp = stamp(files);
+        Ok(Certificates {
+            current: RwLock::new(Arc::new(certified_key(files)?)),
+            files: files.clone(),
+            stamp: Mutex::new(stamp),
+        })
+    }
+
+    /// Re-read the files if they changed since the last look (always when `force`). Gives
+    /// `Ok(true)` when a new pair is in service; on `Err` the old one stays.
+    pub fn reload(&self, force: bool) -> Result<bool, TlsError> {
+        let now = stamp(&self.files);
+        {
+            let mut seen = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && *seen == now {
+                return Ok(false);
+            }
+            // A broken pair is reported once per change, not at every poll.
+            *seen = now;
+        }
+        let key = Arc::new(certified_key(&self.files)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(true)
+    }
+}
+
+/// Load and pair the PEM files, and publish the certificate's expiry.
+fn certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
         path: files.key.clone(),
         message: e.to_string(),
     })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Pair(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let certified =
+        CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Pair(e.to_string()))?;
+    if let Some(not_after) = certified
+        .cert
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| cert.validity().not_after.to_datetime())
+    {
+        metrics().certificate_expiry("tls", not_after);
+    }
+    Ok(certified)
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -1,5 +1,6 @@
 //! A tower layer that logs one line per request when its response head is ready:
-//! client, method, path (never the query), status, duration, user.
+//! client, method, path (never the query), status, duration, user; and counts it in the
+//! request metrics.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +11,8 @@ use std::time::Instant;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::RequestUser;
+use super::metrics::metrics;
+use super::{RequestUser, RouteLabel};
 use crate::server::ClientAddr;
 
 /// Adds [`AccessLog`] around a service.
@@ -53,6 +55,17 @@ where
         Box::pin(async move {
             let result = future.await;
             if let Ok(response) = &result {
+                let elapsed = started.elapsed();
+                let route = response
+                    .extensions()
+                    .get::<RouteLabel>()
+                    .map_or("other", |r| r.0);
+                metrics().request(
+                    route,
+                    &method,
+                    response.status().as_u16(),
+                    elapsed.as_secs_f64(),
+                );
                 let user = response
                     .extensions()
                     .get::<RequestUser>()
@@ -65,7 +78,7 @@ where
                     path = %path,
                     version = ?version,
                     status = response.status().as_u16(),
-                    duration_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+                    duration_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
                     user,
                     "request"
                 );

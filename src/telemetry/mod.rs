@@ -1,10 +1,13 @@
-//! Logging: tracing set-up and the one-line-per-request access log.
+//! Logging, metrics and the audit trail: tracing set-up, the one-line-per-request access log
+//! (which also feeds the request metrics), the Prometheus registry, and audit records.
 //!
 //! No secret ever reaches a log line: handlers record the user name (never a credential) in
 //! the response's extensions as [`RequestUser`], and the access log prints the path without
 //! its query string.
 
 mod access_log;
+pub mod audit;
+pub mod metrics;
 
 pub use access_log::{AccessLog, AccessLogLayer};
 
@@ -15,6 +18,11 @@ use crate::config::LogFormat;
 /// The authenticated user of a request, attached to the response for the access log.
 #[derive(Debug, Clone)]
 pub struct RequestUser(pub String);
+
+/// The route of a request as a bounded metrics label (`token`, `ping`, `manifest`, `blob`,
+/// `upload`, `tags`, `catalog`), attached to the response by the handler; absent = `other`.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
 
 /// Install the global subscriber: human-readable or JSON lines on stderr. `RUST_LOG` wins over
 /// the configured level.
