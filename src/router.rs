@@ -89,8 +89,19 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Load the signing key, build the upstream client, and wire the routes.
+    /// Load the signing key, open the audit log, build the upstream client, and wire the
+    /// routes.
     pub fn new(config: &Config) -> Result<Gateway, BuildError> {
+        let audit = match &config.audit {
+            Some(target) => Audit::open(target).map_err(BuildError::Audit)?,
+            None => Audit::default(),
+        };
+        Self::with_audit(config, audit)
+    }
+
+    /// [`Gateway::new`] with the audit log given (`Audit::default()` records nothing): for
+    /// `portcullis check`, which must not create files, and for embedders with their own.
+    pub fn with_audit(config: &Config, audit: Audit) -> Result<Gateway, BuildError> {
         let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)?;
         metrics().certificate_expiry("token", key.public.not_after);
         let previous = config
@@ -101,10 +112,6 @@ impl Gateway {
             .collect::<Result<Vec<_>, _>>()
             .map_err(BuildError::PreviousKey)?;
         let tokens = Arc::new(Tokens::new(&config.token, key, previous));
-        let audit = match &config.audit {
-            Some(target) => Audit::open(target).map_err(BuildError::Audit)?,
-            None => Audit::default(),
-        };
         let upstream = Upstream::new(&config.upstream)?;
         let directory = SharedDirectory::new(config.directory.clone());
         let keys: Vec<_> = tokens.verifying_keys().map(VerifyingKey::jwk).collect();
@@ -157,6 +164,11 @@ impl Gateway {
     /// Can requests be served? `Err` says why not (the registry does not answer).
     pub async fn ready(&self) -> Result<(), String> {
         self.inner.proxy.ready().await
+    }
+
+    /// The token service: signing and verifying keys.
+    pub fn tokens(&self) -> &Tokens {
+        self.inner.proxy.tokens()
     }
 
     /// Does the registry trust the gateway's tokens?

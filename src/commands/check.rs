@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use crate::config::{Config, Problem};
+use crate::config::{AuditTarget, Config, Problem};
 use crate::diagnose::trust::Trust;
 use crate::server::tls;
+use crate::telemetry::audit::Audit;
 use crate::Gateway;
 
 /// What a successful check reports.
@@ -39,9 +40,21 @@ pub fn check_upstream(gateway: &Gateway) -> (String, bool) {
 pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
     let config = Config::load(path).map_err(|e| e.problems())?;
     let mut problems = Vec::new();
-    let gateway = Gateway::new(&config)
+    let gateway = Gateway::with_audit(&config, Audit::default())
         .map_err(|e| problems.push(e.to_problem()))
         .ok();
+    if let Some(AuditTarget::File(path)) = &config.audit {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if folder.is_some_and(|folder| !folder.is_dir()) {
+            problems.push(Problem::new(
+                "audit.path",
+                format!(
+                    "the folder of {} does not exist: the audit log cannot be created",
+                    path.display()
+                ),
+            ));
+        }
+    }
     if let Some(files) = &config.tls {
         if let Err(e) = tls::acceptor(files) {
             let key = match e {
@@ -68,10 +81,53 @@ pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
         config.token.expiry,
         config.directory.users().count(),
         config.directory.projects().len(),
-    );
+    ) + &operations(&config, &gateway);
     Ok(Report {
         config,
         summary,
         gateway,
     })
+}
+
+/// The operations lines of the summary, and the registry's `rootcertbundle` during a key
+/// rotation: every certificate tokens may still be signed with.
+fn operations(config: &Config, gateway: &Gateway) -> String {
+    let ops = match config.metrics_listen {
+        Some(addr) => format!("{addr} (/metrics, /healthz, /readyz)"),
+        None => "off (metrics.listen)".to_owned(),
+    };
+    let audit = match &config.audit {
+        Some(AuditTarget::File(path)) => path.display().to_string(),
+        Some(AuditTarget::Stdout) => "standard output".to_owned(),
+        None => "off (audit.path)".to_owned(),
+    };
+    let server = &config.server;
+    let mut text = format!(
+        "  ops:       {ops}\n  audit:     {audit}\n  limits:    {} connections, idle {:?}, header read {:?}, shutdown grace {:?}\n",
+        server.max_connections, server.idle_timeout, server.header_read_timeout, server.shutdown_grace
+    );
+    let keys: Vec<_> = gateway.tokens().verifying_keys().collect();
+    if let Some(current) = keys.first() {
+        text.push_str(&format!(
+            "  signing:   {} key, kid {}\n",
+            current.algorithm_name(),
+            current.kid
+        ));
+    }
+    if keys.len() > 1 {
+        let mut bundle = vec![config.token.certificate.display().to_string()];
+        bundle.extend(
+            config
+                .token
+                .previous_certificates
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
+        text.push_str(&format!(
+            "  rotation:  {} previous key(s) still verify their tokens until they expire\n  registry:  rootcertbundle must hold every one of these certificates until then:\n             cat {} > rootcertbundle.pem\n",
+            keys.len() - 1,
+            bundle.join(" ")
+        ));
+    }
+    text
 }

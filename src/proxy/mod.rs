@@ -392,6 +392,10 @@ impl Proxy {
         )
     }
 
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
     /// Does the registry answer? For the readiness probe.
     pub async fn ready(&self) -> Result<(), String> {
         self.upstream.ready().await

@@ -189,6 +189,8 @@ pub struct GatewayOptions {
     pub extra: String,
     /// The address clients use, when it is not the gateway's own (a proxy in front).
     pub public_url: Option<String>,
+    /// More keys inside the `token:` mapping, e.g. `, previous_certificates: [old.crt]`.
+    pub token_extra: String,
 }
 
 impl GatewayOptions {
@@ -199,6 +201,7 @@ impl GatewayOptions {
             expiry: "5m".into(),
             extra: String::new(),
             public_url: None,
+            token_extra: String::new(),
         }
     }
 }
@@ -239,7 +242,8 @@ impl Gateway {
         let (child, host) = process::start_on_free_port(|port| {
             let host = format!("127.0.0.1:{port}");
             let config = format!(
-                "listen: \"{host}\"\npublic_url: \"{public}\"\n{tls}upstream: {{ url: \"{upstream}\", response_timeout: 3s, connect_timeout: 2s }}\ntoken: {{ issuer: portcullis, service: container_registry, expiry: \"{expiry}\", signing_key: token.key, certificate: token.crt }}\n{users}{extra}",
+                "listen: \"{host}\"\npublic_url: \"{public}\"\n{tls}upstream: {{ url: \"{upstream}\", response_timeout: 3s, connect_timeout: 2s }}\ntoken: {{ issuer: portcullis, service: container_registry, expiry: \"{expiry}\", signing_key: token.key, certificate: token.crt{token_extra} }}\n{users}{extra}",
+                token_extra = options.token_extra,
                 upstream = options.upstream,
                 public = options.public_url.clone().unwrap_or_else(|| format!("{scheme}://{host}")),
                 expiry = options.expiry,
@@ -282,6 +286,23 @@ impl Gateway {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The process id (for signals from other processes).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the process to exit on its own; `None` if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Wait until the log holds `needle` `count` times; fail with the log after `timeout`.

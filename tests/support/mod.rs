@@ -75,6 +75,40 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Stop the registry (the gateway in front of it now finds nothing listening).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again, same config, same port.
+    pub fn restart(&mut self) {
+        let binary = require_tool("docker-registry", "docker-registry");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
+        let port = self.port;
+        self.child = Command::new(&binary)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart docker-registry");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not come back on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Registry {
     pub fn start(options: RegistryOptions) -> Registry {
         let binary = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
