@@ -1131,3 +1131,52 @@ fn nginx_in_front_passes_nginx_t_and_carries_a_login_and_a_chunked_push() {
         stack.gateway.log()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// examples/embed.rs: the gateway as a library, inside another hyper server.
+
+#[test]
+fn the_embed_example_serves_the_gateway_inside_its_own_server() {
+    // `cargo test` builds the examples next to the test binaries.
+    let embed = binary().parent().unwrap().join("examples").join("embed");
+    assert!(
+        embed.exists(),
+        "{} was not built: `cargo test --release` builds it (`--test examples` alone does not; run `cargo build --release --examples` first)",
+        embed.display()
+    );
+    let stack = Stack::start();
+    let port = free_port();
+    let config = std::fs::read_to_string(stack.gateway.config_path())
+        .unwrap()
+        .replacen(&stack.gateway.host, &format!("127.0.0.1:{port}"), 1);
+    let config_path = stack.gateway.dir().join("embed.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(&embed)
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "embed did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hello = get(&format!("{base}/hello")).send();
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.body, "hello from the embedding server\n");
+    let token = get(&format!(
+        "{base}/jwt/auth?service=container_registry&scope=repository:mygroup/myproject/app:pull"
+    ))
+    .basic("alice", ALICE_PAT)
+    .send();
+    assert_eq!(token.status, 200, "{}", token.body);
+    let bearer = token.json()["token"].as_str().unwrap().to_owned();
+    let ping = get(&format!("{base}/v2/")).bearer(&bearer).send();
+    assert_eq!(ping.status, 200, "{}", ping.body);
+    let refused = get(&format!("{base}/v2/")).send();
+    assert_eq!(refused.status, 401);
+    let _ = child.kill();
+    let _ = child.wait();
+}
