@@ -19,3 +19,4 @@ pub mod password_cache;
 pub mod policy;
 pub mod scope;
 pub mod token;
+pub mod verdicts;

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::keys::{SigningKey, VerifyingKey};
 use super::scope::{Actions, Resource, ResourceAccess};
+use super::verdicts::Verdicts;
 use crate::config::TokenSettings;
 
 /// `nbf` is set this far in the past, so a registry whose clock is slightly behind ours
@@ -164,6 +165,8 @@ pub struct Tokens {
     internal_header: Header,
     rules: Rules,
     previous: Vec<(VerifyingKey, Rules)>,
+    /// Tokens that verified, until they expire: one signature check per token, not per request.
+    verdicts: Verdicts,
     issuer: String,
     service: String,
     expiry: Duration,
@@ -192,6 +195,7 @@ impl Tokens {
             internal_header,
             rules,
             previous,
+            verdicts: Verdicts::default(),
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),
             expiry: settings.expiry,
@@ -307,12 +311,22 @@ impl Tokens {
             .map_err(|e| verify_error(&e))
     }
 
-    /// Verify signature, issuer, audience, `nbf` and `exp` (no leeway).
+    /// Verify signature, issuer, audience, `nbf` and `exp` (no leeway). A token seen before
+    /// is answered from [`Verdicts`] with only its time window checked again.
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Some(claims) = self.verdicts.get(token, now) {
+            return Ok(claims);
+        }
         let (key, rules) = self.select(token);
-        jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &rules.registry)
+        let claims = jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &rules.registry)
             .map(|data| data.claims)
-            .map_err(|e| verify_error(&e))
+            .map_err(|e| verify_error(&e))?;
+        self.verdicts.insert(token, &claims, now);
+        Ok(claims)
     }
 }
 
