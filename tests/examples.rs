@@ -18,7 +18,7 @@ use support::gateway::secrets::ALICE_PAT;
 use support::gateway::{binary, run_cli, GatewayOptions};
 use support::http::{get, request};
 use support::stack::{Stack, StackOptions};
-use support::{free_port, process, require_tool};
+use support::{free_port, process, require_tool, self_signed, Registry};
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -95,33 +95,6 @@ fn variables(text: &str) -> BTreeSet<String> {
         .skip(1)
         .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
         .collect()
-}
-
-/// `openssl`: a self-signed certificate for localhost / 127.0.0.1 as `dir/NAME.crt` and
-/// `dir/NAME.key`.
-fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let openssl = require_tool("openssl", "openssl");
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new(openssl)
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost", "-addext"])
-        .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
 }
 
 /// `portcullis init --dir DIR` (token.key, token.crt and a starter gateway.yaml).
@@ -526,7 +499,7 @@ fn kubernetes_gateway_yaml_passes_portcullis_check() {
         "http://registry:5000",
         "https://registry.example.com",
     );
-    self_signed(&keys_dir, "tls");
+    self_signed(&keys_dir, "tls", "1");
     let config = config_dir.join("gateway.yaml");
     std::fs::write(&config, configmap_gateway_yaml()).unwrap();
     // The container's environment, as the Deployment sets it.
@@ -730,7 +703,7 @@ fn systemd_gateway_yaml_passes_portcullis_check() {
         "http://127.0.0.1:5000",
         "https://registry.example.com:4567",
     );
-    self_signed(&credentials, "tls");
+    self_signed(&credentials, "tls", "1");
     let text = replace_once(
         "systemd/gateway.yaml",
         &read_example("systemd/gateway.yaml"),
@@ -759,16 +732,11 @@ fn systemd_gateway_yaml_passes_portcullis_check() {
 
 /// docker-registry running examples/registry-config.yml, with its paths and port moved into a
 /// temporary folder and `rootcertbundle` replaced by `bundle`. Killed on drop.
-struct ExampleRegistry {
-    child: Child,
-    port: u16,
-}
-
-impl ExampleRegistry {
-    fn start(dir: &Path, bundle: &Path) -> ExampleRegistry {
-        let binary = require_tool("docker-registry", "docker-registry");
-        let example = read_example("registry-config.yml");
-        let (child, port) = process::start_on_free_port(|port| {
+fn example_registry(bundle: &Path) -> Registry {
+    let example = read_example("registry-config.yml");
+    Registry::start_with_config(
+        "docker-registry with examples/registry-config.yml",
+        |port, dir| {
             let what = "registry-config.yml";
             let mut config = replace_once(
                 what,
@@ -782,46 +750,14 @@ impl ExampleRegistry {
                 "addr: 127.0.0.1:5000",
                 &format!("addr: 127.0.0.1:{port}"),
             );
-            config = replace_once(
+            replace_once(
                 what,
                 &config,
                 "rootcertbundle: /etc/portcullis/token.crt",
                 &format!("rootcertbundle: {}", bundle.display()),
-            );
-            let path = dir.join("config.yml");
-            std::fs::write(&path, config).unwrap();
-            let log_path = dir.join("registry.log");
-            let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(&binary)
-                .arg("serve")
-                .arg(&path)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry");
-            process::wait_ready(
-                &mut child,
-                "docker-registry with examples/registry-config.yml",
-                Duration::from_secs(15),
-                || std::fs::read_to_string(&log_path).unwrap_or_default(),
-                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
             )
-            .map(|()| (child, port))
-        });
-        ExampleRegistry { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for ExampleRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        },
+    )
 }
 
 #[test]
@@ -876,7 +812,7 @@ fn registry_config_runs_and_trusts_the_gateway_also_during_a_key_rotation() {
     for keys in [&old, &new] {
         init(keys, "http://127.0.0.1:1", &public_url);
     }
-    let gateway_for = |keys: &Path, registry: &ExampleRegistry| -> PathBuf {
+    let gateway_for = |keys: &Path, registry: &Registry| -> PathBuf {
         let config = keys.join("check.yaml");
         std::fs::write(
             &config,
@@ -888,10 +824,7 @@ fn registry_config_runs_and_trusts_the_gateway_also_during_a_key_rotation() {
         .unwrap();
         config
     };
-    let registry_dir = dir.path().join("registry");
-    std::fs::create_dir_all(&registry_dir).unwrap();
-
-    let registry = ExampleRegistry::start(&registry_dir, &old.join("token.crt"));
+    let registry = example_registry(&old.join("token.crt"));
     // Unauthenticated: 401 with the configured Bearer challenge.
     let reply = get(&format!("{}/v2/", registry.url())).send();
     assert_eq!(reply.status, 401, "{}", reply.body);
@@ -922,7 +855,7 @@ fn registry_config_runs_and_trusts_the_gateway_also_during_a_key_rotation() {
     let mut both = std::fs::read_to_string(new.join("token.crt")).unwrap();
     both.push_str(&std::fs::read_to_string(old.join("token.crt")).unwrap());
     std::fs::write(&bundle, both).unwrap();
-    let registry = ExampleRegistry::start(&registry_dir, &bundle);
+    let registry = example_registry(&bundle);
     for (which, keys) in [("old", &old), ("new", &new)] {
         let out = check(&gateway_for(keys, &registry), true, &[]);
         assert!(
@@ -939,7 +872,7 @@ fn registry_config_runs_and_trusts_the_gateway_also_during_a_key_rotation() {
 /// nginx-in-front.conf with its certificate, listen address and upstream replaced, wrapped in
 /// the smallest nginx.conf that includes it in `http {}`. Returns the nginx.conf path.
 fn nginx_config(dir: &Path, listen: &str, upstream: &str) -> PathBuf {
-    let (cert, key) = self_signed(dir, "front");
+    let (cert, key) = self_signed(dir, "front", "1");
     let what = "nginx-in-front.conf";
     let mut text = read_example(what);
     text = replace_once(

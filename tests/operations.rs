@@ -15,7 +15,7 @@ use support::gateway::{run_cli, Gateway, GatewayFiles, GatewayOptions};
 use support::http::{get, jwt_part, request};
 use support::oci::{skopeo, OciImage};
 use support::stack::{RegistryAuth, Stack, StackOptions};
-use support::{free_port, require_tool};
+use support::{free_port, self_signed};
 
 const REPO: &str = "mygroup/myproject/app";
 
@@ -384,38 +384,6 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(1));
     let _ = upload.kill();
     let _ = upload.wait();
-}
-
-/// A self-signed certificate for 127.0.0.1 with `serial`, written to `name`.crt/.key.
-fn self_signed(dir: &Path, name: &str, serial: &str) {
-    let openssl = require_tool("openssl", "openssl");
-    let out = Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-set_serial",
-            serial,
-        ])
-        .arg("-keyout")
-        .arg(dir.join(format!("{name}.key")))
-        .arg("-out")
-        .arg(dir.join(format!("{name}.crt")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The serial of the certificate a new TLS connection is given.

@@ -33,6 +33,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `openssl`: a self-signed certificate for localhost / 127.0.0.1 with `serial`, written as
+/// `dir/NAME.crt` and `dir/NAME.key`.
+pub fn self_signed(dir: &Path, name: &str, serial: &str) -> (PathBuf, PathBuf) {
+    let openssl = require_tool("openssl", "openssl");
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new(openssl)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext"])
+        .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
+        .args(["-set_serial", serial, "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
 /// The path of a tool the tests drive; fails the test, naming the Debian package, if missing.
 pub fn require_tool(name: &str, package: &str) -> PathBuf {
     for dir in [
@@ -110,12 +137,10 @@ impl Registry {
 
 impl Registry {
     pub fn start(options: RegistryOptions) -> Registry {
-        let binary = require_tool("docker-registry", "docker-registry");
-        let dir = tempfile::tempdir().unwrap();
-        let (child, port) = process::start_on_free_port(|port| {
+        Registry::start_with_config("docker-registry", |port, dir| {
             let mut config = format!(
                 "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
+                dir.join("data").display()
             );
             if let Some(host) = &options.http_host {
                 config.push_str(&format!("  host: \"{host}\"\n"));
@@ -129,8 +154,18 @@ impl Registry {
                     auth.rootcertbundle.display()
                 ));
             }
+            config
+        })
+    }
+
+    /// Start docker-registry on a free port with the config `config(port, its folder)` makes
+    /// (`what` names it in failures).
+    pub fn start_with_config(what: &str, config: impl Fn(u16, &Path) -> String) -> Registry {
+        let binary = require_tool("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let (child, port) = process::start_on_free_port(|port| {
             let config_path = dir.path().join("config.yml");
-            std::fs::write(&config_path, config).unwrap();
+            std::fs::write(&config_path, config(port, dir.path())).unwrap();
             let log_path = dir.path().join("registry.log");
             let log = std::fs::File::create(&log_path).unwrap();
             let mut child = Command::new(&binary)
@@ -143,7 +178,7 @@ impl Registry {
                 .expect("start docker-registry");
             process::wait_ready(
                 &mut child,
-                "docker-registry",
+                what,
                 Duration::from_secs(15),
                 || std::fs::read_to_string(&log_path).unwrap_or_default(),
                 || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
