@@ -611,3 +611,36 @@ fn the_repository_gateway_yaml_is_the_annotated_reference_and_passes_check() {
     assert!(out.contains("OK"), "{out}");
     assert!(out.contains("127.0.0.1:9464"), "{out}");
 }
+
+#[test]
+fn a_full_disk_under_the_audit_log_loses_records_not_requests() {
+    // /dev/full: opening succeeds, every write fails with ENOSPC.
+    let (stack, ops) = ops_stack("audit: { path: /dev/full }\n", RegistryAuth::TrustsGateway);
+    for _ in 0..3 {
+        stack.token("alice", ALICE_PAT, &[&format!("repository:{REPO}:pull")]);
+    }
+    stack
+        .gateway
+        .wait_for_log("audit log: cannot write", 1, Duration::from_secs(5));
+    // At most one ERROR a minute, however many records fail.
+    refused_login(&stack);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = get(&format!("{ops}/metrics")).send().body;
+        let failures = series(&metrics, "portcullis_audit_write_failures_total").unwrap();
+        if failures >= 4.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        stack
+            .gateway
+            .log()
+            .matches("audit log: cannot write")
+            .count(),
+        1
+    );
+    assert_eq!(get(&format!("{ops}/readyz")).send().status, 200);
+}
