@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# Issue 6's benchmark: the same work against the registry directly, through the gateway and
+# through nginx (the canonical registry proxy config), all on loopback, each comparison run N
+# times with the targets interleaved; prints the machine and ONE table (min / median / max).
+#
+#   bench/run.sh [--runs N] [--duration SECONDS] [--blob-mib MIB] [--upload-mib MIB]
+#                [--profile DIR] [--smoke]
+#
+#   --runs N        repetitions of every comparison (default 3)
+#   --duration S    seconds per wrk run (default 10)
+#   --blob-mib      size of the blob pulled (default 1024)
+#   --upload-mib    size of the PATCH upload (default 512)
+#   --profile DIR   perf record the gateway during run 1's blob GET and ES256 token issuance
+#                   (DIR/get.perf.data, DIR/token.perf.data; those runs' numbers are perturbed)
+#   --smoke         seconds-long version for CI: 8 MiB blob, 4 MiB upload, 1 s wrk, 1 run.
+#                   Asserts only that everything completes and the table prints.
+#
+# PORTCULLIS_BIN=/path/to/portcullis uses that binary; default: cargo build --release.
+# Needs docker-registry, nginx, wrk, curl, python3 (the README's set-up installs them but wrk:
+# apt-get install wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+runs=3 duration=10 blob_mib=1024 upload_mib=512 smoke=0 profile_dir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --blob-mib) blob_mib=$2; shift 2 ;;
+    --upload-mib) upload_mib=$2; shift 2 ;;
+    --profile) profile_dir=$(realpath -m "$2"); shift 2 ;;
+    --smoke) smoke=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ "$smoke" = 1 ]; then runs=1 duration=1 blob_mib=8 upload_mib=4; fi
+
+for tool in docker-registry nginx wrk curl python3 sha256sum; do
+  command -v "$tool" > /dev/null || { echo "bench/run.sh needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
+[ -z "$profile_dir" ] || command -v perf > /dev/null || { echo "--profile needs perf" >&2; exit 1; }
+
+if [ -n "${PORTCULLIS_BIN:-}" ]; then
+  bin=$(realpath "$PORTCULLIS_BIN")
+else
+  cargo build --release --quiet
+  bin=$root/target/release/portcullis
+fi
+# 1,000 idle connections need file descriptors in the gateway and the helper holding them.
+ulimit -n 4096 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
+idle_conns=1000
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 1300 ]; then idle_conns=$(($(ulimit -n) - 300)); fi
+helper=$root/bench/helper.py
+lua=$root/bench/report.lua
+
+# --- processes and the temporary folder: everything started is killed by pid on exit ---------
+work=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2> /dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# Stops one process this script started (and forgets it).
+stop() {
+  local p=$1 q keep=()
+  kill "$p" 2> /dev/null || true
+  for _ in $(seq 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
+  for q in "${pids[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+  pids=("${keep[@]}")
+}
+
+die() { echo "bench/run.sh: $*" >&2; exit 1; }
+port() { python3 "$helper" port; }
+wait_http() { # URL NAME LOG
+  for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
+  cat "$3" >&2; die "$2 did not come up"
+}
+rss_kib() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
+
+# --- set-up: keys, users, configs --------------------------------------------------------------
+registry_port=$(port); gateway_port=$(port); rsa_port=$(port); nginx_port=$(port); startup_port=$(port)
+direct=http://127.0.0.1:$registry_port
+gateway=http://127.0.0.1:$gateway_port
+rsa_gateway=http://127.0.0.1:$rsa_port
+nginx_url=http://127.0.0.1:$nginx_port
+repo=mygroup/myproject/bench
+service=container_registry
+
+mkdir -p "$work/ec" "$work/rsa" "$work/nginx"
+"$bin" init --dir "$work/ec" --upstream "$direct" --public-url "$gateway" > /dev/null
+"$bin" init --dir "$work/rsa" --key-type rsa --upstream "$direct" --public-url "$rsa_gateway" > /dev/null
+# The registry trusts both gateways' keys, so each gateway's start-up trust check passes.
+cat "$work/ec/token.crt" "$work/rsa/token.crt" > "$work/bundle.crt"
+
+read -r _ pat < <("$bin" token generate | grep '^token:')
+pat_sha=$(printf %s "$pat" | sha256sum | cut -d' ' -f1)
+password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+password_hash=$(printf %s "$password" | "$bin" hash-password --algorithm bcrypt --cost 10)
+
+gateway_yaml() { # DIR LISTEN_PORT
+  cat > "$1/gateway.yaml" <<YAML
+listen: "127.0.0.1:$2"
+public_url: "http://127.0.0.1:$2"
+upstream: { url: "$direct" }
+token: { issuer: portcullis, service: $service, expiry: 1h, signing_key: token.key, certificate: token.crt }
+users:
+  - username: alice
+    personal_access_tokens:
+      - { name: bench, token_sha256: "$pat_sha", scopes: [read_registry, write_registry] }
+  - username: bob
+    password_hash: "$password_hash"
+projects:
+  - path: mygroup/myproject
+    visibility: private
+    members: { alice: developer, bob: developer }
+YAML
+}
+gateway_yaml "$work/ec" "$gateway_port"
+gateway_yaml "$work/rsa" "$rsa_port"
+mkdir -p "$work/startup" && cp "$work/ec/token.key" "$work/ec/token.crt" "$work/startup/"
+gateway_yaml "$work/startup" "$startup_port"
+
+# No http.host: the registry builds upload Locations from the request's Host (direct), the Host
+# nginx passes on ($http_host), or the X-Forwarded-Host the gateway sends.
+cat > "$work/registry.yml" <<YAML
+version: 0.1
+log: { level: warn }
+storage: { filesystem: { rootdirectory: $work/registry-data } }
+http: { addr: "127.0.0.1:$registry_port" }
+auth:
+  token:
+    realm: "http://internal.invalid/jwt/auth"
+    service: $service
+    issuer: portcullis
+    rootcertbundle: $work/bundle.crt
+YAML
+
+# nginx 1.22 the canonical way for a registry: one worker, no buffering either way, no body
+# limit, keep-alive HTTP/1.1 upstream, Host and X-Forwarded-* passed, Authorization untouched
+# (the registry checks the Bearer token itself). Access log on, as the gateway logs each request.
+nginx_user=""; [ "$(id -u)" = 0 ] && nginx_user="user root;"
+cat > "$work/nginx/nginx.conf" <<NGINX
+$nginx_user
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $work/nginx/access.log;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream registry {
+    server 127.0.0.1:$registry_port;
+    keepalive 32;
+  }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    client_max_body_size 0;
+    chunked_transfer_encoding on;
+    location /v2/ {
+      proxy_pass http://registry;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 900;
+      proxy_send_timeout 900;
+    }
+  }
+}
+NGINX
+
+# --- start: registry, gateways, nginx ------------------------------------------------------------
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+registry_pid=$!; pids+=("$registry_pid")
+wait_http "$direct/v2/" registry "$work/registry.log"
+read -r gateway_pid _ < <(python3 "$helper" spawn "$gateway_port" "$work/gateway.log" "$bin" serve --config "$work/ec/gateway.yaml")
+pids+=("$gateway_pid")
+read -r rsa_pid _ < <(python3 "$helper" spawn "$rsa_port" "$work/rsa-gateway.log" "$bin" serve --config "$work/rsa/gateway.yaml")
+pids+=("$rsa_pid")
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" > "$work/nginx/stdout.log" 2>&1 &
+nginx_pid=$!; pids+=("$nginx_pid")
+wait_http "$nginx_url/v2/" nginx "$work/nginx/error.log"
+wait_http "$gateway/v2/" gateway "$work/gateway.log"
+
+bearer=$(curl -sf -u "alice:$pat" "$gateway/jwt/auth?service=$service&scope=repository:$repo:pull,push" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "no token from the gateway"
+auth="Authorization: Bearer $bearer"
+
+# --- seed: the big blob, a 1 KiB blob, a config and a manifest (directly) --------------------
+header() { tr -d '\r' < "$1" | awk -v h="$(printf %s "$2" | tr '[:upper:]' '[:lower:]'):" 'tolower($1)==h{print $2}' | tail -1; }
+with_query() { case "$1" in *\?*) echo "$1&$2" ;; *) echo "$1?$2" ;; esac; }
+start_upload() { # BASE -> Location, always sent to BASE (path and query of the answer kept)
+  local loc
+  curl -sf -X POST -H "$auth" -D "$work/post.head" -o /dev/null "$1/v2/$repo/blobs/uploads/" || die "POST upload to $1 failed"
+  loc=$(header "$work/post.head" location)
+  [ -n "$loc" ] || die "no Location from $1"
+  case "$loc" in
+    "$1"/*) echo "$loc" ;;
+    /*) echo "$1$loc" ;;
+    *) echo "note: $1 answered Location $loc; sent to $1 instead" >&2; echo "$1/${loc#*://*/}" ;;
+  esac
+}
+put_blob() { # FILE -> digest (monolithic: POST, then PUT with the body)
+  local digest loc
+  digest=sha256:$(sha256sum "$1" | cut -d' ' -f1)
+  loc=$(start_upload "$direct")
+  curl -sf -X PUT -H "$auth" -H "Content-Type: application/octet-stream" -T "$1" -o /dev/null \
+    "$(with_query "$loc" "digest=$digest")" || die "PUT of $1 failed"
+  echo "$digest"
+}
+
+echo "seeding: ${blob_mib} MiB blob, 1 KiB blob, a manifest; a ${upload_mib} MiB upload source" >&2
+mkfifo "$work/big.fifo"
+loc=$(start_upload "$direct")
+head -c "$((blob_mib << 20))" /dev/zero | tee "$work/big.fifo" | sha256sum | cut -d' ' -f1 > "$work/big.digest" &
+curl -sf -X PATCH -H "$auth" -H "Content-Type: application/octet-stream" -T "$work/big.fifo" -D "$work/patch.head" -o /dev/null "$loc" \
+  || die "seeding PATCH failed"
+wait $!
+big=sha256:$(cat "$work/big.digest")
+curl -sf -X PUT -H "$auth" -o /dev/null "$(with_query "$(header "$work/patch.head" location)" "digest=$big")" || die "seeding PUT failed"
+head -c 1024 /dev/urandom > "$work/small.bin"
+small=$(put_blob "$work/small.bin")
+printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' > "$work/config.json"
+config=$(put_blob "$work/config.json")
+manifest_type=application/vnd.docker.distribution.manifest.v2+json
+cat > "$work/manifest.json" <<JSON
+{"schemaVersion":2,"mediaType":"$manifest_type",
+ "config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":$(stat -c %s "$work/config.json"),"digest":"$config"},
+ "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":1024,"digest":"$small"}]}
+JSON
+curl -sf -X PUT -H "$auth" -H "Content-Type: $manifest_type" --data-binary "@$work/manifest.json" -o /dev/null \
+  "$direct/v2/$repo/manifests/v1" || die "manifest PUT failed"
+head -c "$((upload_mib << 20))" /dev/zero > "$work/upload.bin"
+
+base_of() { case "$1" in direct) echo "$direct" ;; gateway) echo "$gateway" ;; nginx) echo "$nginx_url" ;; esac; }
+for t in direct gateway nginx; do # every target serves the seeded data, and the big blob is in page cache
+  b=$(base_of "$t")
+  [ "$(curl -sf -H "$auth" "$b/v2/$repo/blobs/$small" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "$t: 1 KiB blob wrong"
+  curl -sf -H "$auth" -H "Accept: $manifest_type" -o /dev/null "$b/v2/$repo/manifests/v1" || die "$t: manifest GET failed"
+done
+curl -sf -H "$auth" -o /dev/null "$direct/v2/$repo/blobs/$big" || die "big blob GET failed"
+
+# --- measurements --------------------------------------------------------------------------------
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+results=$work/results.tsv
+: > "$results"
+row() { printf '#row\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$results"; } # KEY DIGITS SHOW_FAILURES LABEL
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5:-0}" >> "$results"; } # KEY TARGET RUN VALUE FAILED
+row get 0 0 "GET ${blob_mib} MiB blob (MiB/s)"
+row patch 0 0 "PATCH upload ${upload_mib} MiB (MiB/s)"
+row lat50 3 0 "1 KiB blob GET, 1 conn, p50 (ms)"
+row lat99 3 0 "1 KiB blob GET, 1 conn, p99 (ms)"
+row rps 0 0 "1 KiB blob GET, 64 conns (req/s)"
+row mrps 0 0 "manifest GET, 64 conns (req/s)"
+row tok_es256 0 1 "tokens, PAT, ES256, 64 conns (tokens/s)"
+row tok_rs256 0 1 "tokens, PAT, RS256, 64 conns (tokens/s)"
+row tok_bcrypt 0 1 "tokens, password bcrypt-10, 64 conns (tokens/s)"
+row rss_idle 1 0 "gateway RSS idle after start (MiB)"
+row startup 1 0 "gateway start-up to listening (ms)"
+row rss_conns 1 0 "gateway RSS peak: ${upload_mib} MiB upload + $idle_conns idle conns (MiB)"
+row rss_after 1 0 "gateway RSS idle after the benchmark (MiB)"
+row rss_peak 1 0 "gateway RSS peak, whole run (MiB)"
+
+profiling() { [ -n "$profile_dir" ] && [ "$1" = 1 ]; }
+perf_start() { # NAME: perf record the gateway until perf_stop
+  mkdir -p "$profile_dir"
+  # shellcheck disable=SC2086 # PERF_ARGS is a list of options
+  perf record ${PERF_ARGS:--F 999 -g} -p "$gateway_pid" -o "$profile_dir/$1.perf.data" > "$profile_dir/$1.perf.log" 2>&1 &
+  perf_pid=$!; pids+=("$perf_pid"); sleep 0.5
+}
+perf_stop() { kill -INT "$perf_pid"; wait "$perf_pid" || true; stop "$perf_pid"; }
+
+# wrk URL CONNS THREADS [extra wrk args...] -> sets w_rps w_p50_us w_p99_us w_non2xx w_sockerr
+wrk_run() {
+  local url=$1 conns=$2 threads=$3 line
+  shift 3
+  wrk -t"$threads" -c"$conns" -d"${duration}s" --latency -s "$lua" "$@" "$url" > "$work/wrk.out" 2>&1 \
+    || { cat "$work/wrk.out" >&2; die "wrk failed on $url"; }
+  line=$(grep '^BENCH ' "$work/wrk.out") || { cat "$work/wrk.out" >&2; die "wrk printed no result for $url"; }
+  read -r w_rps w_p50_us w_p99_us w_non2xx w_sockerr < <(echo "$line" | awk '{
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    print v["rps"], v["p50_us"], v["p99_us"], v["non2xx"], v["sockerr"] }')
+}
+# The gateway's peak VmRSS, sampled every 50 ms into $work/rss.peak until $work/rss.stop exists.
+rss_sampler() {
+  local peak=0 k v _
+  while [ ! -e "$work/rss.stop" ] && kill -0 "$gateway_pid" 2> /dev/null; do
+    while read -r k v _; do
+      if [ "$k" = VmRSS: ] && [ "$v" -gt "$peak" ]; then peak=$v; echo "$peak" > "$work/rss.peak"; fi
+    done < "/proc/$gateway_pid/status"
+    sleep 0.05
+  done
+}
+rss_sampler &
+sampler_pid=$!; pids+=("$sampler_pid")
+mib_s() { awk -v b="$1" 'BEGIN{printf "%.3f", b/1048576}'; }
+
+for run in $(seq "$runs"); do
+  echo "run $run/$runs" >&2
+  for t in direct gateway nginx; do
+    b=$(base_of "$t")
+    # 1. the big blob
+    if profiling "$run" && [ "$t" = gateway ]; then perf_start get; fi
+    read -r speed size code < <(curl -s -o /dev/null -w '%{speed_download} %{size_download} %{http_code}\n' -H "$auth" "$b/v2/$repo/blobs/$big")
+    if profiling "$run" && [ "$t" = gateway ]; then perf_stop; fi
+    if [ "$code" != 200 ] || [ "$size" != "$((blob_mib << 20))" ]; then die "$t: GET of the big blob gave $code, $size bytes"; fi
+    record get "$t" "$run" "$(mib_s "$speed")"
+    # 2. a new upload session, one PATCH of the whole file, then the session is cancelled
+    loc=$(start_upload "$b")
+    read -r speed code < <(curl -s -X PATCH -H "$auth" -H "Content-Type: application/octet-stream" -T "$work/upload.bin" \
+      -D "$work/patch.head" -o /dev/null -w '%{speed_upload} %{http_code}\n' "$loc")
+    [ "$code" = 202 ] || die "$t: PATCH gave $code"
+    record patch "$t" "$run" "$(mib_s "$speed")"
+    loc=$(header "$work/patch.head" location); case "$loc" in /*) loc=$b$loc ;; esac
+    curl -s -X DELETE -H "$auth" -o /dev/null "$loc" || true
+    # 3. small requests
+    wrk_run "$b/v2/$repo/blobs/$small" 1 1 -H "$auth"
+    record lat50 "$t" "$run" "$(awk -v v="$w_p50_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
+    record lat99 "$t" "$run" "$(awk -v v="$w_p99_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
+    wrk_run "$b/v2/$repo/blobs/$small" 64 2 -H "$auth"
+    record rps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    wrk_run "$b/v2/$repo/manifests/v1" 64 2 -H "$auth" -H "Accept: $manifest_type"
+    record mrps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+  done
+  # 4. token issuance, gateway only; one login first (the same for each credential)
+  for kind in es256 rs256 bcrypt; do
+    case $kind in
+      es256) url=$gateway user=alice secret=$pat ;;
+      rs256) url=$rsa_gateway user=alice secret=$pat ;;
+      bcrypt) url=$gateway user=bob secret=$password ;;
+    esac
+    url="$url/jwt/auth?service=$service&scope=repository:$repo:pull,push"
+    basic="Authorization: Basic $(printf %s "$user:$secret" | base64 -w0)"
+    curl -sf -o /dev/null -H "$basic" "$url" || die "$kind login failed"
+    if profiling "$run" && [ "$kind" = es256 ]; then perf_start token; fi
+    wrk_run "$url" 64 2 -H "$basic"
+    if profiling "$run" && [ "$kind" = es256 ]; then perf_stop; fi
+    record "tok_$kind" gateway "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+  done
+  # 5. start-up and idle memory of a fresh gateway (same config, another port)
+  read -r spid ms < <(python3 "$helper" spawn "$startup_port" "$work/startup.log" "$bin" serve --config "$work/startup/gateway.yaml")
+  pids+=("$spid")
+  sleep 1
+  record startup gateway "$run" "$ms"
+  record rss_idle gateway "$run" "$(awk -v k="$(rss_kib "$spid" VmRSS)" 'BEGIN{print k/1024}')"
+  stop "$spid"
+done
+
+# RSS while a PATCH upload streams through the gateway with 1,000 idle keep-alive connections open.
+python3 "$helper" idle-conns "$gateway_port" "$idle_conns" "$work/release-conns" > "$work/conns.out" &
+conns_pid=$!; pids+=("$conns_pid")
+for _ in $(seq 200); do grep -q '^open' "$work/conns.out" && break; sleep 0.05; done
+grep -q "^open $idle_conns\$" "$work/conns.out" || die "could not open $idle_conns connections to the gateway"
+peak=0
+loc=$(start_upload "$gateway")
+curl -s -X PATCH -H "$auth" -H "Content-Type: application/octet-stream" -T "$work/upload.bin" -D "$work/patch.head" -o /dev/null "$loc" &
+curl_pid=$!; pids+=("$curl_pid")
+while kill -0 "$curl_pid" 2> /dev/null; do
+  now=$(rss_kib "$gateway_pid" VmRSS); [ "$now" -gt "$peak" ] && peak=$now
+  sleep 0.02
+done
+wait "$curl_pid" || die "PATCH with 1,000 idle connections failed"
+loc=$(header "$work/patch.head" location); case "$loc" in /*) loc=$gateway$loc ;; esac
+curl -s -X DELETE -H "$auth" -o /dev/null "$loc" || true
+touch "$work/release-conns"; wait "$conns_pid" || true
+record rss_conns gateway 1 "$(awk -v k="$peak" 'BEGIN{print k/1024}')"
+sleep 2
+record rss_after gateway 1 "$(awk -v k="$(rss_kib "$gateway_pid" VmRSS)" 'BEGIN{print k/1024}')"
+touch "$work/rss.stop"; wait "$sampler_pid" || true
+# VmHWM is updated lazily by the kernel, the sampler can miss a spike: the larger of the two.
+record rss_peak gateway 1 "$(awk -v a="$(cat "$work/rss.peak")" -v b="$(rss_kib "$gateway_pid" VmHWM)" 'BEGIN{print (a > b ? a : b)/1024}')"
+
+# --- the machine and the table ---------------------------------------------------------------------
+echo
+echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/{printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
+echo "versions: $(docker-registry --version | awk '{print $2, $3}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}'), $(curl -V | awk 'NR==1{print $1, $2}'), $("$bin" --version)"
+echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on the machine skews every number)"
+echo "settings: --runs $runs --duration ${duration}s --blob-mib $blob_mib --upload-mib $upload_mib$([ "$smoke" = 1 ] && echo ' (--smoke)'); cells: min / median / max of $runs run(s); ratios of medians"
+echo
+python3 "$helper" table "$results"
