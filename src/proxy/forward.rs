@@ -58,6 +58,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum UpstreamSetupError {
     #[error("cannot read upstream.ca {path}: {message}")]
     Ca { path: String, message: String },
+    #[error("upstream.url {0} needs a scheme and a host")]
+    NotAbsolute(String),
 }
 
 /// The registry behind the gateway.
@@ -65,6 +67,9 @@ pub enum UpstreamSetupError {
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     origin: Arc<str>,
+    /// The parts of `origin`, cloned (reference counts, no parsing) into every request's URI.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
     response_timeout: Duration,
 }
 
@@ -101,9 +106,15 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
+        let (Some(scheme), Some(authority)) = (settings.url.scheme(), settings.url.authority())
+        else {
+            return Err(UpstreamSetupError::NotAbsolute(settings.url.to_string()));
+        };
         Ok(Upstream {
             client,
             origin: settings.url.to_string().trim_end_matches('/').into(),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
             response_timeout: settings.response_timeout,
         })
     }
@@ -111,6 +122,18 @@ impl Upstream {
     /// `scheme://authority` of the registry.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The registry's URI for a client's path and query.
+    pub fn uri_for(
+        &self,
+        path_and_query: http::uri::PathAndQuery,
+    ) -> Result<http::Uri, http::uri::InvalidUriParts> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        http::Uri::from_parts(parts)
     }
 
     /// Does the registry answer `GET /v2/` (with any status below 500)? `Err` says why not.

@@ -329,11 +329,13 @@ impl Proxy {
         let path_and_query = parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = format!("{}{}", self.upstream.origin(), path_and_query)
-            .parse()
-            .unwrap_or(parts.uri);
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // Cannot fail (scheme, authority and path are each valid); were it to, the relative
+        // URI left in place makes the send fail with a 502, not a request to the wrong host.
+        if let Ok(uri) = self.upstream.uri_for(path_and_query) {
+            parts.uri = uri;
+        }
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let headers = &mut parts.headers;
