@@ -34,6 +34,32 @@ use crate::body::Body;
 use crate::config::ServerSettings;
 use crate::telemetry::metrics::metrics;
 
+/// What [`serve`] can run: a cloneable service (one clone per connection) that answers every
+/// request, errors included, with a response, and whose futures may move between threads.
+pub trait HttpService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The client's address, attached to every request.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
@@ -60,11 +86,7 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()>,
 ) -> Drained
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -171,11 +193,7 @@ struct Connection {
 impl Connection {
     async fn run<S>(self, stream: tokio::net::TcpStream, service: S)
     where
-        S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: HttpService,
     {
         let peer = self.peer;
         let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
