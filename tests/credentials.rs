@@ -18,17 +18,7 @@ fn push(
     secret: &str,
     repository: &str,
 ) -> (bool, String) {
-    skopeo_result(
-        &[
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &format!("{user}:{secret}"),
-            &image.reference(),
-            &format!("docker://{}/{repository}:v1", stack.gateway.host),
-        ],
-        None,
-    )
+    image.push_to(&stack.gateway.host, repository, user, secret)
 }
 
 /// Pull `repository` as `user`; true when it worked.

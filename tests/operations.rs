@@ -43,16 +43,8 @@ fn series(metrics: &str, name: &str) -> Option<f64> {
 
 fn push_image(stack: &Stack, dir: &Path, size: usize) -> OciImage {
     let image = OciImage::create(dir.join("image"), size);
-    let creds = format!("alice:{ALICE_PAT}");
-    skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &image.reference(),
-        &format!("docker://{}/{REPO}:v1", stack.gateway.host),
-    ]);
+    let (pushed, out) = image.push_to(&stack.gateway.host, REPO, "alice", ALICE_PAT);
+    assert!(pushed, "skopeo push failed:\n{out}");
     image
 }
 

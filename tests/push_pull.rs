@@ -13,17 +13,11 @@ use support::stack::{Stack, StackOptions};
 fn round_trip_with_skopeo(stack: &Stack, size: usize) {
     let dir = tempfile::tempdir().unwrap();
     let image = OciImage::create(dir.path().join("image"), size);
-    let target = format!("docker://{}/mygroup/myproject/app:v1", stack.gateway.host);
+    let repository = "mygroup/myproject/app";
+    let (pushed, out) = image.push_to(&stack.gateway.host, repository, "alice", ALICE_PAT);
+    assert!(pushed, "skopeo push failed:\n{out}");
+    let target = format!("docker://{}/{repository}:v1", stack.gateway.host);
     let creds = format!("alice:{ALICE_PAT}");
-    skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &image.reference(),
-        &target,
-    ]);
     let pulled = dir.path().join("pulled");
     skopeo(&[
         "copy",
@@ -66,17 +60,7 @@ fn refused_pushes_and_pulls_fail_with_the_registrys_words() {
     let dir = tempfile::tempdir().unwrap();
     let image = OciImage::create(dir.path().join("image"), 64 * 1024);
     let push = |user: &str, secret: &str, repository: &str| {
-        skopeo_result(
-            &[
-                "copy",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                &format!("{user}:{secret}"),
-                &image.reference(),
-                &format!("docker://{}/{repository}:v1", stack.gateway.host),
-            ],
-            None,
-        )
+        image.push_to(&stack.gateway.host, repository, user, secret)
     };
     for (user, secret, repository, why) in [
         (

@@ -93,6 +93,29 @@ impl OciImage {
         format!("oci:{}:v1", self.dir.display())
     }
 
+    /// Push this image with skopeo to `docker://HOST/REPOSITORY:v1` (plain HTTP, digests kept)
+    /// as `user`; whether it worked, and skopeo's output.
+    pub fn push_to(
+        &self,
+        host: &str,
+        repository: &str,
+        user: &str,
+        secret: &str,
+    ) -> (bool, String) {
+        skopeo_result(
+            &[
+                "copy",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &format!("{user}:{secret}"),
+                &self.reference(),
+                &format!("docker://{host}/{repository}:v1"),
+            ],
+            None,
+        )
+    }
+
     /// The layer of `pulled` (an OCI layout) is the same bytes as ours.
     pub fn assert_layer_identical(&self, pulled: &Path) {
         let ours = std::fs::read(self.dir.join("blobs/sha256").join(&self.layer_digest)).unwrap();
