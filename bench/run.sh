@@ -4,15 +4,18 @@
 # times with the targets interleaved; prints the machine and ONE table (min / median / max).
 #
 #   bench/run.sh [--runs N] [--duration SECONDS] [--blob-mib MIB] [--upload-mib MIB]
-#                [--profile DIR] [--smoke]
+#                [--soak SECONDS] [--profile DIR] [--smoke]
 #
 #   --runs N        repetitions of every comparison (default 3)
 #   --duration S    seconds per wrk run (default 10)
 #   --blob-mib      size of the blob pulled (default 1024)
 #   --upload-mib    size of the PATCH upload (default 512)
-#   --profile DIR   perf record the gateway during run 1's blob GET and ES256 token issuance
-#                   (DIR/get.perf.data, DIR/token.perf.data; those runs' numbers are perturbed)
-#   --smoke         seconds-long version for CI: 8 MiB blob, 4 MiB upload, 1 s wrk, 1 run.
+#   --soak S        seconds of mixed traffic (blob, manifest, token) through the gateway at the
+#                   end, RSS compared between its first tenth and its end (default 600)
+#   --profile DIR   perf record the gateway during run 1's blob GET, 64-connection 1 KiB GET and
+#                   ES256 token issuance (DIR/{get,small,token}.perf.data; those numbers are
+#                   perturbed)
+#   --smoke         seconds-long version for CI: 8 MiB blob, 4 MiB upload, 1 s wrk, 3 s soak, 1 run.
 #                   Asserts only that everything completes and the table prints.
 #
 # PORTCULLIS_BIN=/path/to/portcullis uses that binary; default: cargo build --release.
@@ -22,20 +25,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-runs=3 duration=10 blob_mib=1024 upload_mib=512 smoke=0 profile_dir=""
+runs=3 duration=10 blob_mib=1024 upload_mib=512 soak=600 smoke=0 profile_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --blob-mib) blob_mib=$2; shift 2 ;;
     --upload-mib) upload_mib=$2; shift 2 ;;
+    --soak) soak=$2; shift 2 ;;
     --profile) profile_dir=$(realpath -m "$2"); shift 2 ;;
     --smoke) smoke=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-if [ "$smoke" = 1 ]; then runs=1 duration=1 blob_mib=8 upload_mib=4; fi
+if [ "$smoke" = 1 ]; then runs=1 duration=1 blob_mib=8 upload_mib=4 soak=3; fi
 
 for tool in docker-registry nginx wrk curl python3 sha256sum; do
   command -v "$tool" > /dev/null || { echo "bench/run.sh needs $tool (apt-get install $tool)" >&2; exit 1; }
@@ -52,8 +56,11 @@ fi
 ulimit -n 4096 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 idle_conns=1000
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 1300 ]; then idle_conns=$(($(ulimit -n) - 300)); fi
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh" # registry_yml
 helper=$root/bench/helper.py
 lua=$root/bench/report.lua
+mixed_lua=$root/bench/mixed.lua
 
 # --- processes and the temporary folder: everything started is killed by pid on exit ---------
 work=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
@@ -84,6 +91,9 @@ wait_http() { # URL NAME LOG
   for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
   cat "$3" >&2; die "$2 did not come up"
 }
+# CPU time (user + system, in clock ticks) used so far by the given pids.
+cpu_ticks() { local p t=0 f; for p in "$@"; do read -ra f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
+per_request_us() { awk -v d="$(($2 - $1))" -v hz="$(getconf CLK_TCK)" -v n="$3" 'BEGIN{printf "%.1f", d / hz * 1e6 / n}'; } # BEFORE AFTER REQUESTS
 rss_kib() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
 
 # --- set-up: keys, users, configs --------------------------------------------------------------
@@ -129,20 +139,9 @@ gateway_yaml "$work/rsa" "$rsa_port"
 mkdir -p "$work/startup" && cp "$work/ec/token.key" "$work/ec/token.crt" "$work/startup/"
 gateway_yaml "$work/startup" "$startup_port"
 
-# No http.host: the registry builds upload Locations from the request's Host (direct), the Host
-# nginx passes on ($http_host), or the X-Forwarded-Host the gateway sends.
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log: { level: warn }
-storage: { filesystem: { rootdirectory: $work/registry-data } }
-http: { addr: "127.0.0.1:$registry_port" }
-auth:
-  token:
-    realm: "http://internal.invalid/jwt/auth"
-    service: $service
-    issuer: portcullis
-    rootcertbundle: $work/bundle.crt
-YAML
+# The registry (scripts/lib.sh's config) trusts both gateways' keys; direct requests carry the
+# same Bearer token.
+registry_yml "$work/registry.yml" "$registry_port" "$work/bundle.crt"
 
 # nginx 1.22 the canonical way for a registry: one worker, no buffering either way, no body
 # limit, keep-alive HTTP/1.1 upstream, Host and X-Forwarded-* passed, Authorization untouched
@@ -250,6 +249,8 @@ curl -sf -X PUT -H "$auth" -H "Content-Type: $manifest_type" --data-binary "@$wo
   "$direct/v2/$repo/manifests/v1" || die "manifest PUT failed"
 head -c "$((upload_mib << 20))" /dev/zero > "$work/upload.bin"
 
+# The processes doing the proxying for a target: none for direct, nginx's master and worker.
+proxy_pids_of() { case "$1" in gateway) echo "$gateway_pid" ;; nginx) echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;; esac; }
 base_of() { case "$1" in direct) echo "$direct" ;; gateway) echo "$gateway" ;; nginx) echo "$nginx_url" ;; esac; }
 for t in direct gateway nginx; do # every target serves the seeded data, and the big blob is in page cache
   b=$(base_of "$t")
@@ -270,6 +271,8 @@ row lat50 3 0 "1 KiB blob GET, 1 conn, p50 (ms)"
 row lat99 3 0 "1 KiB blob GET, 1 conn, p99 (ms)"
 row rps 0 0 "1 KiB blob GET, 64 conns (req/s)"
 row mrps 0 0 "manifest GET, 64 conns (req/s)"
+row cpu_proxy 0 0 "1 KiB blob GET, 64 conns: proxy CPU per request (us)"
+row cpu_registry 0 0 "1 KiB blob GET, 64 conns: registry CPU per request (us)"
 row tok_es256 0 1 "tokens, PAT, ES256, 64 conns (tokens/s)"
 row tok_rs256 0 1 "tokens, PAT, RS256, 64 conns (tokens/s)"
 row tok_bcrypt 0 1 "tokens, password bcrypt-10, 64 conns (tokens/s)"
@@ -277,6 +280,11 @@ row rss_idle 1 0 "gateway RSS idle after start (MiB)"
 row startup 1 0 "gateway start-up to listening (ms)"
 row rss_conns 1 0 "gateway RSS peak: ${upload_mib} MiB upload + $idle_conns idle conns (MiB)"
 row rss_after 1 0 "gateway RSS idle after the benchmark (MiB)"
+if [ "$soak" -gt 0 ]; then
+  row soak_rps 0 1 "mixed soak, ${soak} s, 64 conns (req/s)"
+  row soak_early 1 0 "gateway RSS after the soak's first tenth (MiB)"
+  row soak_end 1 0 "gateway RSS at the soak's end (MiB)"
+fi
 row rss_peak 1 0 "gateway RSS peak, whole run (MiB)"
 
 profiling() { [ -n "$profile_dir" ] && [ "$1" = 1 ]; }
@@ -288,16 +296,19 @@ perf_start() { # NAME: perf record the gateway until perf_stop
 }
 perf_stop() { kill -INT "$perf_pid"; wait "$perf_pid" || true; stop "$perf_pid"; }
 
-# wrk URL CONNS THREADS [extra wrk args...] -> sets w_rps w_p50_us w_p99_us w_non2xx w_sockerr
+# wrk URL CONNS THREADS [extra wrk args...] -> sets w_requests w_rps w_p50_us w_p99_us w_non2xx w_sockerr
+# (wrk_script, wrk_seconds and the array wrk_script_args, when set, replace report.lua, --duration
+# and pass arguments to the script)
 wrk_run() {
   local url=$1 conns=$2 threads=$3 line
   shift 3
-  wrk -t"$threads" -c"$conns" -d"${duration}s" --latency -s "$lua" "$@" "$url" > "$work/wrk.out" 2>&1 \
+  wrk -t"$threads" -c"$conns" -d"${wrk_seconds:-$duration}s" --latency -s "${wrk_script:-$lua}" "$@" "$url" \
+    ${wrk_script_args[@]+-- "${wrk_script_args[@]}"} > "$work/wrk.out" 2>&1 \
     || { cat "$work/wrk.out" >&2; die "wrk failed on $url"; }
   line=$(grep '^BENCH ' "$work/wrk.out") || { cat "$work/wrk.out" >&2; die "wrk printed no result for $url"; }
-  read -r w_rps w_p50_us w_p99_us w_non2xx w_sockerr < <(echo "$line" | awk '{
+  read -r w_requests w_rps w_p50_us w_p99_us w_non2xx w_sockerr < <(echo "$line" | awk '{
     for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    print v["rps"], v["p50_us"], v["p99_us"], v["non2xx"], v["sockerr"] }')
+    print v["requests"], v["rps"], v["p50_us"], v["p99_us"], v["non2xx"], v["sockerr"] }')
 }
 # The gateway's peak VmRSS, sampled every 50 ms into $work/rss.peak until $work/rss.stop exists.
 rss_sampler() {
@@ -335,8 +346,17 @@ for run in $(seq "$runs"); do
     wrk_run "$b/v2/$repo/blobs/$small" 1 1 -H "$auth"
     record lat50 "$t" "$run" "$(awk -v v="$w_p50_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
     record lat99 "$t" "$run" "$(awk -v v="$w_p99_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
+    if profiling "$run" && [ "$t" = gateway ]; then perf_start small; fi
+    proxy_pids=$(proxy_pids_of "$t")
+    # shellcheck disable=SC2086 # a list of pids
+    p0=$(cpu_ticks $proxy_pids) r0=$(cpu_ticks "$registry_pid")
     wrk_run "$b/v2/$repo/blobs/$small" 64 2 -H "$auth"
+    # shellcheck disable=SC2086
+    p1=$(cpu_ticks $proxy_pids) r1=$(cpu_ticks "$registry_pid")
+    if profiling "$run" && [ "$t" = gateway ]; then perf_stop; fi
     record rps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    [ -z "$proxy_pids" ] || record cpu_proxy "$t" "$run" "$(per_request_us "$p0" "$p1" "$w_requests")"
+    record cpu_registry "$t" "$run" "$(per_request_us "$r0" "$r1" "$w_requests")"
     wrk_run "$b/v2/$repo/manifests/v1" 64 2 -H "$auth" -H "Accept: $manifest_type"
     record mrps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
   done
@@ -384,6 +404,24 @@ touch "$work/release-conns"; wait "$conns_pid" || true
 record rss_conns gateway 1 "$(awk -v k="$peak" 'BEGIN{print k/1024}')"
 sleep 2
 record rss_after gateway 1 "$(awk -v k="$(rss_kib "$gateway_pid" VmRSS)" 'BEGIN{print k/1024}')"
+
+# Mixed traffic for --soak seconds: RSS after its first tenth (pools, caches and allocator warm)
+# against RSS at its end; growth between the two is a leak.
+if [ "$soak" -gt 0 ]; then
+  echo "soak: ${soak} s of mixed traffic" >&2
+  basic="Basic $(printf %s "alice:$pat" | base64 -w0)"
+  wrk_script=$mixed_lua wrk_seconds=$soak
+  wrk_script_args=("/v2/$repo/blobs/$small" "/v2/$repo/manifests/v1" \
+    "/jwt/auth?service=$service&scope=repository:$repo:pull" "Bearer $bearer" "$basic" "$manifest_type")
+  ( sleep "$(awk -v s="$soak" 'BEGIN{print s / 10}')"; rss_kib "$gateway_pid" VmRSS > "$work/soak.early" ) &
+  early_pid=$!; pids+=("$early_pid")
+  wrk_run "$gateway/" 64 2
+  wait "$early_pid" || true
+  unset wrk_script wrk_seconds wrk_script_args
+  record soak_rps gateway 1 "$w_rps" "$((w_non2xx + w_sockerr))"
+  record soak_early gateway 1 "$(awk -v k="$(cat "$work/soak.early")" 'BEGIN{print k/1024}')"
+  record soak_end gateway 1 "$(awk -v k="$(rss_kib "$gateway_pid" VmRSS)" 'BEGIN{print k/1024}')"
+fi
 touch "$work/rss.stop"; wait "$sampler_pid" || true
 # VmHWM is updated lazily by the kernel, the sampler can miss a spike: the larger of the two.
 record rss_peak gateway 1 "$(awk -v a="$(cat "$work/rss.peak")" -v b="$(rss_kib "$gateway_pid" VmHWM)" 'BEGIN{print (a > b ? a : b)/1024}')"

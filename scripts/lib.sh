@@ -6,6 +6,25 @@ pids=()
 stack_cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# registry_yml FILE PORT BUNDLE: a registry config for 127.0.0.1:PORT, its storage next to FILE,
+# that accepts only tokens for container_registry from portcullis signed by a key in BUNDLE. Its
+# own realm points nowhere: clients only ever learn the gateway's. No http.host: the registry
+# builds upload Locations from the Host or X-Forwarded-Host it is sent.
+registry_yml() {
+  cat > "$1" <<YAML
+version: 0.1
+log: { level: warn }
+storage: { filesystem: { rootdirectory: $(dirname "$1")/registry-data } }
+http: { addr: "127.0.0.1:$2" }
+auth:
+  token:
+    realm: "http://internal.invalid/jwt/auth"
+    service: container_registry
+    issuer: portcullis
+    rootcertbundle: $3
+YAML
+}
+
 stack_up() {
   bin=${bin:-$PWD/target/release/portcullis}
   work=$(mktemp -d /tmp/portcullis.XXXXXX)
@@ -31,18 +50,7 @@ projects:
     visibility: private
     members: { alice: developer }
 YAML
-  cat > "$work/registry.yml" <<YAML
-version: 0.1
-log: { level: warn }
-storage: { filesystem: { rootdirectory: $work/registry-data } }
-http: { addr: "127.0.0.1:$registry_port" }
-auth:
-  token:
-    realm: "http://internal.invalid/jwt/auth"
-    service: container_registry
-    issuer: portcullis
-    rootcertbundle: $work/token.crt
-YAML
+  registry_yml "$work/registry.yml" "$registry_port" "$work/token.crt"
   docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 & registry_pid=$!; pids+=("$registry_pid")
   "$bin" serve --config "$work/gateway.yaml" > "$work/gateway.log" 2>&1 & gateway_pid=$!; pids+=("$gateway_pid")
   for _ in $(seq 100); do
