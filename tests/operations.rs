@@ -517,6 +517,72 @@ fn after_a_key_rotation_old_tokens_verify_until_they_expire_and_new_ones_use_the
     assert_eq!(tags(&stack, &new_token), 404);
 }
 
+#[test]
+fn sigterm_closes_idle_http1_and_http2_connections_without_waiting_out_the_grace() {
+    let mut stack = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            extra: "server: { shutdown_grace: 60s }\n".into(),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    let host = stack.gateway.host.clone();
+    // An idle HTTP/1.1 keep-alive connection ...
+    let mut http1 = TcpStream::connect(&host).unwrap();
+    assert!(ping(&mut http1).unwrap().starts_with("HTTP/1.1 401"));
+    http1
+        .set_read_timeout(Some(Duration::from_secs(25)))
+        .unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // ... and an idle HTTP/2 connection (prior knowledge, as h2c), both answered once.
+        let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let (mut send, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        let connection = tokio::spawn(connection);
+        let answer = send
+            .send_request(
+                http::Request::get(format!("http://{host}/v2/"))
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401);
+        assert_eq!(answer.version(), http::Version::HTTP_2);
+
+        stack.gateway.signal("TERM");
+        // The gateway says GOAWAY and closes: the client's connection ends, cleanly, long
+        // before the 60 s grace or the 90 s idle timeout would end it.
+        let ended = tokio::time::timeout(Duration::from_secs(25), connection).await;
+        let ended = ended.expect("the idle HTTP/2 connection was left open after SIGTERM");
+        assert!(
+            matches!(ended, Ok(Ok(()))),
+            "the HTTP/2 connection did not end cleanly: {ended:?}"
+        );
+    });
+    // The HTTP/1.1 connection is closed too (EOF, no answer to anything).
+    let mut rest = Vec::new();
+    http1
+        .read_to_end(&mut rest)
+        .expect("the idle HTTP/1.1 connection was left open after SIGTERM");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let status = stack
+        .gateway
+        .wait_exit(Duration::from_secs(25))
+        .expect("with only idle connections the gateway exits without waiting out the grace");
+    assert_eq!(status.code(), Some(0), "{}", stack.gateway.log());
+    assert!(stack
+        .gateway
+        .log()
+        .contains("stopped: every request under way finished"));
+}
+
 /// Send a keep-alive request on `stream` and read the answer's head.
 fn ping(stream: &mut TcpStream) -> std::io::Result<String> {
     stream.write_all(b"GET /v2/ HTTP/1.1\r\nHost: gateway\r\n\r\n")?;
