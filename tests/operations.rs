@@ -311,6 +311,17 @@ fn slow_upload(stack: &Stack, dir: &Path, size: usize, rate: &str) -> std::proce
         .unwrap()
 }
 
+/// After a SIGTERM: the gateway exits 0 within `within` (else panics with `why`) and says
+/// every request under way finished.
+fn assert_drained_and_exited_0(stack: &mut Stack, within: Duration, why: &str) {
+    let status = stack.gateway.wait_exit(within).expect(why);
+    assert_eq!(status.code(), Some(0), "{}", stack.gateway.log());
+    assert!(stack
+        .gateway
+        .log()
+        .contains("stopped: every request under way finished"));
+}
+
 #[test]
 fn sigterm_lets_an_upload_under_way_finish_then_exits_0() {
     let (mut stack, ops) = ops_stack(
@@ -341,15 +352,11 @@ fn sigterm_lets_an_upload_under_way_finish_then_exits_0() {
         "the upload under way did not complete: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = stack
-        .gateway
-        .wait_exit(Duration::from_secs(10))
-        .expect("the gateway exits once the upload is done");
-    assert_eq!(status.code(), Some(0), "{}", stack.gateway.log());
-    assert!(stack
-        .gateway
-        .log()
-        .contains("stopped: every request under way finished"));
+    assert_drained_and_exited_0(
+        &mut stack,
+        Duration::from_secs(10),
+        "the gateway exits once the upload is done",
+    );
 }
 
 #[test]
@@ -572,15 +579,11 @@ fn sigterm_closes_idle_http1_and_http2_connections_without_waiting_out_the_grace
         .read_to_end(&mut rest)
         .expect("the idle HTTP/1.1 connection was left open after SIGTERM");
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
-    let status = stack
-        .gateway
-        .wait_exit(Duration::from_secs(25))
-        .expect("with only idle connections the gateway exits without waiting out the grace");
-    assert_eq!(status.code(), Some(0), "{}", stack.gateway.log());
-    assert!(stack
-        .gateway
-        .log()
-        .contains("stopped: every request under way finished"));
+    assert_drained_and_exited_0(
+        &mut stack,
+        Duration::from_secs(25),
+        "with only idle connections the gateway exits without waiting out the grace",
+    );
 }
 
 /// Send a keep-alive request on `stream` and read the answer's head.
