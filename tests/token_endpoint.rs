@@ -288,9 +288,23 @@ fn no_secret_reaches_the_log() {
         .bearer("forged.token.value")
         .send();
     let log = stack.gateway.log();
+    // The access line of the tags request (404: nothing was pushed), as tracing-subscriber's
+    // text format writes it.
+    let line = log
+        .lines()
+        .find(|line| line.contains("path=/v2/mygroup/myproject/tags/list"))
+        .unwrap_or_else(|| panic!("no access line for the tags request: {log}"));
+    let (timestamp, rest) = line
+        .split_once("  INFO portcullis::access: request client=127.0.0.1:")
+        .unwrap_or_else(|| panic!("not an access line: {line}"));
     assert!(
-        log.contains("portcullis::access"),
-        "the log has request lines: {log}"
+        timestamp.len() == 27 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+        "an RFC 3339 UTC timestamp with microseconds: {line}"
+    );
+    assert!(
+        rest.contains(" method=GET path=/v2/mygroup/myproject/tags/list version=HTTP/1.1 status=404 duration_ms=")
+            && rest.ends_with(" user=\"alice\""),
+        "{line}"
     );
     for secret in [
         ALICE_PAT,

@@ -5,6 +5,7 @@
 //! `iat`, `jti`, `access`. Verification is strict, with no leeway: the gateway is the issuer,
 //! so its own clock is the only clock that matters.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -313,7 +314,7 @@ impl Tokens {
 
     /// Verify signature, issuer, audience, `nbf` and `exp` (no leeway). A token seen before
     /// is answered from [`Verdicts`] with only its time window checked again.
-    pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, VerifyError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -323,7 +324,7 @@ impl Tokens {
         }
         let (key, rules) = self.select(token);
         let claims = jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &rules.registry)
-            .map(|data| data.claims)
+            .map(|data| Arc::new(data.claims))
             .map_err(|e| verify_error(&e))?;
         self.verdicts.insert(token, &claims, now);
         Ok(claims)

@@ -11,7 +11,7 @@
 //! nothing the cache starts over (a flood of distinct tokens costs verifications, not memory).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::digest;
 
@@ -23,7 +23,7 @@ pub const CAPACITY: usize = 8192;
 /// Verified claims by token digest.
 #[derive(Default)]
 pub struct Verdicts {
-    entries: Mutex<HashMap<[u8; 32], Claims>>,
+    entries: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
 }
 
 fn key(token: &str) -> [u8; 32] {
@@ -35,7 +35,7 @@ fn key(token: &str) -> [u8; 32] {
 impl Verdicts {
     /// The claims of `token` if it verified before and `now` (Unix seconds) is inside its
     /// validity window.
-    pub fn get(&self, token: &str, now: u64) -> Option<Claims> {
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&key(token))
@@ -44,7 +44,7 @@ impl Verdicts {
     }
 
     /// Remember a token that just verified.
-    pub fn insert(&self, token: &str, claims: &Claims, now: u64) {
+    pub fn insert(&self, token: &str, claims: &Arc<Claims>, now: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CAPACITY {
             entries.retain(|_, claims| now < claims.exp);
@@ -52,7 +52,7 @@ impl Verdicts {
                 entries.clear();
             }
         }
-        entries.insert(key(token), claims.clone());
+        entries.insert(key(token), Arc::clone(claims));
     }
 }
 
@@ -60,8 +60,8 @@ impl Verdicts {
 mod tests {
     use super::*;
 
-    fn claims(nbf: u64, exp: u64) -> Claims {
-        Claims {
+    fn claims(nbf: u64, exp: u64) -> Arc<Claims> {
+        Arc::new(Claims {
             iss: "portcullis".into(),
             sub: "alice".into(),
             aud: "container_registry".into(),
@@ -71,7 +71,7 @@ mod tests {
             jti: "1".into(),
             access: Vec::new(),
             cred: None,
-        }
+        })
     }
 
     #[test]

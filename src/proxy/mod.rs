@@ -157,7 +157,9 @@ impl Proxy {
             }
             Err(error) => self.upstream_failure(error),
         };
-        response.extensions_mut().insert(RequestUser(claims.sub));
+        response
+            .extensions_mut()
+            .insert(RequestUser(claims.sub.clone()));
         response
     }
 
@@ -220,7 +222,7 @@ impl Proxy {
         method: &Method,
         headers: &http::HeaderMap,
         need: &Need,
-    ) -> Result<(Claims, Option<HeaderValue>), Refusal> {
+    ) -> Result<(Arc<Claims>, Option<HeaderValue>), Refusal> {
         let refusal = |error: Option<&str>| {
             let mut challenge = format!(
                 "Bearer realm=\"{}\",service=\"{}\"",
@@ -284,7 +286,7 @@ impl Proxy {
                     Verdict::Extend(fresh) => {
                         let value = HeaderValue::from_str(&format!("Bearer {fresh}"))
                             .map_err(|_| refuse(Some("invalid_token"), "invalid_token", None))?;
-                        Ok((claims, Some(value)))
+                        Ok((Arc::new(claims), Some(value)))
                     }
                     Verdict::Refuse => {
                         tracing::debug!(user = %claims.sub, "token refused: it has expired");

@@ -11,6 +11,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use super::line::{self, AccessLine};
 use super::metrics::metrics;
 use super::{RequestUser, RouteLabel};
 use crate::server::ClientAddr;
@@ -72,31 +73,17 @@ where
                     .get::<RequestUser>()
                     .map(|u| u.0.as_str())
                     .unwrap_or("");
-                tracing::info!(
-                    target: "portcullis::access",
-                    client = %Client(client),
-                    method = %method,
-                    path = %uri.path(),
-                    version = ?version,
-                    status = response.status().as_u16(),
-                    duration_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+                line::log(&AccessLine {
+                    client,
+                    method: method.as_str(),
+                    path: uri.path(),
+                    version,
+                    status: response.status().as_u16(),
+                    elapsed,
                     user,
-                    "request"
-                );
+                });
             }
             result
         })
-    }
-}
-
-/// The client's address as the access log shows it, formatted straight into the line.
-struct Client(Option<SocketAddr>);
-
-impl std::fmt::Display for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(address) => address.fmt(f),
-            None => Ok(()),
-        }
     }
 }

@@ -7,6 +7,7 @@
 
 mod access_log;
 pub mod audit;
+mod line;
 pub mod metrics;
 
 pub use access_log::{AccessLog, AccessLogLayer};
@@ -35,8 +36,12 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    // Our subscriber, writing plain lines: the access log can write its lines itself.
+    if installed.is_ok() && !(ansi && format == LogFormat::Text) {
+        line::install(format);
+    }
 }
