@@ -122,7 +122,7 @@ def table(path):
         g = med(key, "gateway")
         out.append([label] + cells + [ratio(g, med(key, "direct")), ratio(g, med(key, "nginx"))])
         # Added latency: per run, the target minus direct on the same run (runs interleave targets).
-        if key.startswith("lat"):
+        if "lat" in key:
             d = data.get((key, "direct"), [])
             added = []
             for t in TARGETS:

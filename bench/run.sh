@@ -98,10 +98,16 @@ rss_kib() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
 
 # --- set-up: keys, users, configs --------------------------------------------------------------
 registry_port=$(port); gateway_port=$(port); rsa_port=$(port); nginx_port=$(port); startup_port=$(port)
+# The same proxies in front of a static file server: what each adds by itself, without the
+# registry's ~2 ms of CPU a request (and its noise) in the figures.
+static_port=$(port); static_gateway_port=$(port); static_nginx_port=$(port)
 direct=http://127.0.0.1:$registry_port
 gateway=http://127.0.0.1:$gateway_port
 rsa_gateway=http://127.0.0.1:$rsa_port
 nginx_url=http://127.0.0.1:$nginx_port
+static_direct=http://127.0.0.1:$static_port
+static_gateway=http://127.0.0.1:$static_gateway_port
+static_nginx=http://127.0.0.1:$static_nginx_port
 repo=mygroup/myproject/bench
 service=container_registry
 
@@ -116,11 +122,11 @@ pat_sha=$(printf %s "$pat" | sha256sum | cut -d' ' -f1)
 password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 password_hash=$(printf %s "$password" | "$bin" hash-password --algorithm bcrypt --cost 10)
 
-gateway_yaml() { # DIR LISTEN_PORT
+gateway_yaml() { # DIR LISTEN_PORT [UPSTREAM]
   cat > "$1/gateway.yaml" <<YAML
 listen: "127.0.0.1:$2"
 public_url: "http://127.0.0.1:$2"
-upstream: { url: "$direct" }
+upstream: { url: "${3:-$direct}" }
 token: { issuer: portcullis, service: $service, expiry: 1h, signing_key: token.key, certificate: token.crt }
 users:
   - username: alice
@@ -138,6 +144,8 @@ gateway_yaml "$work/ec" "$gateway_port"
 gateway_yaml "$work/rsa" "$rsa_port"
 mkdir -p "$work/startup" && cp "$work/ec/token.key" "$work/ec/token.crt" "$work/startup/"
 gateway_yaml "$work/startup" "$startup_port"
+mkdir -p "$work/static-gateway" && cp "$work/ec/token.key" "$work/ec/token.crt" "$work/static-gateway/"
+gateway_yaml "$work/static-gateway" "$static_gateway_port" "$static_direct"
 
 # The registry (scripts/lib.sh's config) trusts both gateways' keys; direct requests carry the
 # same Bearer token.
@@ -165,6 +173,10 @@ http {
     server 127.0.0.1:$registry_port;
     keepalive 32;
   }
+  upstream static {
+    server 127.0.0.1:$static_port;
+    keepalive 32;
+  }
   server {
     listen 127.0.0.1:$nginx_port;
     client_max_body_size 0;
@@ -183,6 +195,43 @@ http {
       proxy_send_timeout 900;
     }
   }
+  server {
+    listen 127.0.0.1:$static_nginx_port;
+    location /v2/ {
+      proxy_pass http://static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+NGINX
+# The static file server: another nginx process (its CPU is not counted as the proxy's).
+mkdir -p "$work/static/root"
+cat > "$work/static/nginx.conf" <<NGINX
+$nginx_user
+worker_processes 1;
+daemon off;
+pid $work/static/nginx.pid;
+error_log $work/static/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/static/body;
+  proxy_temp_path $work/static/proxy;
+  fastcgi_temp_path $work/static/fastcgi;
+  uwsgi_temp_path $work/static/uwsgi;
+  scgi_temp_path $work/static/scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$static_port;
+    root $work/static/root;
+  }
 }
 NGINX
 
@@ -197,6 +246,10 @@ pids+=("$rsa_pid")
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" > "$work/nginx/stdout.log" 2>&1 &
 nginx_pid=$!; pids+=("$nginx_pid")
 wait_http "$nginx_url/v2/" nginx "$work/nginx/error.log"
+nginx -p "$work/static" -c "$work/static/nginx.conf" -e "$work/static/error.log" > "$work/static/stdout.log" 2>&1 &
+static_pid=$!; pids+=("$static_pid")
+read -r static_gateway_pid _ < <(python3 "$helper" spawn "$static_gateway_port" "$work/static-gateway.log" "$bin" serve --config "$work/static-gateway/gateway.yaml")
+pids+=("$static_gateway_pid")
 wait_http "$gateway/v2/" gateway "$work/gateway.log"
 
 bearer=$(curl -sf -u "alice:$pat" "$gateway/jwt/auth?service=$service&scope=repository:$repo:pull,push" \
@@ -248,13 +301,18 @@ JSON
 curl -sf -X PUT -H "$auth" -H "Content-Type: $manifest_type" --data-binary "@$work/manifest.json" -o /dev/null \
   "$direct/v2/$repo/manifests/v1" || die "manifest PUT failed"
 head -c "$((upload_mib << 20))" /dev/zero > "$work/upload.bin"
+mkdir -p "$work/static/root/v2/$repo/blobs"
+cp "$work/small.bin" "$work/static/root/v2/$repo/blobs/$small"
 
 # The processes doing the proxying for a target: none for direct, nginx's master and worker.
 proxy_pids_of() { case "$1" in gateway) echo "$gateway_pid" ;; nginx) echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;; esac; }
 base_of() { case "$1" in direct) echo "$direct" ;; gateway) echo "$gateway" ;; nginx) echo "$nginx_url" ;; esac; }
+static_base_of() { case "$1" in direct) echo "$static_direct" ;; gateway) echo "$static_gateway" ;; nginx) echo "$static_nginx" ;; esac; }
 for t in direct gateway nginx; do # every target serves the seeded data, and the big blob is in page cache
   b=$(base_of "$t")
   [ "$(curl -sf -H "$auth" "$b/v2/$repo/blobs/$small" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "$t: 1 KiB blob wrong"
+  [ "$(curl -sf -H "$auth" "$(static_base_of "$t")/v2/$repo/blobs/$small" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] \
+    || die "$t: 1 KiB file from the static server wrong"
   curl -sf -H "$auth" -H "Accept: $manifest_type" -o /dev/null "$b/v2/$repo/manifests/v1" || die "$t: manifest GET failed"
 done
 curl -sf -H "$auth" -o /dev/null "$direct/v2/$repo/blobs/$big" || die "big blob GET failed"
@@ -273,6 +331,10 @@ row rps 0 0 "1 KiB blob GET, 64 conns (req/s)"
 row mrps 0 0 "manifest GET, 64 conns (req/s)"
 row cpu_proxy 0 0 "1 KiB blob GET, 64 conns: proxy CPU per request (us)"
 row cpu_registry 0 0 "1 KiB blob GET, 64 conns: registry CPU per request (us)"
+row static_lat50 3 0 "static upstream: 1 KiB GET, 1 conn, p50 (ms)"
+row static_rps 0 0 "static upstream: 1 KiB GET, 64 conns (req/s)"
+row static_cpu1 1 0 "static upstream: proxy CPU per request, 1 conn (us)"
+row static_cpu64 1 0 "static upstream: proxy CPU per request, 64 conns (us)"
 row tok_es256 0 1 "tokens, PAT, ES256, 64 conns (tokens/s)"
 row tok_rs256 0 1 "tokens, PAT, RS256, 64 conns (tokens/s)"
 row tok_bcrypt 0 1 "tokens, password bcrypt-10, 64 conns (tokens/s)"
@@ -359,8 +421,23 @@ for run in $(seq "$runs"); do
     record cpu_registry "$t" "$run" "$(per_request_us "$r0" "$r1" "$w_requests")"
     wrk_run "$b/v2/$repo/manifests/v1" 64 2 -H "$auth" -H "Accept: $manifest_type"
     record mrps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    # 4. the same 1 KiB from the static file server (the gateway still checks the token)
+    sb=$(static_base_of "$t")
+    proxy_pids=$(case "$t" in gateway) echo "$static_gateway_pid" ;; nginx) proxy_pids_of nginx ;; esac)
+    # shellcheck disable=SC2086
+    p0=$(cpu_ticks $proxy_pids)
+    wrk_run "$sb/v2/$repo/blobs/$small" 1 1 -H "$auth"
+    # shellcheck disable=SC2086
+    p1=$(cpu_ticks $proxy_pids)
+    record static_lat50 "$t" "$run" "$(awk -v v="$w_p50_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
+    [ -z "$proxy_pids" ] || record static_cpu1 "$t" "$run" "$(per_request_us "$p0" "$p1" "$w_requests")"
+    wrk_run "$sb/v2/$repo/blobs/$small" 64 2 -H "$auth"
+    # shellcheck disable=SC2086
+    p2=$(cpu_ticks $proxy_pids)
+    record static_rps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    [ -z "$proxy_pids" ] || record static_cpu64 "$t" "$run" "$(per_request_us "$p1" "$p2" "$w_requests")"
   done
-  # 4. token issuance, gateway only; one login first (the same for each credential)
+  # 5. token issuance, gateway only; one login first (the same for each credential)
   for kind in es256 rs256 bcrypt; do
     case $kind in
       es256) url=$gateway user=alice secret=$pat ;;
@@ -375,7 +452,7 @@ for run in $(seq "$runs"); do
     if profiling "$run" && [ "$kind" = es256 ]; then perf_stop; fi
     record "tok_$kind" gateway "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
   done
-  # 5. start-up and idle memory of a fresh gateway (same config, another port)
+  # 6. start-up and idle memory of a fresh gateway (same config, another port)
   read -r spid ms < <(python3 "$helper" spawn "$startup_port" "$work/startup.log" "$bin" serve --config "$work/startup/gateway.yaml")
   pids+=("$spid")
   sleep 1
