@@ -6,7 +6,10 @@
 //! When the binary installed the subscriber itself ([`install`]), the access line is written
 //! here instead, byte for byte the line that subscriber would have written (text or JSON), into
 //! a reused per-thread buffer, with the date part of the timestamp formatted once a second,
-//! and sent to stderr in one `write`, as the subscriber does.
+//! and sent to stderr in one `write`, as the subscriber does, but through a duplicate of the
+//! descriptor rather than `std::io::stderr()`'s lock: under load the worker threads queued on
+//! that lock (futex waits and context switches), while the kernel keeps one `write` of a line
+//! whole on its own.
 //!
 //! Filtering stays with tracing: the line is written only if an INFO event of the
 //! `portcullis::access` target is enabled (`RUST_LOG`, `log.level`). Where no subscriber of ours
@@ -15,20 +18,25 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::LogFormat;
 
-/// How the access line is written, chosen once by [`install`].
-static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+/// How and where the access line is written, chosen once by [`install`].
+static OUTPUT: OnceLock<(LogFormat, File)> = OnceLock::new();
 
-/// The binary installed its own plain (no colour) subscriber with `format`: write access
-/// lines directly in that format.
+/// The binary installed its own plain (no colour) subscriber with `format`, writing to stderr:
+/// write access lines directly in that format, to the same place. (If stderr cannot be
+/// duplicated, the access log stays a tracing event.)
 pub fn install(format: LogFormat) {
-    let _ = FORMAT.set(format);
+    if let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() {
+        let _ = OUTPUT.set((format, File::from(stderr)));
+    }
 }
 
 /// What one access line says.
@@ -47,7 +55,7 @@ pub fn log(line: &AccessLine<'_>) {
     if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO) {
         return;
     }
-    let Some(format) = FORMAT.get() else {
+    let Some((format, file)) = OUTPUT.get() else {
         return log_with_tracing(line);
     };
     BUFFER.with(|buffer| {
@@ -62,7 +70,8 @@ pub fn log(line: &AccessLine<'_>) {
             LogFormat::Json => line.json(text, timestamp),
         }
         // One write, as tracing-subscriber does; a failed log write is not the request's error.
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        let mut output: &File = file;
+        let _ = output.write_all(text.as_bytes());
     });
 }
 
