@@ -155,34 +155,14 @@ registry_yml "$work/registry.yml" "$registry_port" "$work/bundle.crt"
 # limit, keep-alive HTTP/1.1 upstream, Host and X-Forwarded-* passed, Authorization untouched
 # (the registry checks the Bearer token itself). Access log on, as the gateway logs each request.
 nginx_user=""; [ "$(id -u)" = 0 ] && nginx_user="user root;"
-cat > "$work/nginx/nginx.conf" <<NGINX
-$nginx_user
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log $work/nginx/access.log;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  upstream registry {
-    server 127.0.0.1:$registry_port;
-    keepalive 32;
-  }
-  upstream static {
-    server 127.0.0.1:$static_port;
-    keepalive 32;
-  }
+nginx_proxy_server() { # LISTEN_PORT UPSTREAM_NAME: one server block proxying /v2/ to the upstream
+  cat <<NGINX
   server {
-    listen 127.0.0.1:$nginx_port;
+    listen 127.0.0.1:$1;
     client_max_body_size 0;
     chunked_transfer_encoding on;
     location /v2/ {
-      proxy_pass http://registry;
+      proxy_pass http://$2;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$http_host;
@@ -195,38 +175,44 @@ http {
       proxy_send_timeout 900;
     }
   }
-  server {
-    listen 127.0.0.1:$static_nginx_port;
-    location /v2/ {
-      proxy_pass http://static;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
+NGINX
+}
+nginx_head() { # DIR: one worker in the foreground, its pid, logs and temporary files in DIR
+  cat <<NGINX
+$nginx_user
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+NGINX
+}
+cat > "$work/nginx/nginx.conf" <<NGINX
+$(nginx_head "$work/nginx")
+  access_log $work/nginx/access.log;
+  upstream registry {
+    server 127.0.0.1:$registry_port;
+    keepalive 32;
   }
+  upstream static {
+    server 127.0.0.1:$static_port;
+    keepalive 32;
+  }
+$(nginx_proxy_server "$nginx_port" registry)
+$(nginx_proxy_server "$static_nginx_port" static)
 }
 NGINX
 # The static file server: another nginx process (its CPU is not counted as the proxy's).
 mkdir -p "$work/static/root"
 cat > "$work/static/nginx.conf" <<NGINX
-$nginx_user
-worker_processes 1;
-daemon off;
-pid $work/static/nginx.pid;
-error_log $work/static/error.log warn;
-events { worker_connections 4096; }
-http {
+$(nginx_head "$work/static")
   access_log off;
-  client_body_temp_path $work/static/body;
-  proxy_temp_path $work/static/proxy;
-  fastcgi_temp_path $work/static/fastcgi;
-  uwsgi_temp_path $work/static/uwsgi;
-  scgi_temp_path $work/static/scgi;
   default_type application/octet-stream;
   server {
     listen 127.0.0.1:$static_port;
