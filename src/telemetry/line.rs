@@ -19,7 +19,7 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
@@ -71,7 +71,7 @@ pub fn log(line: &AccessLine<'_>) {
         }
         // One write, as tracing-subscriber does; a failed log write is not the request's error.
         let mut output: &File = file;
-        let _ = output.write_all(text.as_bytes());
+        let _ = output.write_all(text);
     });
 }
 
@@ -92,7 +92,7 @@ fn log_with_tracing(line: &AccessLine<'_>) {
 impl AccessLine<'_> {
     /// tracing-subscriber's `Full` text format: `<time>  INFO portcullis::access: request k=v...`
     /// (`&str` fields are recorded with `Debug`, so they are quoted).
-    fn text(&self, out: &mut String, timestamp: Timestamp<'_>) {
+    fn text(&self, out: &mut Vec<u8>, timestamp: Timestamp<'_>) {
         let _ = writeln!(
             out,
             "{timestamp}  INFO portcullis::access: request client={} method={} path={} version={:?} status={} duration_ms={} user={:?}",
@@ -106,26 +106,33 @@ impl AccessLine<'_> {
         );
     }
 
-    /// tracing-subscriber's JSON format with `flatten_event(true)`.
-    fn json(&self, out: &mut String, timestamp: Timestamp<'_>) {
-        let _ = writeln!(
+    /// tracing-subscriber's JSON format with `flatten_event(true)`; strings that come from the
+    /// request or the configuration are escaped by serde_json, as that format does.
+    fn json(&self, out: &mut Vec<u8>, timestamp: Timestamp<'_>) {
+        let _ = write!(
             out,
-            "{{\"timestamp\":\"{timestamp}\",\"level\":\"INFO\",\"message\":\"request\",\"client\":\"{}\",\"method\":\"{}\",\"path\":\"{}\",\"version\":\"{:?}\",\"status\":{},\"duration_ms\":\"{}\",\"user\":\"{}\",\"target\":\"portcullis::access\"}}",
-            Client(self.client),
-            Json(self.method),
-            Json(self.path),
+            "{{\"timestamp\":\"{timestamp}\",\"level\":\"INFO\",\"message\":\"request\",\"client\":\"{}\",\"method\":",
+            Client(self.client)
+        );
+        let _ = serde_json::to_writer(&mut *out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        let _ = serde_json::to_writer(&mut *out, self.path);
+        let _ = write!(
+            out,
+            ",\"version\":\"{:?}\",\"status\":{},\"duration_ms\":\"{}\",\"user\":",
             self.version,
             self.status,
-            Millis(self.elapsed),
-            Json(self.user),
+            Millis(self.elapsed)
         );
+        let _ = serde_json::to_writer(&mut *out, self.user);
+        out.extend_from_slice(b",\"target\":\"portcullis::access\"}\n");
     }
 }
 
 /// The per-thread line buffer and its clock.
 #[derive(Default)]
 struct Buffer {
-    text: String,
+    text: Vec<u8>,
     clock: Clock,
 }
 
@@ -203,30 +210,6 @@ impl std::fmt::Display for Millis {
     }
 }
 
-/// A string's contents as a JSON string body (quotes, backslashes and control characters
-/// escaped).
-struct Json<'a>(&'a str);
-
-impl std::fmt::Display for Json<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c.is_control()) {
-            f.write_str(&rest[..at])?;
-            let c = rest[at..].chars().next().unwrap_or('\0');
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                other => write!(f, "\\u{:04x}", u32::from(other))?,
-            }
-            rest = &rest[at + c.len_utf8()..];
-        }
-        f.write_str(rest)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,22 +243,23 @@ mod tests {
 
     #[test]
     fn the_text_line_is_the_one_tracing_subscriber_writes() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         let mut clock = Clock::default();
         let at = UNIX_EPOCH + Duration::new(1_795_755_641, 358_992_000);
         line("/jwt/auth", "alice").text(&mut out, clock.timestamp(at));
         assert_eq!(
-            out,
+            String::from_utf8(out).unwrap(),
             "2026-11-27T05:00:41.358992Z  INFO portcullis::access: request client=127.0.0.1:36744 method=GET path=/jwt/auth version=HTTP/1.1 status=200 duration_ms=1.234 user=\"alice\"\n"
         );
     }
 
     #[test]
     fn the_json_line_parses_and_escapes_what_it_must() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         let mut clock = Clock::default();
         line("/v2/a\"b\\c", "al\nice").json(&mut out, clock.timestamp(UNIX_EPOCH));
-        let parsed: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert!(out.ends_with(b"}\n"), "one line");
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(parsed["timestamp"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(parsed["target"], "portcullis::access");
         assert_eq!(parsed["path"], "/v2/a\"b\\c");
