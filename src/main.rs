@@ -125,7 +125,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve { config, json_logs } => {
-            let runtime = tokio::runtime::Runtime::new()
+            // One thread for accepting, signals, reloads and the ops listener; connections are
+            // served on `server.workers` threads of their own (see `server::workers`).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;
             runtime
                 .block_on(commands::serve::serve(

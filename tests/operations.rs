@@ -633,6 +633,48 @@ fn idle_keep_alive_connections_are_closed_and_max_connections_is_held() {
     assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 401"));
 }
 
+/// The names of the gateway's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn connections_are_served_on_server_workers_threads_and_all_answered() {
+    let (stack, ops) = ops_stack("server: { workers: 3 }\n", RegistryAuth::TrustsGateway);
+    let workers: Vec<String> = thread_names(stack.gateway.pid())
+        .into_iter()
+        .filter(|name| name.starts_with("worker-"))
+        .collect();
+    assert_eq!(workers, ["worker-0", "worker-1", "worker-2"]);
+
+    // Eight keep-alive connections at once, two requests each: every one answered, every one
+    // counted while open, and a push and pull through the per-thread registry pools.
+    let mut connections: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&stack.gateway.host).unwrap())
+        .collect();
+    for _ in 0..2 {
+        for connection in &mut connections {
+            assert!(ping(connection).unwrap().starts_with("HTTP/1.1 401"));
+        }
+    }
+    let metrics = get(&format!("{ops}/metrics")).send().body;
+    assert_eq!(
+        series(&metrics, "portcullis_connections_open"),
+        Some(8.0),
+        "{metrics}"
+    );
+    drop(connections);
+    let dir = tempfile::tempdir().unwrap();
+    push_image(&stack, dir.path(), 300_000);
+    pull_image(&stack, dir.path());
+}
+
 #[test]
 fn the_repository_gateway_yaml_is_the_annotated_reference_and_passes_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

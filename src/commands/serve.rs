@@ -26,6 +26,8 @@ pub enum ServeError {
     Build(#[from] crate::router::BuildError),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -96,7 +98,10 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         });
     };
     let grace = config.server.shutdown_grace;
-    match server::serve(listener, acceptor, config.server.clone(), service, shutdown).await {
+    let drained = server::serve(listener, acceptor, config.server.clone(), service, shutdown)
+        .await
+        .map_err(ServeError::Workers)?;
+    match drained {
         Drained::All => tracing::info!("stopped: every request under way finished"),
         Drained::Abandoned(open) => tracing::warn!(
             open_connections = open,

@@ -102,6 +102,8 @@ pub struct ServerFile {
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub shutdown_grace: Option<String>,
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
 /// The operations listener: `/metrics`, `/healthz`, `/readyz`.

@@ -164,6 +164,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// On SIGTERM/SIGINT, how long requests under way may run before the process exits.
     pub shutdown_grace: Duration,
+    /// Threads serving connections (default: the cores this process may use).
+    pub workers: usize,
 }
 
 /// Where audit records go.

@@ -19,6 +19,8 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// More threads than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
 
 /// Collects problems while turning values into types.
 pub(super) struct Checker {
@@ -140,6 +142,16 @@ pub(super) fn validate(
         c.problems
             .push(Problem::new("server.max_connections", "must be at least 1"));
     }
+    let workers = raw
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        c.problems.push(Problem::new(
+            "server.workers",
+            format!("must be between 1 and {MAX_WORKERS} (threads serving connections; leave it out for one per core)"),
+        ));
+    }
     let shutdown_grace = c.duration(
         "server.shutdown_grace",
         raw.server.shutdown_grace.as_deref(),
@@ -257,6 +269,7 @@ pub(super) fn validate(
             idle_timeout,
             max_connections,
             shutdown_grace,
+            workers,
         },
         metrics_listen,
         audit,
@@ -422,6 +435,21 @@ projects:
                 "no problem for {key} in {found:#?}"
             );
         }
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_zero_is_refused() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(load(MINIMAL).unwrap().server.workers, cores);
+        let text = format!("{MINIMAL}server: {{ workers: 3 }}\n");
+        assert_eq!(load(&text).unwrap().server.workers, 3);
+        let text = format!("{MINIMAL}server: {{ workers: 0 }}\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("server.workers: must be between 1 and 1024"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Streaming requests to the registry and answers back, never holding a body whole.
 //!
-//! One pooled hyper client (HTTP/1.1, or HTTP/2 when an https registry offers it) is shared by
-//! every request. Bodies are handed on frame by frame in both directions, so a 10 GiB layer
+//! A pooled hyper client (HTTP/1.1, or HTTP/2 when an https registry offers it), one per thread
+//! (see `clients`), serves every request. Bodies are handed on frame by frame in both directions, so a 10 GiB layer
 //! costs the same memory as a 1 KiB manifest.
 //!
 //! Timeouts: connecting is bounded by `upstream.connect_timeout`. The wait for the registry's
@@ -19,12 +19,12 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
+use super::clients::PerThread;
 use crate::body::{Body, BoxError};
 use crate::config::UpstreamSettings;
 
@@ -65,7 +65,7 @@ pub enum UpstreamSetupError {
 /// The registry behind the gateway.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    clients: Arc<PerThread>,
     origin: Arc<str>,
     /// The parts of `origin`, cloned (reference counts, no parsing) into every request's URI.
     scheme: http::uri::Scheme,
@@ -102,16 +102,16 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .pool_idle_timeout(Duration::from_secs(90));
         let (Some(scheme), Some(authority)) = (settings.url.scheme(), settings.url.authority())
         else {
             return Err(UpstreamSetupError::NotAbsolute(settings.url.to_string()));
         };
         Ok(Upstream {
-            client,
+            clients: PerThread::new(builder, connector),
             origin: settings.url.to_string().trim_end_matches('/').into(),
             scheme: scheme.clone(),
             authority: authority.clone(),
@@ -141,7 +141,7 @@ impl Upstream {
         let request = Request::get(format!("{}/v2/", self.origin))
             .body(crate::body::empty())
             .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(READY_TIMEOUT, self.client.request(request)).await {
+        match tokio::time::timeout(READY_TIMEOUT, self.clients.with(|c| c.request(request))).await {
             Err(_) => Err(format!(
                 "the registry at {} did not answer /v2/ within {READY_TIMEOUT:?}",
                 self.origin
@@ -169,7 +169,8 @@ impl Upstream {
             inner: body,
             sent: Some(sent),
         });
-        let response = self.client.request(Request::from_parts(parts, body));
+        let request = Request::from_parts(parts, body);
+        let response = self.clients.with(|client| client.request(request));
         let deadline = async {
             if !already_sent {
                 // Resolves when the body ended, or was dropped (the request is over either way).

@@ -13,6 +13,7 @@
 mod activity;
 pub mod ops;
 pub mod tls;
+mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
 use self::activity::{Activity, LastActivity};
+use self::workers::Workers;
 use crate::body::Body;
 use crate::config::ServerSettings;
 use crate::telemetry::metrics::metrics;
@@ -76,18 +78,21 @@ pub enum Drained {
 /// At most one "max_connections reached" warning per this interval.
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Accept and serve connections until `shutdown` resolves, then drain them (see the module
-/// documentation).
+/// Accept connections until `shutdown` resolves, serving each on one of `server.workers`
+/// threads (see [`workers`]), then drain them (see the module documentation). Fails only when
+/// the worker threads cannot be started.
 pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     settings: ServerSettings,
     service: S,
     shutdown: impl Future<Output = ()>,
-) -> Drained
+) -> std::io::Result<Drained>
 where
     S: HttpService,
 {
+    let workers = Workers::start(settings.workers)?;
+    tracing::debug!(workers = workers.len(), "worker threads started");
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -141,6 +146,14 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Taken off this thread's reactor; the worker registers it with its own.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(client = %peer, "cannot hand the connection to a worker: {error}");
+                continue;
+            }
+        };
         let connection = Connection {
             builder: builder.clone(),
             tls: tls.clone(),
@@ -149,15 +162,24 @@ where
             closing: closing_rx.clone(),
         };
         let service = service.clone();
-        tokio::spawn(async move {
+        workers.dispatch(move || async move {
             let _permit = permit;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(client = %peer, "cannot serve the connection: {error}");
+                    return;
+                }
+            };
             metrics().connection_opened();
             connection.run(stream, service).await;
             metrics().connection_closed();
         });
     }
     drop(listener);
-    drain(&slots, &closing, &settings).await
+    let drained = drain(&slots, &closing, &settings).await;
+    workers.join();
+    Ok(drained)
 }
 
 /// Ask every connection to close, and wait for them up to the grace period.
