@@ -8,7 +8,8 @@
 //! The modules follow the path of a request:
 //!
 //! - [`config`]: `gateway.yaml`: types, `${VAR}` expansion, validation that names the key.
-//! - [`server`]: listening, TLS (rustls, ALPN h2/http1.1), HTTP/1.1 + HTTP/2 per connection.
+//! - [`server`]: listening, TLS (rustls, ALPN h2/http1.1), HTTP/1.1 + HTTP/2 per connection,
+//!   served on one single-threaded runtime per core.
 //! - [`router`]: which requests go where: `/jwt/auth` to [`auth`], `/v2/` to [`proxy`].
 //! - [`auth`]: credentials, scopes, GitLab's policy, JWT signing and verification, the endpoint.
 //! - [`proxy`]: what a `/v2/` request needs, streaming forwarding, header rewriting.

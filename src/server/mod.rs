@@ -2,7 +2,8 @@
 //! HTTP/2 on the same port (hyper-util's auto builder decides per connection).
 //!
 //! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0 and
-//! run the real server. What it protects against and how it ends:
+//! run the real server. It accepts on the caller's runtime and serves each connection on one of
+//! `server.workers` threads (`workers`). What it protects against and how it ends:
 //! - at most `server.max_connections` connections: beyond that, new ones wait in the kernel's
 //!   accept queue instead of being taken and starved;
 //! - a connection with nothing moving for `server.idle_timeout` is closed politely (an HTTP/1
@@ -79,7 +80,7 @@ pub enum Drained {
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Accept connections until `shutdown` resolves, serving each on one of `server.workers`
-/// threads (see [`workers`]), then drain them (see the module documentation). Fails only when
+/// threads (see `workers`), then drain them (see the module documentation). Fails only when
 /// the worker threads cannot be started.
 pub async fn serve<S>(
     listener: TcpListener,

@@ -6,8 +6,8 @@
 //! runtime those tasks drift between threads, every wake-up may cost a futex and an idle
 //! worker woken to steal, and the pooled connection lives wherever it was first used. Here a
 //! connection, the registry connections it borrows (see `proxy::forward`) and their timers stay
-//! on one thread: measured against a static upstream at 64 connections, 10-15% less CPU per
-//! request, and fewer context switches per GiB streamed.
+//! on one thread. Measured against a static upstream at 64 connections: about a quarter less
+//! CPU per request (BENCHMARKS.md has the figures).
 //!
 //! The accept loop stays on the caller's runtime and hands each accepted socket to the worker
 //! with the fewest open connections (keep-alive connections live long, so round robin would
