@@ -1,8 +1,8 @@
 //! Streaming requests to the registry and answers back, never holding a body whole.
 //!
 //! A pooled hyper client (HTTP/1.1, or HTTP/2 when an https registry offers it), one per thread
-//! (see `clients`), serves every request. Bodies are handed on frame by frame in both directions, so a 10 GiB layer
-//! costs the same memory as a 1 KiB manifest.
+//! (see `clients`), serves every request. Bodies are handed on frame by frame in both
+//! directions, so a 10 GiB layer costs the same memory as a 1 KiB manifest.
 //!
 //! Timeouts: connecting is bounded by `upstream.connect_timeout`. The wait for the registry's
 //! answer is bounded by `upstream.response_timeout`, counted from the moment the request body
