@@ -8,9 +8,12 @@
   helper.py idle-conns PORT N HOLD_FILE   open N keep-alive connections, send one `GET /v2/` on
                                           each and read its answer, then hold them all open until
                                           HOLD_FILE exists; prints "open N" once they are up.
+  helper.py timed CMD...                  run CMD; print its standard output (one line), then
+                                          its wall time and its CPU time (user + system), in ms
   helper.py table RESULTS                 the one table (markdown columns) from run.sh's results
 """
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -70,6 +73,17 @@ def idle_conns(port, n, hold_file):
         time.sleep(0.05)
     for s in conns:
         s.close()
+
+
+def timed(cmd):
+    def cpu():  # of the children waited for, since this process began (even before an exec)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    c0, t0 = cpu(), time.perf_counter()
+    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True).stdout
+    wall, used = time.perf_counter() - t0, cpu() - c0
+    print(out.strip(), f"{wall * 1000:.1f}", f"{used * 1000:.1f}")
 
 
 TARGETS = ("direct", "gateway", "nginx")
@@ -147,6 +161,8 @@ def main():
         spawn(int(args[0]), args[1], args[2:])
     elif cmd == "idle-conns":
         idle_conns(int(args[0]), int(args[1]), args[2])
+    elif cmd == "timed":
+        timed(args)
     elif cmd == "table":
         table(args[0])
     else:

@@ -310,6 +310,10 @@ results=$work/results.tsv
 row() { printf '#row\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$results"; } # KEY DIGITS SHOW_FAILURES LABEL
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5:-0}" >> "$results"; } # KEY TARGET RUN VALUE FAILED
 row get 0 0 "GET ${blob_mib} MiB blob (MiB/s)"
+row get_cpu_proxy 0 0 "GET ${blob_mib} MiB blob: proxy CPU (ms per GiB)"
+row get_cpu_registry 0 0 "GET ${blob_mib} MiB blob: registry CPU (ms per GiB)"
+row get_cpu_client 0 0 "GET ${blob_mib} MiB blob: curl CPU (ms per GiB)"
+row get_cores 2 0 "GET ${blob_mib} MiB blob: cores busy (the processes' CPU / wall time)"
 row patch 0 0 "PATCH upload ${upload_mib} MiB (MiB/s)"
 row lat50 3 0 "1 KiB blob GET, 1 conn, p50 (ms)"
 row lat99 3 0 "1 KiB blob GET, 1 conn, p99 (ms)"
@@ -371,6 +375,7 @@ rss_sampler() {
 rss_sampler &
 sampler_pid=$!; pids+=("$sampler_pid")
 mib_s() { awk -v b="$1" 'BEGIN{printf "%.3f", b/1048576}'; }
+per_gib() { awk -v ms="$1" -v b="$2" 'BEGIN{printf "%.0f", ms * 1073741824 / b}'; } # MS BYTES
 
 for run in $(seq "$runs"); do
   echo "run $run/$runs" >&2
@@ -378,10 +383,23 @@ for run in $(seq "$runs"); do
     b=$(base_of "$t")
     # 1. the big blob
     if profiling "$run" && [ "$t" = gateway ]; then perf_start get; fi
-    read -r speed size code < <(curl -s -o /dev/null -w '%{speed_download} %{size_download} %{http_code}\n' -H "$auth" "$b/v2/$repo/blobs/$big")
+    proxy_pids=$(proxy_pids_of "$t")
+    # shellcheck disable=SC2086 # a list of pids
+    p0=$(cpu_ticks $proxy_pids) r0=$(cpu_ticks "$registry_pid")
+    read -r speed size code wall_ms curl_ms < <(python3 "$helper" timed \
+      curl -s -o /dev/null -w '%{speed_download} %{size_download} %{http_code}\n' -H "$auth" "$b/v2/$repo/blobs/$big")
+    # shellcheck disable=SC2086 # a list of pids
+    p1=$(cpu_ticks $proxy_pids) r1=$(cpu_ticks "$registry_pid")
     if profiling "$run" && [ "$t" = gateway ]; then perf_stop; fi
     if [ "$code" != 200 ] || [ "$size" != "$((blob_mib << 20))" ]; then die "$t: GET of the big blob gave $code, $size bytes"; fi
     record get "$t" "$run" "$(mib_s "$speed")"
+    # Where the GET's CPU went: on 2 cores, registry + proxy + client is the bound on the rate.
+    proxy_ms=$(awk -v d="$((p1 - p0))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", d / hz * 1000}')
+    registry_ms=$(awk -v d="$((r1 - r0))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", d / hz * 1000}')
+    [ -z "$proxy_pids" ] || record get_cpu_proxy "$t" "$run" "$(per_gib "$proxy_ms" "$size")"
+    record get_cpu_registry "$t" "$run" "$(per_gib "$registry_ms" "$size")"
+    record get_cpu_client "$t" "$run" "$(per_gib "$curl_ms" "$size")"
+    record get_cores "$t" "$run" "$(awk -v c="$((proxy_ms + registry_ms))" -v k="$curl_ms" -v w="$wall_ms" 'BEGIN{printf "%.2f", (w > 0 ? (c + k) / w : 0)}')"
     # 2. a new upload session, one PATCH of the whole file, then the session is cancelled
     loc=$(start_upload "$b")
     read -r speed code < <(curl -s -X PATCH -H "$auth" -H "Content-Type: application/octet-stream" -T "$work/upload.bin" \
