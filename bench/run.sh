@@ -93,6 +93,7 @@ wait_http() { # URL NAME LOG
 }
 # CPU time (user + system, in clock ticks) used so far by the given pids.
 cpu_ticks() { local p t=0 f; for p in "$@"; do read -ra f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
+ticks_ms() { awk -v d="$(($2 - $1))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", d / hz * 1000}'; } # BEFORE AFTER
 per_request_us() { awk -v d="$(($2 - $1))" -v hz="$(getconf CLK_TCK)" -v n="$3" 'BEGIN{printf "%.1f", d / hz * 1e6 / n}'; } # BEFORE AFTER REQUESTS
 rss_kib() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
 
@@ -380,10 +381,9 @@ per_gib() { awk -v ms="$1" -v b="$2" 'BEGIN{printf "%.0f", ms * 1073741824 / b}'
 for run in $(seq "$runs"); do
   echo "run $run/$runs" >&2
   for t in direct gateway nginx; do
-    b=$(base_of "$t")
+    b=$(base_of "$t") proxy_pids=$(proxy_pids_of "$t")
     # 1. the big blob
     if profiling "$run" && [ "$t" = gateway ]; then perf_start get; fi
-    proxy_pids=$(proxy_pids_of "$t")
     # shellcheck disable=SC2086 # a list of pids
     p0=$(cpu_ticks $proxy_pids) r0=$(cpu_ticks "$registry_pid")
     read -r speed size code wall_ms curl_ms < <(python3 "$helper" timed \
@@ -393,9 +393,8 @@ for run in $(seq "$runs"); do
     if profiling "$run" && [ "$t" = gateway ]; then perf_stop; fi
     if [ "$code" != 200 ] || [ "$size" != "$((blob_mib << 20))" ]; then die "$t: GET of the big blob gave $code, $size bytes"; fi
     record get "$t" "$run" "$(mib_s "$speed")"
-    # Where the GET's CPU went: on 2 cores, registry + proxy + client is the bound on the rate.
-    proxy_ms=$(awk -v d="$((p1 - p0))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", d / hz * 1000}')
-    registry_ms=$(awk -v d="$((r1 - r0))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", d / hz * 1000}')
+    # Where the GET's CPU went, per process, and how much of the cores the three kept busy.
+    proxy_ms=$(ticks_ms "$p0" "$p1") registry_ms=$(ticks_ms "$r0" "$r1")
     [ -z "$proxy_pids" ] || record get_cpu_proxy "$t" "$run" "$(per_gib "$proxy_ms" "$size")"
     record get_cpu_registry "$t" "$run" "$(per_gib "$registry_ms" "$size")"
     record get_cpu_client "$t" "$run" "$(per_gib "$curl_ms" "$size")"
@@ -413,7 +412,6 @@ for run in $(seq "$runs"); do
     record lat50 "$t" "$run" "$(awk -v v="$w_p50_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
     record lat99 "$t" "$run" "$(awk -v v="$w_p99_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
     if profiling "$run" && [ "$t" = gateway ]; then perf_start small; fi
-    proxy_pids=$(proxy_pids_of "$t")
     # shellcheck disable=SC2086 # a list of pids
     p0=$(cpu_ticks $proxy_pids) r0=$(cpu_ticks "$registry_pid")
     wrk_run "$b/v2/$repo/blobs/$small" 64 2 -H "$auth"

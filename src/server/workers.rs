@@ -51,9 +51,10 @@ impl Drop for OpenGuard {
 impl Workers {
     /// Start `count` worker threads (at least one).
     pub fn start(count: usize) -> io::Result<Workers> {
-        let mut workers = Vec::with_capacity(count.max(1));
-        let mut threads = Vec::with_capacity(count.max(1));
-        for index in 0..count.max(1) {
+        let count = count.max(1);
+        let mut workers = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
