@@ -122,6 +122,15 @@ impl Request {
         let written = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut parts = written.split_whitespace();
         let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status == 0 {
+            // No answer at all: say why, so a failing assertion on the status can be read.
+            eprintln!(
+                "curl {:?} got no HTTP answer (exit {:?}): {}",
+                self.args.get(2..4),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         let http_version = parts.next().unwrap_or("").to_owned();
         let head_text = std::fs::read_to_string(&head).unwrap_or_default();
         let mut headers: HashMap<String, String> = HashMap::new();
