@@ -100,11 +100,7 @@ impl Proxy {
 
     /// Answer one `/v2/` request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let need = match access::classify(
-            request.method(),
-            request.uri().path(),
-            request.uri().query(),
-        ) {
+        let need = match access::classify(request.method(), request.uri(), request.headers()) {
             Ok(need) => need,
             Err(error) => return error.into_response(),
         };
@@ -129,7 +125,7 @@ impl Proxy {
             }
         };
         let need = &exchange.need;
-        let mut upstream_request = self.upstream_request(request);
+        let mut upstream_request = self.upstream_request(request, need.target.clone());
         if let Some(token) = replacement {
             upstream_request
                 .headers_mut()
@@ -325,19 +321,19 @@ impl Proxy {
         Ok((claims, None))
     }
 
-    /// The request as the registry gets it: same method, path, query, Authorization and
-    /// body; hop-by-hop headers dropped; forwarded headers naming the public URL.
-    fn upstream_request(&self, request: Request<Incoming>) -> Request<Body> {
+    /// The request as the registry gets it: the checked target (see [`access`]), same
+    /// method, Authorization and body; hop-by-hop headers dropped; forwarded headers naming
+    /// the public URL.
+    fn upstream_request(
+        &self,
+        request: Request<Incoming>,
+        target: http::uri::PathAndQuery,
+    ) -> Request<Body> {
         let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         let (mut parts, incoming) = request.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         // Cannot fail (scheme, authority and path are each valid); were it to, the relative
         // URI left in place makes the send fail with a 502, not a request to the wrong host.
-        if let Ok(uri) = self.upstream.uri_for(path_and_query) {
+        if let Ok(uri) = self.upstream.uri_for(target) {
             parts.uri = uri;
         }
         parts.version = Version::HTTP_11;

@@ -35,13 +35,7 @@ impl Exchange {
         let facts = audit.enabled().then(|| Facts {
             method: request.method().clone(),
             client: request.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
-            reference: request
-                .uri()
-                .path()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            reference: need.reference.clone().unwrap_or_default(),
             content_length: request
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
