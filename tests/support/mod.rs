@@ -15,6 +15,7 @@ pub mod nginx;
 pub mod oci;
 pub mod podman;
 pub mod process;
+pub mod raw;
 pub mod stack;
 pub mod wire;
 
