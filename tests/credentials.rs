@@ -4,11 +4,11 @@
 mod support;
 
 use support::gateway::secrets::*;
-use support::http::get;
+use support::http::{get, request};
 use support::oci::{skopeo, skopeo_result, OciImage};
 use support::podman::Podman;
 use support::process::ImageCli;
-use support::stack::Stack;
+use support::stack::{RegistryAuth, Stack, StackOptions};
 
 /// Push a small image as `user` to `repository`; true when it worked.
 fn push(
@@ -284,4 +284,91 @@ fn a_guest_of_a_private_project_can_neither_pull_nor_push() {
         pull(&stack, "bob", BOB_PAT, "mygroup/myproject/app").0,
         "a reporter can"
     );
+}
+
+#[test]
+fn project_tokens_do_not_reach_a_private_project_nested_below_theirs() {
+    // mygroup/myproject/vault is its own private project below mygroup/myproject: the tokens of
+    // mygroup/myproject (deploy token, developer and maintainer bots) get nothing there, with
+    // the registry checking tokens and with the gateway as the only guard.
+    for auth in [RegistryAuth::TrustsGateway, RegistryAuth::None] {
+        let stack = Stack::with(StackOptions {
+            registry_auth: auth,
+            ..StackOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let image = OciImage::create(dir.path().join("image"), 32 * 1024);
+        // carol maintains the group, so the vault: she puts an image there.
+        for repository in ["mygroup/myproject/vault", "mygroup/myproject/vault/image"] {
+            let (ok, out) = push(&stack, &image, "carol", CAROL_API_PAT, repository);
+            assert!(ok, "carol pushing to {repository}: {out}");
+        }
+        let project_tokens = [
+            ("gitlab+deploy-token-1", DEPLOY_READ_ONLY),
+            ("project_myproject_bot", PROJECT_BOT),
+            ("project_myproject_maintainer_bot", PROJECT_MAINTAINER_BOT),
+        ];
+        for (user, secret) in project_tokens {
+            for repository in ["mygroup/myproject/vault", "mygroup/myproject/vault/image"] {
+                let token = stack.token(
+                    user,
+                    secret,
+                    &[&format!("repository:{repository}:pull,push,delete")],
+                );
+                assert!(
+                    Stack::granted(&token).is_empty(),
+                    "{user} on {repository}: {:?}",
+                    Stack::granted(&token)
+                );
+                let manifest = format!("{}/v2/{repository}/manifests/v1", stack.gateway.url);
+                let reply = get(&manifest).bearer(&token).send();
+                assert_eq!(
+                    reply.status, 401,
+                    "{user} read {repository}: {}",
+                    reply.body
+                );
+                let reply = request("DELETE", &manifest).bearer(&token).send();
+                assert_eq!(reply.status, 401, "{user} deleted in {repository}");
+                let (ok, out) = pull(&stack, user, secret, repository);
+                assert!(!ok, "{user} pulled {repository}: {out}");
+            }
+            let (ok, out) = push(&stack, &image, user, secret, "mygroup/myproject/vault");
+            assert!(!ok, "{user} pushed to the vault: {out}");
+        }
+        // Their own project's images they still reach; the maintainer bot may delete there.
+        let (ok, out) = push(
+            &stack,
+            &image,
+            "project_myproject_maintainer_bot",
+            PROJECT_MAINTAINER_BOT,
+            "mygroup/myproject/app",
+        );
+        assert!(ok, "{out}");
+        let token = stack.token(
+            "project_myproject_maintainer_bot",
+            PROJECT_MAINTAINER_BOT,
+            &["repository:mygroup/myproject/app:pull,push,delete"],
+        );
+        assert_eq!(
+            Stack::granted(&token),
+            vec!["repository:mygroup/myproject/app:pull,push,delete"]
+        );
+        assert!(
+            pull(
+                &stack,
+                "gitlab+deploy-token-1",
+                DEPLOY_READ_ONLY,
+                "mygroup/myproject/app"
+            )
+            .0
+        );
+        // A group's token reaches every project of the group, nested ones included.
+        let (ok, out) = pull(
+            &stack,
+            "gitlab+deploy-token-2",
+            DEPLOY_GROUP_WRITE,
+            "mygroup/myproject/vault",
+        );
+        assert!(ok, "{out}");
+    }
 }

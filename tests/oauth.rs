@@ -3,12 +3,14 @@
 
 mod support;
 
+use std::time::Duration;
 use support::docker::Dockerd;
 use support::gateway::secrets::*;
-use support::gateway::{Gateway, GatewayOptions};
+
+use support::gateway::{sha256_hex, Gateway, GatewayOptions};
 use support::http::{get, request, Reply};
 use support::process::ImageCli;
-use support::stack::Stack;
+use support::stack::{RegistryAuth, Stack, StackOptions};
 
 fn offline_login(stack_url: &str, user: &str, secret: &str) -> Reply {
     get(&format!(
@@ -173,4 +175,85 @@ fn docker_stores_an_identity_token_not_the_secret_and_pushes_with_it() {
         log.contains("method=POST path=/jwt/auth") && log.contains("user=\"alice\""),
         "the push refreshed over POST:\n{log}"
     );
+}
+
+/// Revoke one configured token (by its digest) and reload.
+fn revoke(gateway: &Gateway, secret: &str) {
+    let path = gateway.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let digest = format!("token_sha256: \"{}\"", sha256_hex(secret));
+    assert!(text.contains(&digest));
+    std::fs::write(
+        &path,
+        text.replacen(&digest, &format!("{digest}, revoked: true"), 1),
+    )
+    .unwrap();
+    let reloads = gateway.log().matches("configuration reloaded").count();
+    gateway.signal("HUP");
+    gateway.wait_for_log(
+        "configuration reloaded",
+        reloads + 1,
+        Duration::from_secs(10),
+    );
+}
+
+fn refresh_token_of(url: &str, user: &str, secret: &str) -> String {
+    let reply = offline_login(url, user, secret);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned()
+}
+
+#[test]
+fn a_refresh_token_follows_its_own_token_never_a_namesake() {
+    // erin's `api`, read-only and read-write tokens are all named `shared` (GitLab allows it).
+    for auth in [RegistryAuth::TrustsGateway, RegistryAuth::None] {
+        let stack = Stack::with(StackOptions {
+            registry_auth: auth,
+            ..StackOptions::default()
+        });
+        let url = &stack.gateway.url;
+        let from_read_only = refresh_token_of(url, "erin", ERIN_READ_ONLY_PAT);
+        let from_api = refresh_token_of(url, "erin", ERIN_API_PAT);
+        let refresh = |token: &str| {
+            post(
+                url,
+                &format!("grant_type=refresh_token&service=container_registry&refresh_token={token}&scope=repository%3Aerin%2Fapp%3Apull%2Cpush"),
+            )
+        };
+
+        // The read-only token's refresh keeps the read-only token's scopes...
+        let reply = refresh(&from_read_only);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(Stack::granted(&token), vec!["repository:erin/app:pull"]);
+        // ...and the registry behind the gateway gets no push with it.
+        let reply = request("POST", &format!("{url}/v2/erin/app/blobs/uploads/"))
+            .bearer(&token)
+            .send();
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        assert!(reply
+            .header("www-authenticate")
+            .unwrap()
+            .contains(r#"error="insufficient_scope""#));
+
+        // Revoking the read-only token ends its refresh token, not its namesake's.
+        revoke(&stack.gateway, ERIN_READ_ONLY_PAT);
+        let reply = refresh(&from_read_only);
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        assert!(reply.error_message().contains("revoked"), "{}", reply.body);
+        let reply = refresh(&from_api);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(
+            Stack::granted(&token),
+            vec!["repository:erin/app:pull,push"]
+        );
+        let reply = request("POST", &format!("{url}/v2/erin/app/blobs/uploads/"))
+            .bearer(&token)
+            .send();
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
 }

@@ -20,10 +20,34 @@ use super::scope::RepositoryName;
 use super::token::{InternalClaims, Purpose, Tokens, VerifyError};
 
 /// How a principal proved who it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A personal access token is identified by its digest, not its name: names are labels and,
+/// as in GitLab, two tokens of one user may share one. Everything derived from the credential
+/// later (the refresh token's binding, the fingerprint push grace re-checks) must follow the
+/// exact token that authenticated, or a read-only token would borrow the rights and the
+/// lifetime of a namesake.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     Password,
-    PersonalAccessToken { name: String },
+    PersonalAccessToken {
+        /// The token's name, for logs only: it is not unique.
+        name: String,
+        /// SHA-256 of the token's secret: which token it was.
+        digest: [u8; 32],
+    },
+}
+
+impl fmt::Debug for Credential {
+    // The digest is the stored form of a secret: keep it out of every Debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Password => f.write_str("Password"),
+            Credential::PersonalAccessToken { name, .. } => f
+                .debug_struct("PersonalAccessToken")
+                .field("name", name)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 impl Credential {
@@ -89,7 +113,7 @@ impl Principal {
                 ..
             } => None,
             Principal::User {
-                credential: Credential::PersonalAccessToken { name },
+                credential: Credential::PersonalAccessToken { name, .. },
                 ..
             } => Some(name),
             Principal::Token(token) => Some(token.namespace.as_str()),
@@ -280,8 +304,10 @@ pub fn authenticate_job(
 pub const REFRESH_TTL: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
 /// A fingerprint of the credential `principal` used, and when that credential expires. A
-/// refresh token carries it and works only while the same credential is still there and good.
-/// CI jobs and anonymous callers get no refresh tokens.
+/// refresh token carries it and works only while the same credential is still there and good;
+/// registry tokens carry it for push grace. A personal access token's fingerprint is made from
+/// the digest of the very token that authenticated (never looked up by its name, which other
+/// tokens may share). CI jobs and anonymous callers get no refresh tokens.
 pub fn binding(
     principal: &Principal,
     directory: &Directory,
@@ -300,14 +326,14 @@ pub fn binding(
         }
         Principal::User {
             username,
-            credential: Credential::PersonalAccessToken { name },
+            credential: Credential::PersonalAccessToken { digest, .. },
             ..
         } => {
             let token = directory
                 .user(username)?
                 .personal_access_tokens
                 .iter()
-                .find(|t| &t.name == name)?;
+                .find(|t| &t.digest == digest)?;
             Some((
                 format!("pat:{}", fingerprint(&token.digest)),
                 token.expires_at,
@@ -441,6 +467,7 @@ fn pat_credential(
         token.scopes,
         Credential::PersonalAccessToken {
             name: token.name.clone(),
+            digest: token.digest,
         },
     ))
 }
@@ -555,6 +582,46 @@ mod tests {
     fn debug_output_never_shows_the_secret() {
         let c = BasicCredentials::parse(basic("alice:hunter2").as_bytes()).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_binding_follows_the_exact_token_not_a_namesake() {
+        let now = OffsetDateTime::now_utc();
+        let read_only = RegistryScopes {
+            read_registry: true,
+            write_registry: false,
+        };
+        let pat = |secret: &str, scopes| PersonalAccessToken {
+            name: "shared".into(),
+            digest: token_digest(secret),
+            scopes,
+            expires_at: None,
+            revoked: false,
+        };
+        let mut erin = User {
+            username: "erin".into(),
+            password_hash: None,
+            admin: false,
+            blocked: false,
+            personal_access_tokens: vec![
+                pat("api-secret", RegistryScopes::ALL),
+                pat("ro-secret", read_only),
+            ],
+        };
+        let directory = Directory::new(vec![erin.clone()], vec![], vec![], vec![]);
+        let (scopes, credential) = pat_credential(&erin.personal_access_tokens[1], now).unwrap();
+        let principal = user_principal(&erin, scopes, credential).unwrap();
+        let (bound, _) = binding(&principal, &directory).unwrap();
+        match resolve_binding(&directory, "erin", &bound, now).unwrap() {
+            Principal::User { scopes, .. } => assert_eq!(scopes, read_only),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{principal:?}").contains("digest"));
+
+        erin.personal_access_tokens[1].revoked = true;
+        let directory = Directory::new(vec![erin], vec![], vec![], vec![]);
+        let refused = resolve_binding(&directory, "erin", &bound, now).unwrap_err();
+        assert_eq!(refused.reason(), "token_revoked");
     }
 
     #[test]

@@ -18,10 +18,13 @@
 //!   group only, whatever its visibility; never delete;
 //! - project and group access tokens: a bot with its own role and scopes, inside its project
 //!   or group only;
+//! - "inside a project" means the repositories that project owns: a nested project
+//!   (`g/app/vault` below `g/app`) is another project, out of reach of `g/app`'s tokens;
+//!   "inside a group" means every project of the group and of its subgroups;
 //! - `api` on a token means both registry scopes; `admin_mode` changes nothing.
 
 use super::credentials::Principal;
-use super::directory::{Directory, Project, RegistryScopes, Role, Visibility};
+use super::directory::{Directory, NamespaceKind, Project, RegistryScopes, Role, Visibility};
 use super::scope::{Action, Actions, Resource, ResourceAccess, Scope};
 
 /// The actions `principal` may perform on `resource`.
@@ -106,10 +109,17 @@ pub fn allowed_actions(
             }
         }
         Principal::Token(token) => {
-            // Deploy and access tokens act inside their own project or group only.
+            // Deploy and access tokens act inside their own project or group only. What counts
+            // is the project that OWNS the repository (the longest project path): a project
+            // token reaches its project's own repositories, never those of a project nested
+            // below it (`g/app/vault` is not `g/app`'s); a group token reaches every project
+            // of the group and its subgroups.
             let project = directory
                 .project_for(name)
-                .filter(|_| name.is_within(&token.namespace));
+                .filter(|owner| match token.namespace_kind {
+                    NamespaceKind::Project => owner.path == token.namespace,
+                    NamespaceKind::Group => owner.path.is_within(&token.namespace),
+                });
             match (project, token.role) {
                 (None, _) => Actions::NONE,
                 (Some(project), Some(role)) => member(project, Some(role), true, token.scopes),
@@ -202,7 +212,7 @@ mod tests {
 
     use super::*;
     use crate::auth::credentials::Credential;
-    use crate::auth::directory::{Group, NamespaceKind, NamespaceToken, Project};
+    use crate::auth::directory::{Group, NamespaceToken, Project};
     use crate::auth::scope::RepositoryName;
 
     const PULL: &str = "pull";
@@ -239,6 +249,8 @@ mod tests {
             vec![group],
             vec![
                 project("g/private", Visibility::Private, &roles),
+                // A separate project nested below g/private, with no members of its own.
+                project("g/private/vault", Visibility::Private, &[]),
                 project("g/internal", Visibility::Internal, &roles),
                 project("g/public", Visibility::Public, &roles),
                 project("h/private", Visibility::Private, &[]),
@@ -407,6 +419,38 @@ mod tests {
                 namespace_token("g", G, Some(Role::Owner), true, true),
                 "h/private",
                 "",
+            ),
+            // A project nested below the token's project is another project: out of reach,
+            // its images too; the group's tokens still reach it.
+            (
+                namespace_token("g/private", P, None, true, true),
+                "g/private/vault",
+                "",
+            ),
+            (
+                namespace_token("g/private", P, None, true, true),
+                "g/private/vault/image",
+                "",
+            ),
+            (
+                namespace_token("g/private", P, Some(Role::Owner), true, true),
+                "g/private/vault",
+                "",
+            ),
+            (
+                namespace_token("g/private", P, Some(Role::Owner), true, true),
+                "g/private/app",
+                "pull,push,delete",
+            ),
+            (
+                namespace_token("g", G, None, true, true),
+                "g/private/vault",
+                PUSH,
+            ),
+            (
+                namespace_token("g", G, Some(Role::Maintainer), true, true),
+                "g/private/vault/image",
+                "pull,push,delete",
             ),
         ];
         for (principal, repository, expected) in table {

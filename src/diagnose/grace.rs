@@ -5,13 +5,16 @@
 //! start may expire between two of them: "unauthorized: authentication required". The gateway
 //! signed that token and follows the upload session, so it knows better:
 //!
-//! - a request of a live session (same repository, same subject) whose token expired is either
+//! - a request of a live push (same repository, same TOKEN: the one that started or last moved
+//!   on the upload session, or for the manifest PUT one that uploaded there within
+//!   `max_session`) whose token expired is either
 //!   extended — forwarded with a freshly minted token limited to `repository:<repo>:push,pull`,
 //!   when push grace is on, the session is younger than `max_session`, the expired token did
 //!   allow pushing there, and the credential behind it is still valid and still allowed to
 //!   push there — or refused with the registry's 401 and one WARN line that says what happened
 //!   and how to fix it;
-//! - an expired token can never start a new upload or touch another repository;
+//! - an expired token can never start a new upload or touch another repository, and never
+//!   borrows a push of another token, even one of the same user;
 //! - requests already streaming are never cut: tokens are only checked when headers arrive.
 
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 
-use super::uploads::{bytes_from_range, Session, Uploads};
+use super::uploads::{bytes_from_range, Session, TokenKey, Uploads};
 use crate::auth::scope::{Action, Actions, RepositoryName, Resource, ResourceAccess};
 use crate::auth::token::{Claims, Tokens};
 use crate::config::PushGrace as Settings;
@@ -70,16 +73,18 @@ impl PushGrace {
         else {
             return Verdict::Refuse;
         };
-        // Which push does the request belong to? Only requests that continue or finish one.
+        // Which push does the request belong to? Only requests that continue or finish one that
+        // this very token took part in.
+        let token = TokenKey::of(claims);
         let (started, upload, bytes) = match (need.route, &need.upload, method) {
             (Route::Upload, Some(uuid), _) => match self.uploads.session(uuid) {
-                Some(s) if &s.repository == repository && s.subject == claims.sub => {
+                Some(s) if &s.repository == repository && s.token == token => {
                     (s.started, Some(uuid.as_str()), Some(s.bytes))
                 }
                 _ => return Verdict::Refuse,
             },
             (Route::Manifest, None, &Method::PUT) => {
-                match self.uploads.push_started(&claims.sub, repository, now) {
+                match self.uploads.push_started_by(token, repository, now) {
                     Some(started) => (started, None, None),
                     None => return Verdict::Refuse,
                 }
@@ -151,7 +156,8 @@ impl PushGrace {
         }
     }
 
-    /// Learn about upload sessions from the registry's answer to a request of `subject`.
+    /// Learn about upload sessions from the registry's answer to a request made with the token
+    /// `claims`: each session and push record is the token's, not merely its subject's.
     ///
     /// Gives back the session a successful `PUT` completed, for the audit log.
     pub fn observe(
@@ -177,6 +183,7 @@ impl PushGrace {
                     self.uploads.started(
                         uuid,
                         repository.clone(),
+                        TokenKey::of(claims),
                         &claims.sub,
                         lifetime,
                         Instant::now(),
@@ -187,12 +194,15 @@ impl PushGrace {
             }
             (&Method::PATCH, Some(uuid), 202) => {
                 if let Some(bytes) = header("range").and_then(bytes_from_range) {
-                    self.uploads.progress(uuid, bytes);
+                    self.uploads
+                        .progress(uuid, TokenKey::of(claims), bytes, Instant::now());
                 }
                 None
             }
             (&Method::PUT, Some(uuid), 201) | (&Method::DELETE, Some(uuid), 204) => {
-                let session = self.uploads.finished(uuid);
+                let session = self
+                    .uploads
+                    .finished(uuid, TokenKey::of(claims), Instant::now());
                 metrics().upload_sessions(self.uploads.open_sessions());
                 session.filter(|_| method == Method::PUT)
             }

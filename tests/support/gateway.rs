@@ -40,9 +40,18 @@ pub mod secrets {
     pub const DEPLOY_GROUP_WRITE: &str = "deploy-group-read-write-0123456";
     /// project_myproject_bot: project access token, developer, read and write.
     pub const PROJECT_BOT: &str = "bot-project-developer-012345678";
+    /// project_myproject_maintainer_bot: project access token of mygroup/myproject,
+    /// maintainer, read and write.
+    pub const PROJECT_MAINTAINER_BOT: &str = "bot-project-maintainer-01234567";
+    /// erin's three personal access tokens, all named `shared` (GitLab allows it), in this
+    /// order: `api`; read_registry only; read_registry + write_registry.
+    pub const ERIN_API_PAT: &str = "pat-erin-shared-api-0123456789a";
+    pub const ERIN_READ_ONLY_PAT: &str = "pat-erin-shared-read-012345678";
+    pub const ERIN_WRITE_PAT: &str = "pat-erin-shared-write-01234567";
 }
 
-fn sha256_hex(text: &str) -> String {
+/// The hex SHA-256 of `text`: how the config stores a token (`token_sha256`).
+pub fn sha256_hex(text: &str) -> String {
     let out = process::run(Command::new("sha256sum"), Some(text));
     out.stdout.split_whitespace().next().unwrap().to_owned()
 }
@@ -55,7 +64,11 @@ fn sha256_hex(text: &str) -> String {
 /// - group mygroup (private) holds mygroup/myproject and mygroup/second (both private);
 ///   public/app is public, internal/app internal;
 /// - deploy tokens gitlab+deploy-token-1 (mygroup/myproject, read) and gitlab+deploy-token-2
-///   (group mygroup, read+write); project_myproject_bot (developer, read+write).
+///   (group mygroup, read+write); project_myproject_bot (developer, read+write);
+/// - mygroup/myproject/vault: a separate private project nested below mygroup/myproject, no
+///   members of its own (carol maintains it through the group); project_myproject_maintainer_bot
+///   (mygroup/myproject's maintainer bot, read+write);
+/// - erin: developer of erin/app (private), three personal access tokens all named `shared`.
 pub fn fixture_users() -> String {
     use secrets::*;
     // bcrypt cost 4 keeps the suite fast; the cost is the operator's choice.
@@ -92,6 +105,11 @@ pub fn fixture_users() -> String {
     admin: true
     personal_access_tokens:
       - {{ name: root, token_sha256: "{root}", scopes: [read_registry, write_registry] }}
+  - username: erin
+    personal_access_tokens:
+      - {{ name: shared, token_sha256: "{erin_api}", scopes: [api] }}
+      - {{ name: shared, token_sha256: "{erin_ro}", scopes: [read_registry] }}
+      - {{ name: shared, token_sha256: "{erin_rw}", scopes: [read_registry, write_registry] }}
 groups:
   - path: mygroup
     visibility: private
@@ -106,12 +124,18 @@ projects:
       - {{ username: gitlab+deploy-token-1, token_sha256: "{deploy_ro}", scopes: [read_registry], expires_at: 2099-01-01 }}
     access_tokens:
       - {{ username: project_myproject_bot, token_sha256: "{bot}", role: developer, scopes: [read_registry, write_registry] }}
+      - {{ username: project_myproject_maintainer_bot, token_sha256: "{maintainer_bot}", role: maintainer, scopes: [read_registry, write_registry] }}
+  - path: mygroup/myproject/vault
+    visibility: private
   - path: mygroup/second
     visibility: private
   - path: public/app
     visibility: public
   - path: internal/app
     visibility: internal
+  - path: erin/app
+    visibility: private
+    members: {{ erin: developer }}
 "#,
         hash = hash.trim(),
         rw = d(ALICE_PAT),
@@ -127,6 +151,10 @@ projects:
         deploy_group = d(DEPLOY_GROUP_WRITE),
         deploy_ro = d(DEPLOY_READ_ONLY),
         bot = d(PROJECT_BOT),
+        maintainer_bot = d(PROJECT_MAINTAINER_BOT),
+        erin_api = d(ERIN_API_PAT),
+        erin_ro = d(ERIN_READ_ONLY_PAT),
+        erin_rw = d(ERIN_WRITE_PAT),
     )
 }
 
