@@ -408,3 +408,81 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// The stack `serve` puts in front of the gateway, around a stub standing for it.
+    fn stub_stack(
+        handler: fn(&Request<Incoming>) -> Response<Body>,
+    ) -> impl Service<Request<Incoming>, Response = Response<impl http_body::Body<Data = Bytes>>>
+    {
+        stack(tower::service_fn(move |request: Request<Incoming>| {
+            std::future::ready(Ok::<_, Infallible>(handler(&request)))
+        }))
+    }
+
+    /// A request with hyper's body type, which only hyper can make: sent through a real
+    /// loopback connection to a one-shot server that hands the request back.
+    async fn incoming(request: Request<String>) -> Request<Incoming> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (found, got) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let found = std::sync::Mutex::new(Some(found));
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                if let Some(found) = found.lock().unwrap().take() {
+                    let _ = found.send(request);
+                }
+                std::future::ready(Ok::<_, Infallible>(Response::new(crate::body::empty())))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let _answer = sender.send_request(request);
+        got.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_registry_style_500() {
+        let service = stub_stack(|_| panic!("boom"));
+        let request = incoming(Request::get("http://x/v2/").body(String::new()).unwrap()).await;
+        let response = service.oneshot(request).await.ok().unwrap();
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response.into_body().collect().await.ok().unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["errors"][0]["code"], "UNKNOWN");
+        assert!(!String::from_utf8_lossy(&body).contains("boom"));
+    }
+
+    #[tokio::test]
+    async fn credentials_are_marked_sensitive_before_the_gateway_sees_them() {
+        let service = stub_stack(|request| {
+            let all = ["authorization", "proxy-authorization", "cookie"]
+                .iter()
+                .all(|name| request.headers()[*name].is_sensitive());
+            let mut response = Response::new(crate::body::empty());
+            if !all {
+                *response.status_mut() = http::StatusCode::IM_A_TEAPOT;
+            }
+            response
+        });
+        let request = Request::get("http://x/v2/")
+            .header("authorization", "Bearer secret")
+            .header("proxy-authorization", "Basic c2VjcmV0")
+            .header("cookie", "session=secret")
+            .body(String::new())
+            .unwrap();
+        let response = service.oneshot(incoming(request).await).await.ok().unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+    }
+}
