@@ -58,7 +58,11 @@ where
 pub enum ClientBodyError {
     /// It arrived slower than `server.min_body_rate`.
     #[error("the request body arrived at {rate} bytes/s over {window:?}, below server.min_body_rate ({min} bytes/s)")]
-    TooSlow { rate: u64, min: u64, window: std::time::Duration },
+    TooSlow {
+        rate: u64,
+        min: u64,
+        window: std::time::Duration,
+    },
     /// It could not be read: malformed chunked encoding, a reset stream, a closed connection.
     #[error("the request body could not be read (malformed, or the client stopped sending)")]
     Broken,

@@ -202,9 +202,10 @@ impl Gateway {
                 "CONNECT is not supported: this is a registry, not a proxy",
             )
             .into_response();
-            response
-                .headers_mut()
-                .insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"));
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
+            );
             return response;
         }
         let head_size = head_size(&request);
@@ -242,9 +243,10 @@ impl Gateway {
                 Ok(held) => UpstreamSlots::hold(self.inner.proxy.handle(request).await, held),
                 Err(refusal) => {
                     let mut response = refusal.into_response();
-                    response
-                        .headers_mut()
-                        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                    response.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
                     response
                 }
             }
@@ -267,7 +269,10 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|length| length > MAX_TOKEN_BODY_BYTES) {
-            tracing::info!(content_length = declared, "token request refused: body too large");
+            tracing::info!(
+                content_length = declared,
+                "token request refused: body too large"
+            );
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::SizeInvalid,
@@ -285,7 +290,9 @@ impl Gateway {
                 ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     ErrorCode::Unsupported,
-                    format!("the request was not complete within {timeout:?}: send the form at once"),
+                    format!(
+                        "the request was not complete within {timeout:?}: send the form at once"
+                    ),
                 )
                 .into_response()
             }

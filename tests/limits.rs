@@ -37,7 +37,9 @@ fn push_token(stack: &Stack) -> String {
 
 /// Open file descriptors of a process.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// Connect to `host` (`127.0.0.1:PORT`) with a short read timeout.
@@ -94,7 +96,10 @@ fn dribble(host: &str, head: &[u8], body: &[u8], bound: Duration) -> (String, Du
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    (String::from_utf8_lossy(&seen).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&seen).into_owned(),
+        started.elapsed(),
+    )
 }
 
 /// Status and JSON body of a raw HTTP/1.1 answer.
@@ -174,7 +179,10 @@ fn an_http2_fan_out_holds_at_most_its_share_of_registry_connections_and_others_s
         .into_iter()
         .flat_map(|statuses| runtime.block_on(statuses))
         .collect();
-    let too_many: Vec<_> = answers.iter().filter(|(status, _)| *status == 429).collect();
+    let too_many: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
     assert!(!too_many.is_empty(), "no stream was refused: {answers:?}");
     for (_, body) in too_many {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -197,10 +205,12 @@ async fn fan_out(
     Vec<Sender>,
 ) {
     let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
     tokio::spawn(connection);
     let mut answers = Vec::new();
     let mut senders = Vec::new();
@@ -286,7 +296,7 @@ fn an_http2_head_dribbled_a_byte_a_second_is_closed_at_the_header_deadline() {
     let gateway = Gateway::start(GatewayFiles::init("ec", "http://127.0.0.1:1"), &options);
     let mut head = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     head.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
-    // A HEADERS frame header announcing 200 bytes on stream 1, END_HEADERS never coming.
+                                                          // A HEADERS frame header announcing 200 bytes on stream 1, END_HEADERS never coming.
     let headers_frame = [0u8, 0, 200, 1, 0, 0, 0, 0, 1];
     let started = Instant::now();
     let mut stream = connect(&gateway.host);
@@ -364,10 +374,7 @@ fn a_form_dribbled_to_the_token_endpoint_is_cut_with_a_408() {
     );
     let (status, json) = status_and_json(&answer);
     assert_eq!(status, 408, "after {took:?}: {answer}");
-    assert!(
-        json["errors"][0]["message"].as_str().is_some(),
-        "{json}"
-    );
+    assert!(json["errors"][0]["message"].as_str().is_some(), "{json}");
     gateway.wait_for_log("server.token_request_timeout", 1, Duration::from_secs(5));
 
     // A declared body over 64 KiB is refused unread.

@@ -108,7 +108,12 @@ impl UpstreamSlots {
 
     /// Keep `held` until the answer's body has been sent or dropped.
     pub fn hold(response: Response<Body>, held: Held) -> Response<Body> {
-        response.map(|body| Body::new(Holding { inner: body, _held: held }))
+        response.map(|body| {
+            Body::new(Holding {
+                inner: body,
+                _held: held,
+            })
+        })
     }
 }
 
@@ -181,9 +186,15 @@ impl InFlight {
         Some(self.origin.elapsed().saturating_sub(since))
     }
 
-    /// Milliseconds since the connection opened, on the clock `idle_since` uses.
+    /// When the last request ended (or the connection opened).
     pub fn idle_since(&self) -> Instant {
         self.origin + Duration::from_millis(self.state.idle_since.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight::new()
     }
 }
 

@@ -39,8 +39,8 @@ use self::activity::{Activity, LastActivity};
 use self::limits::{InFlight, Tracked, UpstreamSlots};
 use self::workers::Workers;
 use crate::body::{Body, BoxError};
-use crate::error::{ApiError, ErrorCode};
 use crate::config::ServerSettings;
+use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::metrics::metrics;
 
 /// What [`serve`] can run: a cloneable service (one clone per connection) that answers every
@@ -61,8 +61,12 @@ pub trait HttpService:
 
 impl<S, B> HttpService for S
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
-        + Clone
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static,
     B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
@@ -83,8 +87,12 @@ const SENSITIVE_HEADERS: [http::HeaderName; 3] = [
 /// serving; hyper would otherwise drop the connection with no answer).
 pub fn stack<S>(service: S) -> impl HttpService
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
-        + Clone
+    S: Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static,
 {
@@ -149,8 +157,12 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<Drained>
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
-        + Clone
+    S: Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static,
 {
@@ -287,9 +299,8 @@ impl Connection {
         S: HttpService,
     {
         let peer = self.peer;
-        let share = UpstreamSlots::connection_share(
-            self.settings.max_upstream_requests_per_connection,
-        );
+        let share =
+            UpstreamSlots::connection_share(self.settings.max_upstream_requests_per_connection);
         let in_flight = InFlight::new();
         let requests = in_flight.clone();
         let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -458,7 +469,13 @@ mod tests {
         let request = incoming(Request::get("http://x/v2/").body(String::new()).unwrap()).await;
         let response = service.oneshot(request).await.ok().unwrap();
         assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
-        let body = response.into_body().collect().await.ok().unwrap().to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .ok()
+            .unwrap()
+            .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["errors"][0]["code"], "UNKNOWN");
         assert!(!String::from_utf8_lossy(&body).contains("boom"));
