@@ -23,8 +23,13 @@ pub enum ErrorCode {
     Unsupported,
     /// The upstream registry could not be reached or did not answer in time.
     Unavailable,
-    /// The client is sending too much (headers too large, too many attempts).
+    /// The client is sending too much (headers too large, too many attempts, too many
+    /// requests at once).
     TooManyRequests,
+    /// A request body over its size limit.
+    SizeInvalid,
+    /// The gateway failed on its own (a handler panicked): nothing the client did wrong.
+    Unknown,
 }
 
 impl ErrorCode {
@@ -37,6 +42,8 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::Unknown => "UNKNOWN",
         }
     }
 }

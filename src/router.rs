@@ -19,7 +19,7 @@ use crate::auth::keys::{KeyError, SigningKey, VerifyingKey};
 use crate::auth::policy;
 use crate::auth::scope::{Action, Actions, RepositoryName, Resource};
 use crate::auth::token::Tokens;
-use crate::body::Body;
+use crate::body::{Body, BodyPace};
 use crate::config::{Config, Problem};
 use crate::diagnose::grace::{MayPush, PushGrace};
 use crate::diagnose::stripped::StrippedDetector;
@@ -27,6 +27,7 @@ use crate::diagnose::trust::Trust;
 use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
 use crate::proxy::Proxy;
+use crate::server::limits::{ConnectionSlots, UpstreamSlots};
 use crate::server::ClientAddr;
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::metrics;
@@ -37,6 +38,8 @@ pub const TOKEN_PATH: &str = "/jwt/auth";
 /// The gateway's public keys as a JWKS (RFC 7638 thumbprint `kid`s), for distribution 3.x's
 /// `auth.token.jwks`.
 pub const JWKS_PATH: &str = "/jwt/jwks.json";
+/// The largest `/jwt/auth` body (an OAuth2 form of a few hundred bytes in practice).
+pub const MAX_TOKEN_BODY_BYTES: u64 = 64 * 1024;
 
 /// Why a gateway could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,10 @@ struct Inner {
     /// The JWKS document, made once (keys change only with a restart).
     jwks: bytes::Bytes,
     max_header_bytes: usize,
+    /// Registry connections requests may hold, in all and per client connection.
+    upstream_slots: UpstreamSlots,
+    /// `server.token_request_timeout`.
+    token_request_timeout: std::time::Duration,
     audit: Audit,
 }
 
@@ -112,7 +119,10 @@ impl Gateway {
             .collect::<Result<Vec<_>, _>>()
             .map_err(BuildError::PreviousKey)?;
         let tokens = Arc::new(Tokens::new(&config.token, key, previous));
-        let upstream = Upstream::new(&config.upstream)?;
+        let upstream = Upstream::new(&config.upstream)?.with_body_pace(BodyPace {
+            min: config.server.min_body_rate,
+            window: config.server.body_rate_window,
+        });
         let directory = SharedDirectory::new(config.directory.clone());
         let keys: Vec<_> = tokens.verifying_keys().map(VerifyingKey::jwk).collect();
         let jwks = serde_json::json!({ "keys": keys }).to_string().into();
@@ -145,6 +155,12 @@ impl Gateway {
                 directory,
                 jwks,
                 max_header_bytes: config.server.max_header_bytes,
+                upstream_slots: UpstreamSlots::new(
+                    config.server.max_upstream_requests,
+                    config.server.max_upstream_requests_per_connection,
+                    config.server.upstream_queue_timeout,
+                ),
+                token_request_timeout: config.server.token_request_timeout,
                 audit,
             }),
         })
@@ -178,6 +194,20 @@ impl Gateway {
 
     /// Route and answer one request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        // Never a tunnel, whatever the token: refused before anything else looks at it.
+        if request.method() == http::Method::CONNECT {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                "CONNECT is not supported: this is a registry, not a proxy",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
+            );
+            return response;
+        }
         let head_size = head_size(&request);
         if head_size > self.inner.max_header_bytes {
             return ApiError::new(
@@ -192,8 +222,7 @@ impl Gateway {
         }
         let path = request.uri().path();
         if path == TOKEN_PATH {
-            let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-            let mut response = self.inner.token_endpoint.handle(request, client).await;
+            let mut response = self.token(request).await;
             response.extensions_mut().insert(RouteLabel("token"));
             response
         } else if path == JWKS_PATH {
@@ -209,10 +238,64 @@ impl Gateway {
             );
             response
         } else if path == "/v2" || path.starts_with("/v2/") {
-            self.inner.proxy.handle(request).await
+            let share = request.extensions().get::<ConnectionSlots>().cloned();
+            match self.inner.upstream_slots.acquire(share.as_ref()).await {
+                Ok(held) => UpstreamSlots::hold(self.inner.proxy.handle(request).await, held),
+                Err(refusal) => {
+                    let mut response = refusal.into_response();
+                    response.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
+                    response
+                }
+            }
         } else {
             ApiError::not_found(format!("no such endpoint {path:?}: the registry API is under /v2/, tokens under {TOKEN_PATH}"))
                 .into_response()
+        }
+    }
+}
+
+impl Gateway {
+    /// The token endpoint, bounded: a declared body over [`MAX_TOKEN_BODY_BYTES`] is refused
+    /// unread (413; an undeclared one is cut at the same size by the endpoint), and the whole
+    /// request must be answered within `server.token_request_timeout`, so a form dribbled a
+    /// byte a second ends with a 408 instead of holding a connection.
+    async fn token(&self, request: Request<Incoming>) -> Response<Body> {
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_TOKEN_BODY_BYTES) {
+            tracing::info!(
+                content_length = declared,
+                "token request refused: body too large"
+            );
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::SizeInvalid,
+                format!("a {TOKEN_PATH} request body may be at most {MAX_TOKEN_BODY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+        let timeout = self.inner.token_request_timeout;
+        let answer = self.inner.token_endpoint.handle(request, client);
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::info!(client = ?client, "token request ended: not received and answered within {timeout:?} (server.token_request_timeout)");
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::Unsupported,
+                    format!(
+                        "the request was not complete within {timeout:?}: send the form at once"
+                    ),
+                )
+                .into_response()
+            }
         }
     }
 }

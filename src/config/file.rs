@@ -104,6 +104,18 @@ pub struct ServerFile {
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub workers: Option<usize>,
+    #[serde(default)]
+    pub max_upstream_requests: Option<usize>,
+    #[serde(default)]
+    pub max_upstream_requests_per_connection: Option<usize>,
+    #[serde(default)]
+    pub upstream_queue_timeout: Option<String>,
+    #[serde(default)]
+    pub min_body_rate: Option<u64>,
+    #[serde(default)]
+    pub body_rate_window: Option<String>,
+    #[serde(default)]
+    pub token_request_timeout: Option<String>,
 }
 
 /// The operations listener: `/metrics`, `/healthz`, `/readyz`.

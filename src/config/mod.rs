@@ -166,6 +166,20 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Threads serving connections (default: the cores this process may use).
     pub workers: usize,
+    /// Requests being sent to the registry at once, all clients together: each holds one
+    /// registry connection (a file descriptor) while its body streams.
+    pub max_upstream_requests: usize,
+    /// The share of `max_upstream_requests` one client connection may hold, so one client
+    /// (an HTTP/2 connection opening 100 streams) cannot take what the others need.
+    pub max_upstream_requests_per_connection: usize,
+    /// How long a request waits for a free upstream slot before it is refused.
+    pub upstream_queue_timeout: Duration,
+    /// A request body must arrive at least this fast (bytes/s) ...
+    pub min_body_rate: u64,
+    /// ... averaged over this window of time spent waiting for the client.
+    pub body_rate_window: Duration,
+    /// A whole `/jwt/auth` request (its small form included) must be answered within this.
+    pub token_request_timeout: Duration,
 }
 
 /// Where audit records go.

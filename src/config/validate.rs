@@ -19,6 +19,16 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Well under the usual 1,024 open files of a service, leaving room for client connections.
+const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 256;
+/// A pull or push runs 3 to 5 transfers at once; 16 leaves room for several clients behind
+/// one connection (a proxy) while one attacker holds at most 1/16 of the registry slots.
+const DEFAULT_MAX_UPSTREAM_REQUESTS_PER_CONNECTION: usize = 16;
+const DEFAULT_UPSTREAM_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+/// 1 KiB/s: far below any real uplink, far above a byte-a-second dribble.
+const DEFAULT_MIN_BODY_RATE: u64 = 1024;
+const DEFAULT_BODY_RATE_WINDOW: Duration = Duration::from_secs(30);
+const DEFAULT_TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// More threads than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 
@@ -157,6 +167,59 @@ pub(super) fn validate(
         raw.server.shutdown_grace.as_deref(),
         DEFAULT_SHUTDOWN_GRACE,
     );
+    let max_upstream_requests = raw
+        .server
+        .max_upstream_requests
+        .unwrap_or(DEFAULT_MAX_UPSTREAM_REQUESTS);
+    if max_upstream_requests == 0 {
+        c.problems.push(Problem::new(
+            "server.max_upstream_requests",
+            "must be at least 1",
+        ));
+    }
+    let max_upstream_requests_per_connection = raw
+        .server
+        .max_upstream_requests_per_connection
+        .unwrap_or(DEFAULT_MAX_UPSTREAM_REQUESTS_PER_CONNECTION.min(max_upstream_requests));
+    if max_upstream_requests_per_connection == 0
+        || max_upstream_requests_per_connection > max_upstream_requests
+    {
+        c.problems.push(Problem::new(
+            "server.max_upstream_requests_per_connection",
+            format!("must be between 1 and server.max_upstream_requests ({max_upstream_requests})"),
+        ));
+    }
+    let upstream_queue_timeout = c.duration(
+        "server.upstream_queue_timeout",
+        raw.server.upstream_queue_timeout.as_deref(),
+        DEFAULT_UPSTREAM_QUEUE_TIMEOUT,
+    );
+    let min_body_rate = raw.server.min_body_rate.unwrap_or(DEFAULT_MIN_BODY_RATE);
+    if min_body_rate == 0 {
+        c.problems.push(Problem::new(
+            "server.min_body_rate",
+            "must be at least 1 (bytes per second): a body that may take forever holds a connection forever",
+        ));
+    }
+    let body_rate_window = c.duration(
+        "server.body_rate_window",
+        raw.server.body_rate_window.as_deref(),
+        DEFAULT_BODY_RATE_WINDOW,
+    );
+    let token_request_timeout = c.duration(
+        "server.token_request_timeout",
+        raw.server.token_request_timeout.as_deref(),
+        DEFAULT_TOKEN_REQUEST_TIMEOUT,
+    );
+    for (key, value) in [
+        ("server.header_read_timeout", header_read_timeout),
+        ("server.body_rate_window", body_rate_window),
+        ("server.token_request_timeout", token_request_timeout),
+    ] {
+        if value.is_zero() && c.problems.iter().all(|p| p.key != key) {
+            c.problems.push(Problem::new(key, "must be longer than 0s"));
+        }
+    }
     let metrics_listen = raw.metrics.as_ref().and_then(|m| {
         c.check(
             "metrics.listen",
@@ -270,6 +333,12 @@ pub(super) fn validate(
             max_connections,
             shutdown_grace,
             workers,
+            max_upstream_requests,
+            max_upstream_requests_per_connection,
+            upstream_queue_timeout,
+            min_body_rate,
+            body_rate_window,
+            token_request_timeout,
         },
         metrics_listen,
         audit,

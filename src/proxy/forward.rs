@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::clients::PerThread;
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BodyPace, BoxError, ClientBodyError, Paced};
 use crate::config::UpstreamSettings;
 
 /// Why the registry could not be asked or did not answer.
@@ -37,6 +37,10 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("the connection failed: {0}")]
     Failed(String),
+    /// The client's request body failed while it streamed to the registry: the client's
+    /// fault, not the registry's (not counted as an upstream error).
+    #[error("{0}")]
+    ClientBody(ClientBodyError),
 }
 
 impl UpstreamError {
@@ -46,6 +50,7 @@ impl UpstreamError {
             UpstreamError::Connect(_) => "connect",
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Failed(_) => "reset",
+            UpstreamError::ClientBody(_) => "client_body",
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Upstream {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     response_timeout: Duration,
+    /// The slowest a client's request body may stream (`None`: no bound, for tools).
+    pace: Option<BodyPace>,
 }
 
 impl Upstream {
@@ -116,7 +123,14 @@ impl Upstream {
             scheme: scheme.clone(),
             authority: authority.clone(),
             response_timeout: settings.response_timeout,
+            pace: None,
         })
+    }
+
+    /// Fail request bodies slower than `pace` (`server.min_body_rate`).
+    pub fn with_body_pace(mut self, pace: BodyPace) -> Upstream {
+        self.pace = Some(pace);
+        self
     }
 
     /// `scheme://authority` of the registry.
@@ -165,9 +179,15 @@ impl Upstream {
         let (parts, body) = request.into_parts();
         let (sent, body_sent) = oneshot::channel();
         let already_sent = http_body::Body::is_end_stream(&body);
+        let fault = Arc::new(std::sync::Mutex::new(None));
+        let body = match self.pace {
+            Some(pace) if !already_sent => Body::new(Paced::new(body, pace)),
+            _ => body,
+        };
         let body = Body::new(EndSignal {
             inner: body,
             sent: Some(sent),
+            fault: fault.clone(),
         });
         let request = Request::from_parts(parts, body);
         let response = self.clients.with(|client| client.request(request));
@@ -188,6 +208,14 @@ impl Upstream {
             }),
             () = deadline => Err(UpstreamError::Timeout(self.response_timeout)),
         };
+        // The request failed because the client's body did: say so, whatever hyper says.
+        let result = match result {
+            Err(_) => match fault.lock().ok().and_then(|f| *f) {
+                Some(client) => return Err(UpstreamError::ClientBody(client)),
+                None => result,
+            },
+            ok => ok,
+        };
         if let Err(error) = &result {
             crate::telemetry::metrics::metrics().upstream_error(error.kind());
         }
@@ -207,10 +235,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A body that says when it has been read to the end.
+/// A body that says when it has been read to the end, and why it failed if it did.
 struct EndSignal {
     inner: Body,
     sent: Option<oneshot::Sender<()>>,
+    fault: Arc<std::sync::Mutex<Option<ClientBodyError>>>,
 }
 
 impl http_body::Body for EndSignal {
@@ -222,10 +251,22 @@ impl http_body::Body for EndSignal {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            if let Some(sent) = self.sent.take() {
-                let _ = sent.send(());
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(sent) = self.sent.take() {
+                    let _ = sent.send(());
+                }
             }
+            Poll::Ready(Some(Err(error))) => {
+                let client = error
+                    .downcast_ref::<ClientBodyError>()
+                    .copied()
+                    .unwrap_or(ClientBodyError::Broken);
+                if let Ok(mut fault) = self.fault.lock() {
+                    *fault = Some(client);
+                }
+            }
+            _ => {}
         }
         polled
     }

@@ -403,20 +403,48 @@ impl Proxy {
         self.upstream.ready().await
     }
 
+    /// The answer when the registry request failed. The registry's address is logged for the
+    /// operator, never sent to the caller. A client whose own body failed (malformed chunked
+    /// encoding, too slow, cut off) gets a 4xx: that is not the registry's failure, so it is
+    /// neither logged as a warning nor counted as an upstream error.
     fn upstream_failure(&self, error: UpstreamError) -> Response<Body> {
+        use crate::body::ClientBodyError;
         let origin = self.upstream.origin();
-        tracing::warn!(upstream = origin, "registry request failed: {error}");
-        let (status, message) = match &error {
-            UpstreamError::Timeout(_) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the registry at {origin} did not answer in time: {error}"),
-            ),
-            _ => (
-                StatusCode::BAD_GATEWAY,
-                format!("the registry at {origin} could not be reached: {error}"),
-            ),
+        let (status, code, message) = match &error {
+            UpstreamError::ClientBody(client @ ClientBodyError::TooSlow { .. }) => {
+                tracing::info!("request body too slow, request ended: {client}");
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::Unsupported,
+                    client.to_string(),
+                )
+            }
+            UpstreamError::ClientBody(client) => {
+                tracing::info!("client error: {client}");
+                (
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::Unsupported,
+                    client.to_string(),
+                )
+            }
+            UpstreamError::Timeout(_) => {
+                tracing::warn!(upstream = origin, "registry request failed: {error}");
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorCode::Unavailable,
+                    "the registry did not answer in time".to_owned(),
+                )
+            }
+            _ => {
+                tracing::warn!(upstream = origin, "registry request failed: {error}");
+                (
+                    StatusCode::BAD_GATEWAY,
+                    ErrorCode::Unavailable,
+                    "the registry could not be reached".to_owned(),
+                )
+            }
         };
-        ApiError::new(status, ErrorCode::Unavailable, message).into_response()
+        ApiError::new(status, code, message).into_response()
     }
 }
 

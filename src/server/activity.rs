@@ -20,6 +20,8 @@ pub struct LastActivity {
     origin: Instant,
     /// Milliseconds since `origin`.
     at: Arc<AtomicU64>,
+    /// Milliseconds since `origin` of the last read that brought bytes (0: none yet).
+    read_at: Arc<AtomicU64>,
 }
 
 impl LastActivity {
@@ -27,12 +29,29 @@ impl LastActivity {
         LastActivity {
             origin: Instant::now(),
             at: Arc::new(AtomicU64::new(0)),
+            read_at: Arc::new(AtomicU64::new(0)),
         }
     }
 
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn touch(&self) {
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn touch_read(&self) {
+        let now = self.now();
         self.at.store(now, Ordering::Relaxed);
+        // +1: a read in the very first millisecond still counts as "after opening".
+        self.read_at.store(now + 1, Ordering::Relaxed);
+    }
+
+    /// Did the client send anything after `instant`?
+    pub fn read_after(&self, instant: Instant) -> bool {
+        let read_at = self.read_at.load(Ordering::Relaxed);
+        read_at > 0 && self.origin + Duration::from_millis(read_at) > instant
     }
 
     /// How long nothing has moved.
@@ -63,7 +82,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.last.touch();
+            self.last.touch_read();
         }
         polled
     }

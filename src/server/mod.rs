@@ -12,6 +12,7 @@
 //!   (keep-alive off, GOAWAY), and waits up to `server.shutdown_grace` for them.
 
 mod activity;
+pub mod limits;
 pub mod ops;
 pub mod tls;
 mod workers;
@@ -22,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,11 +32,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use self::activity::{Activity, LastActivity};
+use self::limits::{InFlight, Tracked, UpstreamSlots};
 use self::workers::Workers;
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::config::ServerSettings;
+use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::metrics::metrics;
 
 /// What [`serve`] can run: a cloneable service (one clone per connection) that answers every
@@ -42,16 +48,45 @@ use crate::telemetry::metrics::metrics;
 pub trait HttpService:
     Service<
         Request<Incoming>,
-        Response = Response<Body>,
+        Response = Response<Self::Body>,
         Error = Infallible,
         Future: Send + 'static,
     > + Clone
     + Send
     + 'static
 {
+    /// The response body: anything streaming bytes.
+    type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
 }
 
-impl<S> HttpService for S where
+impl<S, B> HttpService for S
+where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
+{
+    type Body = B;
+}
+
+/// Headers no layer may print: tower-http marks them sensitive, so their `Debug` form (in any
+/// trace of a request, ours or a library's) is `Sensitive`.
+const SENSITIVE_HEADERS: [http::HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
+
+/// The layers every request passes before the gateway sees it: credentials marked sensitive,
+/// and a panic turned into a registry-style 500 (the connection and the process keep
+/// serving; hyper would otherwise drop the connection with no answer).
+pub fn stack<S>(service: S) -> impl HttpService
+where
     S: Service<
             Request<Incoming>,
             Response = Response<Body>,
@@ -59,8 +94,28 @@ impl<S> HttpService for S where
             Future: Send + 'static,
         > + Clone
         + Send
-        + 'static
+        + 'static,
 {
+    tower::ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE_HEADERS))
+        .layer(CatchPanicLayer::custom(panic_answer))
+        .service(service)
+}
+
+/// The answer to a request whose handler panicked. The panic's message is logged, never sent.
+fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = ?message, "a request handler panicked; answered 500, still serving");
+    ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unknown,
+        "the gateway failed to answer this request (an internal error, logged)",
+    )
+    .into_response()
 }
 
 /// The client's address, attached to every request.
@@ -76,6 +131,18 @@ pub enum Drained {
     Abandoned(usize),
 }
 
+/// HTTP/2 streams one client connection may have open at once (the registry slots it may
+/// hold are fewer: `server.max_upstream_requests_per_connection`).
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Header lines an HTTP/1 request may carry (its total size is bounded by
+/// `server.max_header_bytes`).
+const MAX_HEADERS: usize = 1000;
+
+/// After a connection has been asked to close for not sending a request head in time, how
+/// long it may take to go before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// At most one "max_connections reached" warning per this interval.
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -90,8 +157,16 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<Drained>
 where
-    S: HttpService,
+    S: Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
 {
+    let service = stack(service);
     let workers = Workers::start(settings.workers)?;
     tracing::debug!(workers = workers.len(), "worker threads started");
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -99,12 +174,17 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        // hyper's default of 100 headers answers a body-less 431 to heads far below
+        // server.max_header_bytes; the router's own check (registry JSON) is the real bound.
+        .max_headers(MAX_HEADERS)
         // The router answers heads over the limit with a registry-style 431; hyper's own
         // (body-less) 431 only bounds memory, at twice the limit.
         .max_buf_size(settings.max_header_bytes.saturating_mul(2).max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
+        // Deliberate, not the h2 crate's default: each stream may hold a registry slot.
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(
             u32::try_from(settings.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
@@ -219,21 +299,41 @@ impl Connection {
         S: HttpService,
     {
         let peer = self.peer;
+        let share =
+            UpstreamSlots::connection_share(self.settings.max_upstream_requests_per_connection);
+        let in_flight = InFlight::new();
+        let requests = in_flight.clone();
         let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(peer));
-            service.clone().oneshot(request)
+            request.extensions_mut().insert(share.clone());
+            let under_way = requests.start();
+            let answer = service.clone().oneshot(request);
+            async move {
+                let response = answer.await?;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, under_way)))
+            }
         });
         let last = LastActivity::new();
         match &self.tls {
             None => {
-                self.serve(Activity::new(stream, last.clone()), hyper_service, last)
-                    .await
+                self.serve(
+                    Activity::new(stream, last.clone()),
+                    hyper_service,
+                    last,
+                    in_flight,
+                )
+                .await
             }
             Some(acceptor) => {
                 match tls::accept(acceptor, stream, self.settings.header_read_timeout).await {
                     Ok(stream) => {
-                        self.serve(Activity::new(stream, last.clone()), hyper_service, last)
-                            .await
+                        self.serve(
+                            Activity::new(stream, last.clone()),
+                            hyper_service,
+                            last,
+                            in_flight,
+                        )
+                        .await
                     }
                     Err(error) => {
                         tracing::debug!(client = %peer, "TLS connection refused: {error}");
@@ -245,21 +345,35 @@ impl Connection {
 
     /// Serve HTTP on the connection until it ends; close it politely when it has been idle
     /// too long or the server is shutting down.
-    async fn serve<IO, Svc>(mut self, io: IO, service: Svc, last: LastActivity)
-    where
+    ///
+    /// The header deadline, for HTTP/2 as for HTTP/1 (where hyper enforces it too): a
+    /// connection that sends bytes but completes no request head within
+    /// `server.header_read_timeout` of opening, or of its last request ending, is closed
+    /// (GOAWAY, then cut after [`CLOSE_GRACE`]). Any byte counts as activity for the idle
+    /// timeout, so without this a HEADERS frame dribbled a byte a second would hold the
+    /// connection forever. A connection sending nothing at all is left to `idle_timeout`.
+    async fn serve<IO, Svc, B>(
+        mut self,
+        io: IO,
+        service: Svc,
+        last: LastActivity,
+        in_flight: InFlight,
+    ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        Svc: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = Infallible,
-            > + Send
+        Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Send
             + 'static,
         Svc::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
     {
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let idle_timeout = self.settings.idle_timeout;
-        let mut tick = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(250)));
+        let header_timeout = self.settings.header_read_timeout;
+        let mut tick = tokio::time::interval(
+            (idle_timeout.min(header_timeout) / 4).max(Duration::from_millis(250)),
+        );
+        let mut cut_at: Option<Instant> = None;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut closing_asked = *self.closing.borrow();
         if closing_asked {
@@ -279,8 +393,23 @@ impl Connection {
                         connection.as_mut().graceful_shutdown();
                     }
                 }
-                _ = tick.tick(), if !closing_asked => {
-                    if last.idle_for() >= idle_timeout {
+                _ = tick.tick(), if !closing_asked || cut_at.is_some() => {
+                    if let Some(at) = cut_at {
+                        if Instant::now() >= at {
+                            tracing::debug!(client = %self.peer, "cutting a connection that did not close after its header deadline");
+                            return;
+                        }
+                        continue;
+                    }
+                    let head_overdue = in_flight
+                        .idle_for()
+                        .is_some_and(|idle| idle >= header_timeout && last.read_after(in_flight.idle_since()));
+                    if head_overdue {
+                        tracing::info!(client = %self.peer, "closing a connection that sent no complete request head within {header_timeout:?} (server.header_read_timeout)");
+                        closing_asked = true;
+                        cut_at = Some(Instant::now() + CLOSE_GRACE);
+                        connection.as_mut().graceful_shutdown();
+                    } else if last.idle_for() >= idle_timeout {
                         tracing::debug!(client = %self.peer, "closing a connection idle for {idle_timeout:?} (server.idle_timeout)");
                         closing_asked = true;
                         connection.as_mut().graceful_shutdown();
@@ -288,5 +417,89 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// The stack `serve` puts in front of the gateway, around a stub standing for it.
+    fn stub_stack(
+        handler: fn(&Request<Incoming>) -> Response<Body>,
+    ) -> impl Service<Request<Incoming>, Response = Response<impl http_body::Body<Data = Bytes>>>
+    {
+        stack(tower::service_fn(move |request: Request<Incoming>| {
+            std::future::ready(Ok::<_, Infallible>(handler(&request)))
+        }))
+    }
+
+    /// A request with hyper's body type, which only hyper can make: sent through a real
+    /// loopback connection to a one-shot server that hands the request back.
+    async fn incoming(request: Request<String>) -> Request<Incoming> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (found, got) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let found = std::sync::Mutex::new(Some(found));
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                if let Some(found) = found.lock().unwrap().take() {
+                    let _ = found.send(request);
+                }
+                std::future::ready(Ok::<_, Infallible>(Response::new(crate::body::empty())))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let _answer = sender.send_request(request);
+        got.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_registry_style_500() {
+        let service = stub_stack(|_| panic!("boom"));
+        let request = incoming(Request::get("http://x/v2/").body(String::new()).unwrap()).await;
+        let response = service.oneshot(request).await.ok().unwrap();
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .ok()
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["errors"][0]["code"], "UNKNOWN");
+        assert!(!String::from_utf8_lossy(&body).contains("boom"));
+    }
+
+    #[tokio::test]
+    async fn credentials_are_marked_sensitive_before_the_gateway_sees_them() {
+        let service = stub_stack(|request| {
+            let all = ["authorization", "proxy-authorization", "cookie"]
+                .iter()
+                .all(|name| request.headers()[*name].is_sensitive());
+            let mut response = Response::new(crate::body::empty());
+            if !all {
+                *response.status_mut() = http::StatusCode::IM_A_TEAPOT;
+            }
+            response
+        });
+        let request = Request::get("http://x/v2/")
+            .header("authorization", "Bearer secret")
+            .header("proxy-authorization", "Basic c2VjcmV0")
+            .header("cookie", "session=secret")
+            .body(String::new())
+            .unwrap();
+        let response = service.oneshot(incoming(request).await).await.ok().unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
     }
 }
