@@ -16,11 +16,13 @@
 //! - [`diagnose`]: upload sessions, expired-mid-push diagnosis, push grace.
 //! - [`telemetry`]: logging set-up and the one-line-per-request access log layer.
 //! - [`pem`]: reading PEM certificate files.
+//! - [`bounded`]: the capped map every client-grown bookkeeping table is kept in.
 //! - [`error`]: the one place that renders errors in the registry's JSON shape.
 //! - [`commands`]: the CLI sub-commands (`init`, `check`, `token generate`, `hash-password`).
 
 pub mod auth;
 pub mod body;
+pub mod bounded;
 pub mod commands;
 pub mod config;
 pub mod diagnose;

@@ -59,7 +59,7 @@ fn stripped_before_the_token_endpoint_is_access_forbidden_and_named() {
         .unwrap_or_else(|| panic!("no WARN line:\n{log}"));
     for expected in [
         "WARN",
-        "account=alice",
+        "account=\"alice\"",
         "x-forwarded-for: 127.0.0.1",
         "proxy_set_header Authorization",
         "do not redirect to /jwt/auth",

@@ -2,9 +2,12 @@
 //!
 //! Access tokens are matched by the SHA-256 of the secret, compared in constant time; only a
 //! password costs a slow hash, and that runs on a blocking thread so it never stalls the
-//! runtime. Nothing here logs or returns a secret.
+//! runtime ([`super::slow_hash`]). A failed Basic login that ran no slow hash spends one on
+//! the dummy hash, so timing does not tell which usernames exist. Nothing here logs or returns
+//! a secret.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lc_rs::digest;
@@ -12,11 +15,10 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::directory::{
-    Directory, NamespaceToken, PasswordHash, PersonalAccessToken, RegistryScopes, User,
-};
+use super::directory::{Directory, NamespaceToken, PersonalAccessToken, RegistryScopes, User};
 use super::password_cache::PasswordCache;
 use super::scope::RepositoryName;
+use super::slow_hash::{self, DummyHash};
 use super::token::{InternalClaims, Purpose, Tokens, VerifyError};
 
 /// How a principal proved who it is.
@@ -223,12 +225,31 @@ pub fn token_digest(secret: &str) -> [u8; 32] {
     out
 }
 
-/// Check Basic credentials against the directory.
+/// Check Basic credentials against the directory. A failure that ran no slow hash of its own
+/// (unknown user, no password, wrong token secret) spends one on `dummy`, so no answer says by
+/// its timing whether the username exists.
 pub async fn authenticate(
+    directory: &Arc<Directory>,
+    cache: &PasswordCache,
+    dummy: &DummyHash,
+    credentials: &BasicCredentials,
+    now: OffsetDateTime,
+) -> Result<Principal, AuthFailure> {
+    let mut hashed = false;
+    let result = check_basic(directory, cache, credentials, now, &mut hashed).await;
+    if result.is_err() && !hashed {
+        dummy.spend(directory).await;
+    }
+    result
+}
+
+/// [`authenticate`]'s checks; `hashed` says whether a slow hash ran.
+async fn check_basic(
     directory: &Directory,
     cache: &PasswordCache,
     credentials: &BasicCredentials,
     now: OffsetDateTime,
+    hashed: &mut bool,
 ) -> Result<Principal, AuthFailure> {
     let digest = token_digest(&credentials.secret);
     let Some(user) = directory.user(&credentials.username) else {
@@ -257,7 +278,8 @@ pub async fn authenticate(
             let (username, secret) = (&credentials.username, &credentials.secret);
             if !cache.contains(username, hash.as_str(), secret, Instant::now()) {
                 let stored = hash.as_str().to_owned();
-                if !verify_password(hash, secret.clone()).await {
+                *hashed = true;
+                if !slow_hash::verify(hash, secret.clone()).await {
                     return Err(AuthFailure::WrongSecret);
                 }
                 cache.insert(username, &stored, secret, Instant::now());
@@ -529,13 +551,6 @@ fn usable(
         });
     }
     Ok(())
-}
-
-/// Run the slow hash on a blocking thread.
-async fn verify_password(hash: PasswordHash, password: String) -> bool {
-    tokio::task::spawn_blocking(move || hash.verify(&password))
-        .await
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -22,12 +22,13 @@ use hyper::body::Incoming;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::brute_force::{BruteForce, Subject};
+use super::brute_force::{BruteForce, Refusal, Subject};
 use super::credentials::{self, AuthFailure, BasicCredentials, HeaderError, Principal};
 use super::directory::{Directory, SharedDirectory};
 use super::password_cache::PasswordCache;
 use super::policy;
 use super::scope::{Scope, ScopeError};
+use super::slow_hash::DummyHash;
 use super::token::{Purpose, Tokens};
 use crate::body::{full, Body};
 use crate::diagnose::stripped::StrippedDetector;
@@ -40,6 +41,9 @@ use crate::telemetry::RequestUser;
 const BASIC_REALM: &str = "Basic realm=\"portcullis\"";
 /// Largest OAuth2 form accepted.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+/// Longest username looked at (GitLab's limit is 255 characters): a longer one is refused
+/// before anything is stored or hashed.
+const MAX_USERNAME_BYTES: usize = 255;
 
 /// What the token endpoint needs; built once at start-up.
 pub struct TokenEndpoint {
@@ -47,6 +51,8 @@ pub struct TokenEndpoint {
     directory: SharedDirectory,
     pub tokens: Arc<Tokens>,
     pub password_cache: PasswordCache,
+    /// What a failed login that ran no slow hash verifies against (see [`super::slow_hash`]).
+    dummy_hash: DummyHash,
     pub brute_force: BruteForce,
     /// Told about every token issued, to notice Authorization headers stripped on `/v2/`.
     stripped: Arc<StrippedDetector>,
@@ -83,6 +89,7 @@ impl TokenEndpoint {
         audit: Audit,
     ) -> TokenEndpoint {
         TokenEndpoint {
+            dummy_hash: DummyHash::new(&directory.get()),
             directory,
             tokens,
             password_cache: PasswordCache::default(),
@@ -93,13 +100,15 @@ impl TokenEndpoint {
     }
 
     /// Count and audit a refused login (the caller logs it with its detail).
-    fn refused(&self, client: Option<SocketAddr>, user: Option<&str>, reason: &'static str) {
+    fn refused(&self, client: Option<SocketAddr>, user: &LoggedUser<'_>, reason: &'static str) {
         metrics().auth_failure(reason);
         self.audit
             .record("refused")
             .field("route", "token")
             .field("client", client.map(|c| c.ip().to_string()))
-            .field("user", user)
+            .field("user", user.known)
+            .field("user_hash", user.hash.as_deref())
+            .field("user_len", user.len)
             .field("reason", reason)
             .write(&self.audit);
     }
@@ -176,24 +185,27 @@ impl TokenEndpoint {
             {
                 // Clients name an account only when they send credentials; a login through a
                 // proxy without any: the header was removed on the way in.
+                let account = LoggedUser::new(&directory, request.account.as_deref());
                 tracing::warn!(
                     client = %client.map(|c| c.to_string()).unwrap_or_default(),
-                    account = %request.account.as_deref().unwrap_or("-"),
-                    proxy_hops = %if caller.hops.is_empty() { "none seen".to_owned() } else { caller.hops.join("; ") },
+                    account = account.name(),
+                    account_hash = account.hash(),
+                    account_len = account.len,
+                    proxy_hops = ?if caller.hops.is_empty() { "none seen".to_owned() } else { caller.hops.join("; ") },
                     "a login reached /jwt/auth WITHOUT an Authorization header (the client sees 'denied: access forbidden'); a proxy between the client and portcullis is removing it: pass the Authorization header through (nginx: do not set proxy_set_header Authorization \"\"; do not redirect to /jwt/auth)"
                 );
                 metrics().diagnosis(Diagnosis::StrippedTokenEndpoint);
-                self.refused(client, request.account.as_deref(), "missing_authorization");
+                self.refused(client, &account, "missing_authorization");
                 return Err(ApiError::access_forbidden());
             }
             Login::Basic(None) if scopes.is_empty() => {
-                self.refused(client, None, "missing_authorization");
+                self.refused(client, &LoggedUser::NONE, "missing_authorization");
                 return Err(ApiError::access_forbidden());
             }
             Login::Basic(None) => Principal::Anonymous,
             Login::Basic(Some(value)) => {
                 let credentials = BasicCredentials::parse(value.as_bytes()).map_err(|e| {
-                    self.refused(client, None, "malformed_authorization");
+                    self.refused(client, &LoggedUser::NONE, "malformed_authorization");
                     malformed_basic(e, client)
                 })?;
                 self.login_with_secret(&directory, credentials, client)
@@ -205,7 +217,7 @@ impl TokenEndpoint {
             }
             Login::Refresh(token) => {
                 let now = OffsetDateTime::now_utc();
-                self.login(client, None, async {
+                self.login(client, None, &LoggedUser::NONE, async {
                     credentials::authenticate_refresh(&directory, &self.tokens, &token, now)
                 })
                 .await?
@@ -324,79 +336,161 @@ impl TokenEndpoint {
     /// Username + password or token (Basic header or the OAuth2 password grant).
     async fn login_with_secret(
         &self,
-        directory: &Directory,
+        directory: &Arc<Directory>,
         credentials: BasicCredentials,
         client: Option<SocketAddr>,
     ) -> Result<Principal, ApiError> {
+        let user = LoggedUser::new(directory, Some(&credentials.username));
+        if credentials.username.len() > MAX_USERNAME_BYTES {
+            // Nobody has such a name: refused without counting, storing or hashing anything.
+            let failure = AuthFailure::UnknownUser;
+            tracing::info!(client = %client_text(client), user_hash = user.hash(), user_len = user.len, reason = "username_too_long", "login refused: the username is longer than {MAX_USERNAME_BYTES} bytes");
+            self.refused(client, &user, "username_too_long");
+            return Err(unauthorized(failure.client_message())
+                .with_detail(json!({ "reason": client_reason(&failure) })));
+        }
+        if credentials.username == credentials::CI_USERNAME {
+            // A job token is a signature checked without a slow hash: it cannot be guessed,
+            // and banning the one username every CI job uses would let anyone stop them all.
+            // The client address is still counted.
+            return self
+                .login(client, None, &user, async {
+                    credentials::authenticate_job(directory, &self.tokens, &credentials.secret)
+                })
+                .await;
+        }
         let username = credentials.username.clone();
-        self.login(client, Some(&username), async {
-            if credentials.username == credentials::CI_USERNAME {
-                credentials::authenticate_job(directory, &self.tokens, &credentials.secret)
-            } else {
-                credentials::authenticate(
-                    directory,
-                    &self.password_cache,
-                    &credentials,
-                    OffsetDateTime::now_utc(),
-                )
-                .await
-            }
+        self.login(client, Some(&username), &user, async {
+            credentials::authenticate(
+                directory,
+                &self.password_cache,
+                &self.dummy_hash,
+                &credentials,
+                OffsetDateTime::now_utc(),
+            )
+            .await
         })
         .await
     }
 
     /// Run one credential check under the brute-force limits: refuse banned clients and
-    /// usernames before checking, count failures, log every refusal with its reason.
+    /// usernames before checking, reserve the attempt (so simultaneous guesses count before
+    /// their checks finish), settle it, log every refusal with its reason. `username` is what
+    /// is counted (none for CI job and refresh tokens), `user` how it is logged.
     async fn login(
         &self,
         client: Option<SocketAddr>,
         username: Option<&str>,
+        user: &LoggedUser<'_>,
         check: impl Future<Output = Result<Principal, AuthFailure>>,
     ) -> Result<Principal, ApiError> {
-        let client_text = client.map(|c| c.to_string()).unwrap_or_default();
-        let user_text = username.unwrap_or("");
-        let subjects: Vec<Subject> = client
+        let subjects: Vec<Subject<'_>> = client
             .map(|c| Subject::Client(c.ip()))
             .into_iter()
-            .chain(username.map(|u| Subject::Username(u.to_owned())))
+            .chain(username.map(Subject::Username))
             .collect();
-        if let Some(ban) = self.brute_force.banned(&subjects, Instant::now()) {
-            let who = match &ban.subject {
-                Subject::Client(_) => "client",
-                Subject::Username(_) => "user",
-            };
-            tracing::info!(client = %client_text, user = %user_text, reason = "banned", "login refused: this {who} is banned for {}s more", ban.remaining.as_secs());
-            self.refused(client, username, "banned");
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Denied,
-                format!(
-                    "too many failed logins from this {who}: try again in {} minutes",
-                    ban.remaining.as_secs().div_ceil(60)
-                ),
-            ));
-        }
+        let attempt = match self.brute_force.begin(&subjects, Instant::now()) {
+            Ok(attempt) => attempt,
+            Err(Refusal::Banned { subject, remaining }) => {
+                let who = subject.noun();
+                tracing::info!(client = %client_text(client), user = user.name(), user_hash = user.hash(), user_len = user.len, reason = "banned", "login refused: this {who} is banned for {}s more", remaining.as_secs());
+                self.refused(client, user, "banned");
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Denied,
+                    format!(
+                        "too many failed logins from this {who}: try again in {} minutes",
+                        remaining.as_secs().div_ceil(60)
+                    ),
+                ));
+            }
+            Err(Refusal::Busy { subject }) => {
+                let who = subject.noun();
+                tracing::info!(client = %client_text(client), user = user.name(), user_hash = user.hash(), user_len = user.len, reason = "too_many_attempts", "login refused: this {who}'s failed and unfinished logins reach brute_force.max_failures, or {} are being checked at once", super::brute_force::MAX_IN_FLIGHT);
+                self.refused(client, user, "too_many_attempts");
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    format!("too many logins from this {who} are failing or still being checked: try again later"),
+                ));
+            }
+        };
         match check.await {
             Ok(principal) => {
-                if let Some(username) = username {
-                    self.brute_force.success(username);
-                }
+                attempt.succeeded(Instant::now());
                 Ok(principal)
             }
             Err(failure) => {
-                for ban in self.brute_force.failure(&subjects, Instant::now()) {
+                for ban in attempt.failed(Instant::now()) {
                     tracing::warn!(
-                        subject = ?ban.subject,
+                        client = %client_text(client),
+                        user = user.name(),
+                        user_hash = user.hash(),
+                        banned = ban.subject.noun(),
                         ban_seconds = ban.remaining.as_secs(),
                         "banned after too many failed logins (brute_force.max_failures within brute_force.window)"
                     );
                 }
-                tracing::info!(client = %client_text, user = %user_text, reason = failure.reason(), "login refused: {failure}");
-                self.refused(client, username, failure.reason());
+                tracing::info!(client = %client_text(client), user = user.name(), user_hash = user.hash(), user_len = user.len, reason = failure.reason(), "login refused: {failure}");
+                self.refused(client, user, failure.reason());
                 Err(unauthorized(failure.client_message())
                     .with_detail(json!({ "reason": client_reason(&failure) })))
             }
         }
+    }
+}
+
+fn client_text(client: Option<SocketAddr>) -> String {
+    client.map(|c| c.to_string()).unwrap_or_default()
+}
+
+/// A username as it may appear in a log line. A name the directory knows is logged (escaped:
+/// recorded with `Debug`); any other only as its length and the first 12 hex digits of its
+/// SHA-256 (`user_hash`), enough to tell repeated attempts apart: people paste tokens and
+/// passwords into the username field, and a log must not keep them.
+pub(crate) struct LoggedUser<'a> {
+    known: Option<&'a str>,
+    hash: Option<String>,
+    len: Option<usize>,
+}
+
+impl<'a> LoggedUser<'a> {
+    const NONE: LoggedUser<'static> = LoggedUser {
+        known: None,
+        hash: None,
+        len: None,
+    };
+
+    fn new(directory: &Directory, name: Option<&'a str>) -> LoggedUser<'a> {
+        let Some(name) = name else {
+            return LoggedUser::NONE;
+        };
+        let known = name.len() <= MAX_USERNAME_BYTES
+            && (name == credentials::CI_USERNAME
+                || directory.user(name).is_some()
+                || !directory.namespace_tokens(name).is_empty());
+        if known {
+            return LoggedUser {
+                known: Some(name),
+                hash: None,
+                len: None,
+            };
+        }
+        let digest = credentials::token_digest(name);
+        LoggedUser {
+            known: None,
+            hash: Some(digest[..6].iter().map(|b| format!("{b:02x}")).collect()),
+            len: Some(name.len()),
+        }
+    }
+
+    /// The known name, for a tracing field (absent otherwise).
+    fn name(&self) -> Option<tracing::field::DebugValue<&'a str>> {
+        self.known.map(tracing::field::debug)
+    }
+
+    fn hash(&self) -> Option<&str> {
+        self.hash.as_deref()
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`credentials`]: turning a Basic `Authorization` header into a [`credentials::Principal`].
 //! - [`password_cache`]: remembering successful password checks, bounded.
 //! - [`brute_force`]: bans after too many failed logins.
+//! - [`slow_hash`]: password hashes run bounded, and a dummy one for unknown users.
 //! - [`policy`]: GitLab's rules and down-scoping (pure functions).
 //! - [`keys`]: the signing key, its certificate, key ids.
 //! - [`token`]: minting and verifying JWTs.
@@ -18,5 +19,6 @@ pub mod keys;
 pub mod password_cache;
 pub mod policy;
 pub mod scope;
+pub mod slow_hash;
 pub mod token;
 pub mod verdicts;

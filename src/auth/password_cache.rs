@@ -4,23 +4,25 @@
 //! paying bcrypt or argon2 for every one of them would make the slow hash the bottleneck. A
 //! success is remembered, for [`TTL`], under an HMAC (with a key made at start-up) of the
 //! username, the STORED hash and the password: a changed password or a reloaded config yields
-//! another key, so the old entry simply never matches again. Failures are never cached.
+//! another key, so the old entry simply never matches again. Failures are never cached. The
+//! entries are a [`BoundedMap`]: at most [`CAPACITY`], O(1) per insert.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 
+use crate::bounded::BoundedMap;
+
 /// How long a verified password is remembered.
 pub const TTL: Duration = Duration::from_secs(300);
-/// At most this many entries; past it, expired entries go, then everything.
+/// At most this many entries; past it, idle ones go first (see [`BoundedMap`]).
 const CAPACITY: usize = 10_000;
 
 pub struct PasswordCache {
     key: hmac::Key,
-    entries: Mutex<HashMap<[u8; 32], Instant>>,
+    entries: Mutex<BoundedMap<[u8; 32], Instant>>,
     ttl: Duration,
 }
 
@@ -41,7 +43,7 @@ impl PasswordCache {
             });
         PasswordCache {
             key,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(BoundedMap::new(CAPACITY)),
             ttl,
         }
     }
@@ -66,7 +68,7 @@ impl PasswordCache {
         now: Instant,
     ) -> bool {
         let key = self.entry_key(username, stored_hash, password);
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(&key).is_some_and(|expires| now < *expires)
     }
 
@@ -74,12 +76,6 @@ impl PasswordCache {
     pub fn insert(&self, username: &str, stored_hash: &str, password: &str, now: Instant) {
         let key = self.entry_key(username, stored_hash, password);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CAPACITY {
-            entries.retain(|_, expires| now < *expires);
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
-        }
         entries.insert(key, now + self.ttl);
     }
 }
@@ -114,12 +110,16 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_stays_bounded() {
+    fn the_cache_stays_bounded_and_keeps_what_is_in_use() {
         let cache = PasswordCache::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        for i in 0..CAPACITY + 10 {
+        cache.insert("alice", "h", "pw", t0);
+        for i in 0..CAPACITY * 10 {
             cache.insert(&format!("user{i}"), "h", "p", t0);
+            if i % 1000 == 0 {
+                assert!(cache.contains("alice", "h", "pw", t0), "evicted at {i}");
+            }
         }
-        assert!(cache.entries.lock().unwrap().len() <= CAPACITY);
+        assert_eq!(cache.entries.lock().unwrap().len(), CAPACITY);
     }
 }

@@ -142,7 +142,7 @@ pub struct PushGraceFile {
     pub max_session: Option<String>,
 }
 
-/// Bans after failed logins; absent keys take GitLab's defaults (30 in 60s ban for 1h).
+/// Bans after failed logins; absent keys take GitLab's defaults (30 within 3 minutes ban for 1h).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BruteForceFile {

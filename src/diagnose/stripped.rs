@@ -10,11 +10,12 @@
 //! in between.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::bounded::BoundedMap;
 
 /// How long after a token an unauthenticated request still counts as suspicious.
 pub const WINDOW: Duration = Duration::from_secs(300);
@@ -28,16 +29,26 @@ struct Client {
 }
 
 /// Clients recently given a token, keyed by a hash of (address, User-Agent): looking a client
-/// up on the `/v2/` path allocates nothing. The hasher is seeded per process, so clients cannot
-/// aim collisions; a collision would at worst misattribute one warning line.
-#[derive(Default)]
+/// up on the `/v2/` path allocates nothing, and no User-Agent is stored. The hasher is seeded
+/// per process, so clients cannot aim collisions; a collision would at worst misattribute one
+/// warning line. At most [`CAPACITY`] clients are remembered, O(1) per insert (a flood of new
+/// clients pushes out idle ones: they are then not diagnosed, nothing else).
 pub struct StrippedDetector {
-    clients: Mutex<HashMap<u64, Client>>,
+    clients: Mutex<BoundedMap<u64, Client>>,
     hasher: RandomState,
 }
 
+impl Default for StrippedDetector {
+    fn default() -> Self {
+        StrippedDetector {
+            clients: Mutex::new(BoundedMap::new(CAPACITY)),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
 impl StrippedDetector {
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Client>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, BoundedMap<u64, Client>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -48,9 +59,6 @@ impl StrippedDetector {
     /// The token endpoint gave this client a token.
     pub fn token_issued(&self, ip: IpAddr, user_agent: &str, now: Instant) {
         let mut clients = self.clients();
-        if clients.len() >= CAPACITY {
-            clients.retain(|_, c| now.duration_since(c.token_issued) < WINDOW);
-        }
         clients.insert(
             self.key(ip, user_agent),
             Client {
@@ -136,5 +144,17 @@ mod tests {
             d.request(IP, "docker", false, t0 + WINDOW + Duration::from_secs(10)),
             None
         );
+    }
+
+    #[test]
+    fn a_flood_of_user_agents_stays_at_the_cap() {
+        let d = StrippedDetector::default();
+        let t0 = Instant::now();
+        for i in 0..1_000_000 {
+            d.token_issued(IP, &format!("agent-{i}"), t0);
+        }
+        assert_eq!(d.clients().len(), CAPACITY);
+        d.token_issued(IP, "docker", t0);
+        assert!(d.request(IP, "docker", false, t0).is_some());
     }
 }

@@ -99,6 +99,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     tokens_issued: Family<TokenLabels, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
+    password_hashes: Family<KindLabel, Counter>,
     connections_open: Gauge,
     upload_sessions_open: Gauge,
     push_grace_extensions: Counter,
@@ -127,6 +128,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             tokens_issued: Family::default(),
             auth_failures: Family::default(),
+            password_hashes: Family::default(),
             connections_open: Gauge::default(),
             upload_sessions_open: Gauge::default(),
             push_grace_extensions: Counter::default(),
@@ -166,6 +168,11 @@ impl Metrics {
             "auth_failures",
             "Refused logins and tokens, by reason",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "password_hashes",
+            "Slow password hash verifications run: against a stored hash, or against the dummy hash that makes an unknown user cost as much as a known one",
+            m.password_hashes.clone(),
         );
         registry.register(
             "connections_open",
@@ -269,6 +276,13 @@ impl Metrics {
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// One slow hash verification ran; `kind` is `stored` or `dummy`.
+    pub fn password_hash(&self, kind: &'static str) {
+        self.password_hashes
+            .get_or_create(&KindLabel { kind })
             .inc();
     }
 
