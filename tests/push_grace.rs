@@ -119,7 +119,7 @@ fn without_grace_the_expired_token_is_refused_and_the_log_says_why() {
     for expected in [
         "WARN",
         uuid,
-        "repository=mygroup/myproject/big",
+        "repository=\"mygroup/myproject/big\"",
         "bytes_so_far=1048576",
         "token_lifetime_s=2",
         "push_grace is disabled",

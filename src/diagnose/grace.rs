@@ -117,8 +117,8 @@ impl PushGrace {
         if let Some(why) = refused_because {
             tracing::warn!(
                 upload = upload.unwrap_or("-"),
-                repository = %repository,
-                user = %claims.sub,
+                repository = ?repository.as_str(),
+                user = ?claims.sub,
                 bytes_so_far = %bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
                 session_age_s = age.as_secs(),
                 token_lifetime_s = lifetime.as_secs(),
@@ -139,8 +139,8 @@ impl PushGrace {
             Ok(fresh) => {
                 tracing::info!(
                     upload = upload.unwrap_or("-"),
-                    repository = %repository,
-                    user = %claims.sub,
+                    repository = ?repository.as_str(),
+                    user = ?claims.sub,
                     bytes_so_far = %bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
                     session_age_s = age.as_secs(),
                     expired_s_ago = expired_ago,

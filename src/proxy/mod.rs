@@ -287,7 +287,7 @@ impl Proxy {
                         Ok((Arc::new(claims), Some(value)))
                     }
                     Verdict::Refuse => {
-                        tracing::debug!(user = %claims.sub, "token refused: it has expired");
+                        tracing::debug!(user = ?claims.sub, "token refused: it has expired");
                         Err(refuse(
                             Some("invalid_token"),
                             "expired_token",
@@ -306,7 +306,7 @@ impl Proxy {
             .iter()
             .all(|scope| claims.actions_on(&scope.resource).covers(scope.actions));
         if !covered {
-            tracing::debug!(user = %claims.sub, needed = ?need.scope_param(), "token lacks the scope the request needs");
+            tracing::debug!(user = ?claims.sub, needed = ?need.scope_param(), "token lacks the scope the request needs");
             return Err(refuse(
                 Some("insufficient_scope"),
                 "insufficient_scope",
