@@ -158,6 +158,7 @@ impl Gateway {
                 upstream_slots: UpstreamSlots::new(
                     config.server.max_upstream_requests,
                     config.server.max_upstream_requests_per_connection,
+                    config.server.max_upstream_requests_per_client,
                     config.server.upstream_queue_timeout,
                 ),
                 token_request_timeout: config.server.token_request_timeout,
@@ -239,7 +240,13 @@ impl Gateway {
             response
         } else if path == "/v2" || path.starts_with("/v2/") {
             let share = request.extensions().get::<ConnectionSlots>().cloned();
-            match self.inner.upstream_slots.acquire(share.as_ref()).await {
+            let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+            match self
+                .inner
+                .upstream_slots
+                .acquire(share.as_ref(), client)
+                .await
+            {
                 Ok(held) => UpstreamSlots::hold(self.inner.proxy.handle(request).await, held),
                 Err(refusal) => {
                     let mut response = refusal.into_response();

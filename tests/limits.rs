@@ -441,3 +441,67 @@ fn many_small_headers_connect_and_a_broken_chunked_body_get_registry_json() {
         stack.gateway.log()
     );
 }
+
+#[test]
+fn one_client_address_with_many_connections_gets_its_share_and_another_address_still_pulls() {
+    let stack = stack_with(
+        RegistryAuth::None,
+        "max_upstream_requests: 24, max_upstream_requests_per_connection: 2, max_upstream_requests_per_client: 6, upstream_queue_timeout: 1s, body_rate_window: 120s",
+    );
+    let token = push_token(&stack);
+    let host = stack.gateway.host.clone();
+    // Twelve connections from 127.0.0.1, each a PATCH of an upload session whose body sends
+    // a byte and then stalls: each request that gets through holds a registry connection.
+    let sessions: Vec<String> = (0..12).map(|_| start_upload(&stack, &token)).collect();
+    let mut streams: Vec<TcpStream> = sessions
+        .iter()
+        .map(|location| {
+            let head = format!(
+                "PATCH {location} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\nx"
+            );
+            let mut stream = connect(&host);
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut refused = 0;
+    for stream in &mut streams {
+        let mut seen = Vec::new();
+        drain(stream, &mut seen);
+        if !seen.is_empty() {
+            let (status, json) = status_and_json(&String::from_utf8_lossy(&seen));
+            assert_eq!(status, 429, "{json}");
+            assert!(
+                json["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("server.max_upstream_requests_per_client"),
+                "{json}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 6,
+        "six of the twelve stalled uploads are over the address's share"
+    );
+    // The same address is refused at once for anything more...
+    let pull = stack.token("alice", ALICE_PAT, &[&format!("repository:{REPO}:pull")]);
+    let url = format!("{}/v2/{REPO}/tags/list", stack.gateway.url);
+    let same = get(&url).bearer(&pull).send();
+    assert_eq!(same.status, 429, "{}", same.body);
+    // ...while another client address still pulls.
+    let other = get(&url)
+        .bearer(&pull)
+        .arg("--interface")
+        .arg("127.0.0.2")
+        .send();
+    assert!(
+        other.status == 200 || other.status == 404,
+        "another address got {}: {}",
+        other.status,
+        other.body
+    );
+    drop(streams);
+}

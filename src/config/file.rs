@@ -109,6 +109,8 @@ pub struct ServerFile {
     #[serde(default)]
     pub max_upstream_requests_per_connection: Option<usize>,
     #[serde(default)]
+    pub max_upstream_requests_per_client: Option<usize>,
+    #[serde(default)]
     pub upstream_queue_timeout: Option<String>,
     #[serde(default)]
     pub min_body_rate: Option<u64>,

@@ -172,6 +172,9 @@ pub struct ServerSettings {
     /// The share of `max_upstream_requests` one client connection may hold, so one client
     /// (an HTTP/2 connection opening 100 streams) cannot take what the others need.
     pub max_upstream_requests_per_connection: usize,
+    /// The share one client address may hold over all its connections, so one client with
+    /// many connections cannot take what the others need either.
+    pub max_upstream_requests_per_client: usize,
     /// How long a request waits for a free upstream slot before it is refused.
     pub upstream_queue_timeout: Duration,
     /// A request body must arrive at least this fast (bytes/s) ...

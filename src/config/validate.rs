@@ -24,6 +24,7 @@ const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 256;
 /// A pull or push runs 3 to 5 transfers at once; 16 leaves room for several clients behind
 /// one connection (a proxy) while one attacker holds at most 1/16 of the registry slots.
 const DEFAULT_MAX_UPSTREAM_REQUESTS_PER_CONNECTION: usize = 16;
+const DEFAULT_MAX_UPSTREAM_REQUESTS_PER_CLIENT: usize = 64;
 const DEFAULT_UPSTREAM_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 /// 1 KiB/s: far below any real uplink, far above a byte-a-second dribble.
 const DEFAULT_MIN_BODY_RATE: u64 = 1024;
@@ -189,6 +190,23 @@ pub(super) fn validate(
             format!("must be between 1 and server.max_upstream_requests ({max_upstream_requests})"),
         ));
     }
+    let max_upstream_requests_per_client = raw
+        .server
+        .max_upstream_requests_per_client
+        .unwrap_or(DEFAULT_MAX_UPSTREAM_REQUESTS_PER_CLIENT.min(max_upstream_requests))
+        .max(max_upstream_requests_per_connection.min(max_upstream_requests));
+    if raw
+        .server
+        .max_upstream_requests_per_client
+        .is_some_and(|n| n < max_upstream_requests_per_connection || n > max_upstream_requests)
+    {
+        c.problems.push(Problem::new(
+            "server.max_upstream_requests_per_client",
+            format!(
+                "must be between server.max_upstream_requests_per_connection ({max_upstream_requests_per_connection}) and server.max_upstream_requests ({max_upstream_requests})"
+            ),
+        ));
+    }
     let upstream_queue_timeout = c.duration(
         "server.upstream_queue_timeout",
         raw.server.upstream_queue_timeout.as_deref(),
@@ -335,6 +353,7 @@ pub(super) fn validate(
             workers,
             max_upstream_requests,
             max_upstream_requests_per_connection,
+            max_upstream_requests_per_client,
             upstream_queue_timeout,
             min_body_rate,
             body_rate_window,

@@ -3,17 +3,20 @@
 //! - Registry slots: every `/v2/` request being answered holds one registry connection (one
 //!   file descriptor) until its answer has been sent, and an HTTP/2 client can open 100
 //!   streams per connection. [`UpstreamSlots`] caps them for all clients together
-//!   (`server.max_upstream_requests`) and per client connection
-//!   (`server.max_upstream_requests_per_connection`), so one connection gets its share and
-//!   no more. A request over either cap waits `server.upstream_queue_timeout`, then gets a
+//!   (`server.max_upstream_requests`), per client connection
+//!   (`server.max_upstream_requests_per_connection`) and per client address over all its
+//!   connections (`server.max_upstream_requests_per_client`), so one connection, or one
+//!   client opening many, gets its share and no more. A request over either cap waits `server.upstream_queue_timeout`, then gets a
 //!   registry-style 429 (its own connection's share is used up) or 503 (the gateway's) instead
 //!   of queueing without end.
 //! - [`InFlight`]: which requests a connection is answering, for the header deadline the
 //!   server enforces on HTTP/2 too (see `server::Connection::serve`).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -35,21 +38,67 @@ pub struct UpstreamSlots {
     global: Arc<Semaphore>,
     total: usize,
     per_connection: usize,
+    clients: Arc<ClientShares>,
     wait: Duration,
+}
+
+/// Each client address's share. An entry lives as long as a permit of it is held (permits
+/// own their semaphore), so live entries are at most `max_upstream_requests`; dead ones are
+/// swept when the map has doubled since the last sweep, which keeps inserts O(1) amortised.
+struct ClientShares {
+    per_client: usize,
+    map: Mutex<ClientMap>,
+}
+
+#[derive(Default)]
+struct ClientMap {
+    shares: HashMap<IpAddr, Weak<Semaphore>>,
+    sweep_at: usize,
+}
+
+impl ClientShares {
+    fn share(&self, client: IpAddr) -> Arc<Semaphore> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(share) = map.shares.get(&client).and_then(Weak::upgrade) {
+            return share;
+        }
+        if map.shares.len() >= map.sweep_at {
+            map.shares.retain(|_, share| share.strong_count() > 0);
+            map.sweep_at = (map.shares.len() * 2).max(1024);
+        }
+        let share = Arc::new(Semaphore::new(self.per_client));
+        map.shares.insert(client, Arc::downgrade(&share));
+        share
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap().shares.len()
+    }
 }
 
 /// The slots one request holds until its answer has been sent (or dropped).
 pub struct Held {
     _global: OwnedSemaphorePermit,
     _connection: Option<OwnedSemaphorePermit>,
+    _client: Option<OwnedSemaphorePermit>,
 }
 
 impl UpstreamSlots {
-    pub fn new(total: usize, per_connection: usize, wait: Duration) -> UpstreamSlots {
+    pub fn new(
+        total: usize,
+        per_connection: usize,
+        per_client: usize,
+        wait: Duration,
+    ) -> UpstreamSlots {
         UpstreamSlots {
             global: Arc::new(Semaphore::new(total)),
             total,
             per_connection,
+            clients: Arc::new(ClientShares {
+                per_client,
+                map: Mutex::default(),
+            }),
             wait,
         }
     }
@@ -59,9 +108,13 @@ impl UpstreamSlots {
         ConnectionSlots(Arc::new(Semaphore::new(per_connection)))
     }
 
-    /// Take a slot of the connection's share, then one of the gateway's, waiting at most
-    /// `server.upstream_queue_timeout` for both together.
-    pub async fn acquire(&self, connection: Option<&ConnectionSlots>) -> Result<Held, ApiError> {
+    /// Take a slot of the connection's share, then of its client address's, then one of the
+    /// gateway's, waiting at most `server.upstream_queue_timeout` for all together.
+    pub async fn acquire(
+        &self,
+        connection: Option<&ConnectionSlots>,
+        client: Option<IpAddr>,
+    ) -> Result<Held, ApiError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         let connection = match connection {
             None => None,
@@ -81,10 +134,31 @@ impl UpstreamSlots {
                 }
             }
         };
+        let client = match client {
+            None => None,
+            Some(ip) => {
+                let share = self.clients.share(ip);
+                match tokio::time::timeout_at(deadline, share.acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => {
+                        tracing::info!(
+                            client = %ip,
+                            limit = self.clients.per_client,
+                            "request refused: this client address already has server.max_upstream_requests_per_client requests under way"
+                        );
+                        return Err(self.refusal(StatusCode::TOO_MANY_REQUESTS, format!(
+                            "this client address already has {} requests under way over its connections (server.max_upstream_requests_per_client); retry when one has finished",
+                            self.clients.per_client
+                        )));
+                    }
+                }
+            }
+        };
         match tokio::time::timeout_at(deadline, self.global.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Held {
                 _global: permit,
                 _connection: connection,
+                _client: client,
             }),
             _ => {
                 tracing::warn!(
@@ -245,5 +319,48 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_client_address_gets_its_share_over_all_its_connections_and_others_still_get_theirs(
+    ) {
+        let slots = UpstreamSlots::new(8, 2, 4, Duration::from_millis(50));
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut held = Vec::new();
+        // Four connections of one address: two slots each would be eight; the address gets four.
+        for _ in 0..4 {
+            let connection = UpstreamSlots::connection_share(2);
+            for _ in 0..2 {
+                match slots.acquire(Some(&connection), Some(attacker)).await {
+                    Ok(h) => held.push(h),
+                    Err(refusal) => assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS),
+                }
+            }
+        }
+        assert_eq!(held.len(), 4, "the address holds its share and no more");
+        let connection = UpstreamSlots::connection_share(2);
+        let legitimate = slots.acquire(Some(&connection), Some(other)).await;
+        assert!(legitimate.is_ok(), "another client still gets a slot");
+        drop(held);
+        assert!(slots
+            .acquire(Some(&UpstreamSlots::connection_share(2)), Some(attacker))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_map_of_client_shares_stays_bounded() {
+        let slots = UpstreamSlots::new(8, 2, 4, Duration::from_millis(50));
+        for i in 0..100_000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            drop(slots.acquire(None, Some(ip)).await.unwrap());
+        }
+        assert!(slots.clients.len() <= 2048, "{}", slots.clients.len());
     }
 }
