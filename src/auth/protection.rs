@@ -550,6 +550,108 @@ mod tests {
         assert!(!dotted.matches(&RepositoryName::parse("g/app/axb").unwrap()));
     }
 
+    fn directory() -> Directory {
+        use crate::auth::directory::Group;
+        use std::collections::HashMap;
+        let name = |p: &str| RepositoryName::parse(p).unwrap();
+        let project = |path: &str, visibility, members: &[(&str, Role)]| Project {
+            path: name(path),
+            visibility,
+            members: members.iter().map(|(u, r)| (u.to_string(), *r)).collect(),
+        };
+        let group = Group {
+            path: name("tools"),
+            visibility: Visibility::Private,
+            members: HashMap::new(),
+        };
+        let dev = [("dev", Role::Developer)];
+        let settings = HashMap::from([
+            (
+                name("g/target"),
+                ProjectSettings {
+                    job_token_allowlist: Some(vec![name("g/deployer"), name("tools")]),
+                    ..ProjectSettings::default()
+                },
+            ),
+            (
+                name("g/members"),
+                ProjectSettings {
+                    registry_access: RegistryAccessLevel::Private,
+                    ..ProjectSettings::default()
+                },
+            ),
+        ]);
+        let users = HashMap::from([(
+            "ext".to_string(),
+            UserSettings {
+                external: true,
+                ..UserSettings::default()
+            },
+        )]);
+        Directory::new(
+            vec![],
+            vec![group],
+            vec![
+                project("g/target", Visibility::Private, &dev),
+                project("g/deployer", Visibility::Private, &dev),
+                project("g/deployer/sub", Visibility::Private, &dev),
+                project("tools/ci", Visibility::Private, &dev),
+                project("g/other", Visibility::Private, &dev),
+                project("g/members", Visibility::Public, &[("rep", Role::Reporter)]),
+                project("g/internal", Visibility::Internal, &[]),
+            ],
+            vec![],
+        )
+        .with_settings(settings, users)
+    }
+
+    #[test]
+    fn the_job_token_allowlist_names_projects_exactly_and_groups_with_everything_below() {
+        let dir = directory();
+        let all = Actions::of(&[Action::Pull]);
+        let target = RepositoryName::parse("g/target/img").unwrap();
+        let job = |own: &str| Principal::CiJob {
+            username: "dev".into(),
+            project: RepositoryName::parse(own).unwrap(),
+            expires: u64::MAX,
+        };
+        for (own, allowed) in [
+            ("g/deployer", true),
+            ("tools/ci", true),
+            ("g/target", true),
+            // A project nested below an allowlisted project is another project.
+            ("g/deployer/sub", false),
+            ("g/other", false),
+        ] {
+            assert_eq!(
+                restrict(&job(own), &target, &dir, all) == all,
+                allowed,
+                "{own}"
+            );
+        }
+    }
+
+    #[test]
+    fn members_only_registries_and_external_users() {
+        let dir = directory();
+        let pull = Actions::of(&[Action::Pull]);
+        let user = |name: &str| Principal::User {
+            username: name.into(),
+            admin: false,
+            scopes: crate::auth::directory::RegistryScopes::ALL,
+            credential: Credential::Password,
+        };
+        let repo = |p: &str| RepositoryName::parse(p).unwrap();
+        assert_eq!(restrict(&user("rep"), &repo("g/members"), &dir, pull), pull);
+        assert!(restrict(&user("stranger"), &repo("g/members"), &dir, pull).is_empty());
+        assert!(restrict(&Principal::Anonymous, &repo("g/members"), &dir, pull).is_empty());
+        assert!(restrict(&user("ext"), &repo("g/internal"), &dir, pull).is_empty());
+        assert_eq!(
+            restrict(&user("other"), &repo("g/internal"), &dir, pull),
+            pull
+        );
+    }
+
     #[test]
     fn levels_and_bad_patterns() {
         assert!(MinimumLevel::Maintainer.allows(AccessLevel::Owner));
