@@ -17,7 +17,9 @@ use crate::auth::directory::SharedDirectory;
 use crate::auth::endpoint::TokenEndpoint;
 use crate::auth::keys::{KeyError, SigningKey, VerifyingKey};
 use crate::auth::policy;
+use crate::auth::protection::{self, AccessLevel};
 use crate::auth::scope::{Action, Actions, RepositoryName, Resource};
+use crate::auth::token::Claims;
 use crate::auth::token::Tokens;
 use crate::body::{Body, BodyPace};
 use crate::config::{Config, Problem};
@@ -26,6 +28,7 @@ use crate::diagnose::stripped::StrippedDetector;
 use crate::diagnose::trust::Trust;
 use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
+use crate::proxy::protect::{GuardedTags, TagGuard};
 use crate::proxy::Proxy;
 use crate::server::limits::{ConnectionSlots, UpstreamSlots};
 use crate::server::ClientAddr;
@@ -141,7 +144,8 @@ impl Gateway {
             config.token.issuer.clone(),
             audit.clone(),
         )
-        .map_err(|_| BuildError::PublicUrl)?;
+        .map_err(|_| BuildError::PublicUrl)?
+        .with_tag_guard(tag_guard(directory.clone()));
         Ok(Gateway {
             inner: Arc::new(Inner {
                 token_endpoint: TokenEndpoint::new(
@@ -319,16 +323,49 @@ fn may_push(directory: SharedDirectory) -> MayPush {
                 credential,
                 time::OffsetDateTime::now_utc(),
             ) {
-                Ok(principal) => policy::allowed_actions(
-                    &principal,
-                    &Resource::Repository(repository.clone()),
-                    &directory,
-                )
-                .covers(Actions::of(&[Action::Pull, Action::Push])),
+                Ok(principal) => {
+                    let allowed = policy::allowed_actions(
+                        &principal,
+                        &Resource::Repository(repository.clone()),
+                        &directory,
+                    );
+                    // The project's settings and protected paths hold for a grace too.
+                    protection::restrict(&principal, repository, &directory, allowed)
+                        .covers(Actions::of(&[Action::Pull, Action::Push]))
+                        && !protection::repository_protected(&principal, repository, &directory)
+                }
                 Err(_) => false,
             }
         },
     )
+}
+
+/// The tag protection's question to the credential store: which tag rules apply to this
+/// token's holder on this repository, and at which access level? `None` when the project has
+/// no tag rules (the proxy then checks nothing). A holder whose credential is gone or no
+/// longer good counts as having no access: every rule applies.
+fn tag_guard(directory: SharedDirectory) -> TagGuard {
+    Arc::new(move |claims: &Claims, repository: &RepositoryName| {
+        let directory = directory.get();
+        let project = directory.project_for(repository)?;
+        let rules = directory.project_settings(&project.path).tags.clone();
+        if rules.is_empty() {
+            return None;
+        }
+        let principal = claims.cred.as_deref().and_then(|bound| {
+            credentials::resolve_binding(
+                &directory,
+                &claims.sub,
+                bound,
+                time::OffsetDateTime::now_utc(),
+            )
+            .ok()
+        });
+        let level = principal
+            .map(|p| protection::access_level(&p, project))
+            .unwrap_or(AccessLevel::NoAccess);
+        Some(GuardedTags { rules, level })
+    })
 }
 
 /// The size of a request head as it was on the wire (near enough for HTTP/2 too).

@@ -188,6 +188,14 @@ pub enum AuthFailure {
     InsufficientScope { name: String },
     #[error("the account is blocked")]
     UserBlocked,
+    /// `locked: true` (GitLab's `access_locked?`): no credential signs in.
+    #[error("the account is locked")]
+    UserLocked,
+    /// `two_factor: true`: the password is refused, tokens still work.
+    #[error(
+        "the account has two-factor authentication: its password cannot be used, only a token"
+    )]
+    PasswordNeedsToken,
 }
 
 impl AuthFailure {
@@ -199,6 +207,8 @@ impl AuthFailure {
             AuthFailure::TokenRevoked { .. } => "token_revoked",
             AuthFailure::InsufficientScope { .. } => "insufficient_scope",
             AuthFailure::UserBlocked => "user_blocked",
+            AuthFailure::UserLocked => "user_locked",
+            AuthFailure::PasswordNeedsToken => "password_needs_token",
         }
     }
 
@@ -213,6 +223,8 @@ impl AuthFailure {
                 "HTTP Basic: Access denied. The access token has no registry scope: it needs read_registry (pull) and write_registry (push), or api."
             }
             AuthFailure::UserBlocked => "HTTP Basic: Access denied. The account is blocked.",
+            AuthFailure::UserLocked => "HTTP Basic: Access denied. Your account is locked.",
+            AuthFailure::PasswordNeedsToken => "HTTP Basic: Access denied. You must use a personal access token with 'read_registry' or 'write_registry' scope for the container registry: this account has two-factor authentication enabled.",
         }
     }
 }
@@ -287,6 +299,8 @@ async fn check_basic(
             (RegistryScopes::ALL, Credential::Password)
         }
     };
+    // Account settings (locked, two-factor): see `protection`.
+    super::protection::may_sign_in(directory, &user.username, Some(&credential))?;
     user_principal(user, scopes, credential)
 }
 
@@ -307,6 +321,7 @@ pub fn authenticate_job(
     if user.blocked {
         return Err(AuthFailure::UserBlocked);
     }
+    super::protection::may_sign_in(directory, &user.username, None)?;
     let project = RepositoryName::parse(claims.project.as_deref().unwrap_or_default())
         .ok()
         .filter(|p| {
@@ -425,6 +440,7 @@ pub fn resolve_binding(
         if user.blocked {
             return Err(AuthFailure::UserBlocked);
         }
+        super::protection::may_sign_in(directory, &user.username, None)?;
         let project = RepositoryName::parse(project).map_err(|_| stale())?;
         return Ok(Principal::CiJob {
             username: user.username.clone(),
@@ -454,6 +470,7 @@ pub fn resolve_binding(
             .ok_or_else(stale)?;
         pat_credential(token, now)?
     };
+    super::protection::may_sign_in(directory, &user.username, Some(&credential))?;
     user_principal(user, scopes, credential)
 }
 

@@ -324,6 +324,10 @@ pub struct Directory {
     /// Longest path first, so the first match is the owning project.
     projects: Vec<Project>,
     groups: Vec<Group>,
+    /// Project settings and user account settings ([`super::protection`]), kept apart from
+    /// the identities so a project or user without any has none to store.
+    project_settings: HashMap<RepositoryName, super::protection::ProjectSettings>,
+    user_settings: HashMap<String, super::protection::UserSettings>,
 }
 
 impl Directory {
@@ -356,7 +360,38 @@ impl Directory {
             namespace_tokens,
             projects,
             groups,
+            project_settings: HashMap::new(),
+            user_settings: HashMap::new(),
         }
+    }
+
+    /// Add the projects' and users' settings (only those that differ from the defaults need
+    /// an entry).
+    pub fn with_settings(
+        mut self,
+        projects: HashMap<RepositoryName, super::protection::ProjectSettings>,
+        users: HashMap<String, super::protection::UserSettings>,
+    ) -> Directory {
+        self.project_settings = projects;
+        self.user_settings = users;
+        self
+    }
+
+    /// The settings of the project at `path` (the defaults when it has none).
+    pub fn project_settings(&self, path: &RepositoryName) -> &super::protection::ProjectSettings {
+        static DEFAULT: std::sync::OnceLock<super::protection::ProjectSettings> =
+            std::sync::OnceLock::new();
+        self.project_settings
+            .get(path)
+            .unwrap_or_else(|| DEFAULT.get_or_init(Default::default))
+    }
+
+    /// A user's account settings (the defaults for unknown names).
+    pub fn user_settings(&self, username: &str) -> super::protection::UserSettings {
+        self.user_settings
+            .get(username)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn user(&self, username: &str) -> Option<&User> {

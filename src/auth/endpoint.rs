@@ -224,6 +224,20 @@ impl TokenEndpoint {
             }
         };
 
+        if let Some(name) = super::protection::push_protected(&principal, &scopes, &directory) {
+            // GitLab refuses the whole request here (not a down-scope), so `docker push` says why.
+            tracing::info!(user = ?principal.subject(), repository = ?name.as_str(), reason = "protected_repository", "token refused: push to a protected repository path");
+            self.refused(
+                client,
+                &LoggedUser::new(&directory, Some(principal.subject())),
+                "protected_repository",
+            );
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                "Pushing to protected repository path forbidden",
+            ));
+        }
         let access = policy::grant(&principal, &scopes, &directory);
         let now = SystemTime::now();
         let bound = credentials::binding(&principal, &directory);

@@ -7,6 +7,7 @@
 //! - [`brute_force`]: bans after too many failed logins.
 //! - [`slow_hash`]: password hashes run bounded, and a dummy one for unknown users.
 //! - [`policy`]: GitLab's rules and down-scoping (pure functions).
+//! - [`protection`]: project and user settings, container protection rules (pure functions).
 //! - [`keys`]: the signing key, its certificate, key ids.
 //! - [`token`]: minting and verifying JWTs.
 //! - [`endpoint`]: the `/jwt/auth` endpoint.
@@ -18,6 +19,7 @@ pub mod endpoint;
 pub mod keys;
 pub mod password_cache;
 pub mod policy;
+pub mod protection;
 pub mod scope;
 pub mod slow_hash;
 pub mod token;

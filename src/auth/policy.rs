@@ -25,6 +25,7 @@
 
 use super::credentials::Principal;
 use super::directory::{Directory, NamespaceKind, Project, RegistryScopes, Role, Visibility};
+use super::protection;
 use super::scope::{Action, Actions, Resource, ResourceAccess, Scope};
 
 /// The actions `principal` may perform on `resource`.
@@ -193,6 +194,13 @@ pub fn grant(
         .iter()
         .filter_map(|scope| {
             let allowed = allowed_actions(principal, &scope.resource, directory);
+            // Project and user settings take away what they forbid (see `protection`).
+            let allowed = match &scope.resource {
+                Resource::Repository(name) => {
+                    protection::restrict(principal, name, directory, allowed)
+                }
+                _ => allowed,
+            };
             let granted = intersect(scope.actions, allowed);
             (!granted.is_empty()).then(|| ResourceAccess::new(&scope.resource, granted))
         })

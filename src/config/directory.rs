@@ -54,6 +54,9 @@ pub(super) fn validate(
     projects: Vec<ProjectFile>,
 ) -> Directory {
     let mut seen = Seen::default();
+    let user_settings = super::settings::users(&users);
+    super::settings::refuse_on_groups(c, &groups);
+    let project_settings = super::settings::projects(c, &groups, &projects);
     let users = validate_users(c, &mut seen, users);
     let known: HashSet<String> = users.iter().map(|u| u.username.clone()).collect();
     let mut tokens = Vec::new();
@@ -90,7 +93,7 @@ pub(super) fn validate(
     })
     .collect();
     check_visibility(c, &groups, &projects);
-    Directory::new(users, groups, projects, tokens)
+    Directory::new(users, groups, projects, tokens).with_settings(project_settings, user_settings)
 }
 
 fn validate_users(c: &mut Checker, seen: &mut Seen, users: Vec<UserFile>) -> Vec<User> {

@@ -177,6 +177,15 @@ pub struct UserFile {
     pub admin: bool,
     #[serde(default)]
     pub blocked: bool,
+    /// Two-factor authentication: the password no longer works for the registry, tokens do.
+    #[serde(default)]
+    pub two_factor: bool,
+    /// GitLab's external users: no access to internal projects they are not members of.
+    #[serde(default)]
+    pub external: bool,
+    /// GitLab's `access_locked`: no credential signs in.
+    #[serde(default)]
+    pub locked: bool,
     #[serde(default)]
     pub personal_access_tokens: Vec<PersonalAccessTokenFile>,
 }
@@ -206,9 +215,49 @@ pub struct ProjectFile {
     pub deploy_tokens: Vec<DeployTokenFile>,
     #[serde(default)]
     pub access_tokens: Vec<AccessTokenFile>,
+    /// Project settings (refused on groups): `enabled` (default), `private` or `disabled`.
+    #[serde(default)]
+    pub container_registry_access_level: Option<String>,
+    #[serde(default)]
+    pub archived: Option<bool>,
+    /// Projects or groups whose CI jobs may pull here; absent: the setting is off.
+    #[serde(default)]
+    pub job_token_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    pub container_protection: Option<ContainerProtectionFile>,
 }
 
 pub type GroupFile = ProjectFile;
+
+/// GitLab's container repository protection rules, protected tags and immutable tags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerProtectionFile {
+    #[serde(default)]
+    pub repositories: Vec<RepositoryProtectionFile>,
+    #[serde(default)]
+    pub tags: Vec<TagProtectionFile>,
+    /// RE2 patterns of tags that, once pushed, are never overwritten or deleted.
+    #[serde(default)]
+    pub immutable_tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryProtectionFile {
+    /// `*` wildcards; starts with the project's path.
+    pub repository_path_pattern: String,
+    pub minimum_access_level_for_push: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagProtectionFile {
+    /// RE2, matched anywhere in the tag unless anchored.
+    pub tag_name_pattern: String,
+    pub minimum_access_level_for_push: String,
+    pub minimum_access_level_for_delete: String,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,7 @@ mod duration;
 mod env;
 pub mod file;
 pub mod reload;
+mod settings;
 mod validate;
 
 use std::fmt;

@@ -11,10 +11,12 @@
 //! - `clients`: one pooled client per thread.
 //! - [`rewrite`]: challenge realms and upload `Location`s.
 //! - [`record`]: what the audit log keeps of a request.
+//! - [`protect`]: protected and immutable tags on manifest PUT and DELETE.
 
 pub mod access;
 mod clients;
 pub mod forward;
+pub mod protect;
 mod record;
 pub mod rewrite;
 
@@ -60,6 +62,8 @@ pub struct Proxy {
     trust_check: RuntimeCheck,
     issuer: String,
     audit: Audit,
+    /// Protected and immutable tags (see [`protect`]); `None`: no rules anywhere.
+    tag_guard: Option<protect::TagGuard>,
 }
 
 /// A request refused before it reached the registry, and why (for metrics and the audit log).
@@ -95,7 +99,14 @@ impl Proxy {
             trust_check: RuntimeCheck::default(),
             issuer: tokens_issuer,
             audit,
+            tag_guard: None,
         })
+    }
+
+    /// Enforce protected and immutable tags with `guard` (see [`protect`]).
+    pub fn with_tag_guard(mut self, guard: protect::TagGuard) -> Proxy {
+        self.tag_guard = Some(guard);
+        self
     }
 
     /// Answer one `/v2/` request.
@@ -125,6 +136,14 @@ impl Proxy {
             }
         };
         let need = &exchange.need;
+        if let Some(guard) = &self.tag_guard {
+            let checked =
+                protect::check(guard, &self.upstream, &self.tokens, &method, need, &claims).await;
+            if let Err((error, reason)) = checked {
+                exchange.refused(&self.audit, reason, Some(&claims.sub));
+                return error.into_response();
+            }
+        }
         let mut upstream_request = self.upstream_request(request, need.target.clone());
         if let Some(token) = replacement {
             upstream_request

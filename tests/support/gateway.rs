@@ -48,6 +48,15 @@ pub mod secrets {
     pub const ERIN_API_PAT: &str = "pat-erin-shared-api-0123456789a";
     pub const ERIN_READ_ONLY_PAT: &str = "pat-erin-shared-read-012345678";
     pub const ERIN_WRITE_PAT: &str = "pat-erin-shared-write-01234567";
+    /// Project and user settings (tests/protection.rs): pdev (developer) and pmaint
+    /// (maintainer) of prot/app; tess has two-factor (her password is alice's); lou is locked;
+    /// xena is external.
+    pub const PDEV_PAT: &str = "pat-pdev-developer-0123456789ab";
+    pub const PMAINT_PAT: &str = "pat-pmaint-maintainer-012345678";
+    pub const TESS_PASSWORD: &str = ALICE_PASSWORD;
+    pub const TESS_PAT: &str = "pat-tess-two-factor-0123456789a";
+    pub const LOU_PAT: &str = "pat-lou-locked-0123456789abcdef";
+    pub const XENA_PAT: &str = "pat-xena-external-0123456789abc";
 }
 
 /// The hex SHA-256 of `text`: how the config stores a token (`token_sha256`).
@@ -110,6 +119,25 @@ pub fn fixture_users() -> String {
       - {{ name: shared, token_sha256: "{erin_api}", scopes: [api] }}
       - {{ name: shared, token_sha256: "{erin_ro}", scopes: [read_registry] }}
       - {{ name: shared, token_sha256: "{erin_rw}", scopes: [read_registry, write_registry] }}
+  - username: pdev
+    personal_access_tokens:
+      - {{ name: pdev, token_sha256: "{pdev}", scopes: [read_registry, write_registry] }}
+  - username: pmaint
+    personal_access_tokens:
+      - {{ name: pmaint, token_sha256: "{pmaint}", scopes: [read_registry, write_registry] }}
+  - username: tess
+    password_hash: "{hash}"
+    two_factor: true
+    personal_access_tokens:
+      - {{ name: tess, token_sha256: "{tess}", scopes: [read_registry, write_registry] }}
+  - username: lou
+    locked: true
+    personal_access_tokens:
+      - {{ name: lou, token_sha256: "{lou}", scopes: [read_registry, write_registry] }}
+  - username: xena
+    external: true
+    personal_access_tokens:
+      - {{ name: xena, token_sha256: "{xena}", scopes: [read_registry, write_registry] }}
 groups:
   - path: mygroup
     visibility: private
@@ -136,6 +164,37 @@ projects:
   - path: erin/app
     visibility: private
     members: {{ erin: developer }}
+  - path: prot/app
+    visibility: private
+    members: {{ pdev: developer, pmaint: maintainer }}
+    container_protection:
+      repositories:
+        - {{ repository_path_pattern: "prot/app/release*", minimum_access_level_for_push: maintainer }}
+      tags:
+        - {{ tag_name_pattern: "^v[0-9]+", minimum_access_level_for_push: maintainer, minimum_access_level_for_delete: maintainer }}
+      immutable_tags: ["^release-"]
+  - path: regpriv/app
+    visibility: public
+    container_registry_access_level: private
+    members: {{ pdev: reporter }}
+  - path: regoff/app
+    visibility: public
+    container_registry_access_level: disabled
+    members: {{ pmaint: maintainer }}
+  - path: frozen/app
+    visibility: public
+    archived: true
+    members: {{ pmaint: maintainer }}
+  - path: ci/private
+    visibility: private
+    members: {{ pdev: developer }}
+    job_token_allowlist: [ci/allowed]
+  - path: ci/allowed
+    visibility: private
+    members: {{ pdev: developer }}
+  - path: ci/other
+    visibility: private
+    members: {{ pdev: developer }}
 "#,
         hash = hash.trim(),
         rw = d(ALICE_PAT),
@@ -155,6 +214,11 @@ projects:
         erin_api = d(ERIN_API_PAT),
         erin_ro = d(ERIN_READ_ONLY_PAT),
         erin_rw = d(ERIN_WRITE_PAT),
+        pdev = d(PDEV_PAT),
+        pmaint = d(PMAINT_PAT),
+        tess = d(TESS_PAT),
+        lou = d(LOU_PAT),
+        xena = d(XENA_PAT),
     )
 }
 
