@@ -224,14 +224,13 @@ fn refusals_are_told_apart_in_the_answer_and_in_the_log() {
     assert_eq!(reply.status, 403, "{}", reply.body);
     assert_eq!(reply.error_code(), "DENIED");
     assert_eq!(reply.error_message(), "access forbidden");
-    assert!(stack
-        .gateway
-        .log()
-        .contains("user=\"alice\" credential=\"personal_access_token\" reason=\"insufficient_scope\""));
+    assert!(stack.gateway.log().contains(
+        "user=\"alice\" credential=\"personal_access_token\" reason=\"insufficient_scope\""
+    ));
     // Unknown users and wrong secrets get GitLab's text (jwt_controller.rb render_access_denied).
-    assert!(login("nobody", "wrong")
-        .error_message()
-        .starts_with("HTTP Basic: Access denied. If a password was provided for Git authentication"));
+    assert!(login("nobody", "wrong").error_message().starts_with(
+        "HTTP Basic: Access denied. If a password was provided for Git authentication"
+    ));
     // A blocked account is only named to someone who knows its secret.
     let reply = login("dave", "not-his-token");
     assert!(
