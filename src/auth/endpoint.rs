@@ -160,7 +160,13 @@ impl TokenEndpoint {
         caller: &Caller,
     ) -> Result<Response<Body>, ApiError> {
         let directory = self.directory();
-        if request.service.as_deref() != Some(self.tokens.service()) {
+        // The OAuth2 POST form is not GitLab's (it answers GET only): a form without a
+        // service keeps meaning this one.
+        let service = match (&request.service, &request.login) {
+            (None, Login::Password(_) | Login::Refresh(_)) => Some(self.tokens.service()),
+            (service, _) => service.as_deref(),
+        };
+        if service != Some(self.tokens.service()) {
             // GitLab's `JwtController#auth`: `return head :not_found unless service`, an
             // empty 404 for an unknown or missing service. Checked before the credentials
             // (GitLab checks them first): no token can come out of it, so no check is spent.
