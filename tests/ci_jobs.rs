@@ -78,7 +78,9 @@ fn a_job_logs_in_with_the_ci_variables_and_pushes_to_its_project_only() {
     let (ok, out) = podman.run(&["push", "--tls-verify=false", &elsewhere], None);
     assert!(!ok, "a job pushed outside its project: {out}");
 
-    // What the job token grants: its project read/write, other projects read where alice reads.
+    // What the job token grants: its project pull, push and delete (GitLab CRAS
+    // #build_can_pull?, #build_can_push?, #build_can_delete?), other projects pull where
+    // alice reads.
     let job = &vars["CI_JOB_TOKEN"];
     let token = stack.token(
         "gitlab-ci-token",
@@ -93,7 +95,7 @@ fn a_job_logs_in_with_the_ci_variables_and_pushes_to_its_project_only() {
     assert_eq!(
         Stack::granted(&token),
         vec![
-            "repository:mygroup/myproject/app:pull,push",
+            "repository:mygroup/myproject/app:pull,push,delete",
             "repository:internal/app:pull",
             "repository:public/app:pull"
         ]
@@ -102,8 +104,10 @@ fn a_job_logs_in_with_the_ci_variables_and_pushes_to_its_project_only() {
 }
 
 #[test]
-fn a_reporters_job_pulls_only_and_bad_or_expired_job_tokens_are_refused() {
+fn a_reporters_job_pushes_to_its_own_project_and_bad_or_expired_job_tokens_are_refused() {
     let stack = Stack::start();
+    // GitLab CRAS#build_can_push?: "Build can push only to the project from which it
+    // originates", with no role check: a reporter's job pushes there.
     let bob = ci_token(&stack, "mygroup/myproject", "bob", "1h");
     let token = stack.token(
         "gitlab-ci-token",
@@ -112,7 +116,7 @@ fn a_reporters_job_pulls_only_and_bad_or_expired_job_tokens_are_refused() {
     );
     assert_eq!(
         Stack::granted(&token),
-        vec!["repository:mygroup/myproject:pull"]
+        vec!["repository:mygroup/myproject:pull,push"]
     );
 
     let login = |secret: &str| {
@@ -185,5 +189,5 @@ fn ci_token_refuses_unknown_users_projects_and_blocked_users() {
         None,
     );
     assert_eq!(code, 0);
-    assert!(err.contains("can pull but not push"), "{err}");
+    assert!(err.contains("can still push"), "{err}");
 }

@@ -187,12 +187,6 @@ fn refusals_are_told_apart_in_the_answer_and_in_the_log() {
     let cases = [
         ("alice", ALICE_REVOKED_PAT, "revoked", "token_revoked"),
         ("alice", ALICE_EXPIRED_PAT, "expired", "token_expired"),
-        (
-            "alice",
-            ALICE_ADMIN_MODE_PAT,
-            "no registry scope",
-            "insufficient_scope",
-        ),
         ("dave", DAVE_PAT, "blocked", "user_blocked"),
         (
             "gitlab+deploy-token-1",
@@ -223,6 +217,20 @@ fn refusals_are_told_apart_in_the_answer_and_in_the_log() {
             stack.gateway.log()
         );
     }
+    // A token with no registry ability is a good credential refused with GitLab's 403
+    // (CRAS#execute: `error('DENIED', status: 403, message: 'access forbidden') unless
+    // has_registry_ability?`), not a 401; the log keeps the precise reason.
+    let reply = login("alice", ALICE_ADMIN_MODE_PAT);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(reply.error_code(), "DENIED");
+    assert_eq!(reply.error_message(), "access forbidden");
+    assert!(stack.gateway.log().contains(
+        "user=\"alice\" credential=\"personal_access_token\" reason=\"insufficient_scope\""
+    ));
+    // Unknown users and wrong secrets get GitLab's text (jwt_controller.rb render_access_denied).
+    assert!(login("nobody", "wrong").error_message().starts_with(
+        "HTTP Basic: Access denied. If a password was provided for Git authentication"
+    ));
     // A blocked account is only named to someone who knows its secret.
     let reply = login("dave", "not-his-token");
     assert!(
@@ -338,7 +346,9 @@ fn project_tokens_do_not_reach_a_private_project_nested_below_theirs() {
             let (ok, out) = push(&stack, &image, user, secret, "mygroup/myproject/vault");
             assert!(!ok, "{user} pushed to the vault: {out}");
         }
-        // Their own project's images they still reach; the maintainer bot may delete there.
+        // Their own project's images they still reach. The maintainer bot's token has
+        // read_registry + write_registry, not api: no admin_container_image, so no delete
+        // (GitLab CRAS#can_access? 'delete' -> user_can_admin?).
         let (ok, out) = push(
             &stack,
             &image,
@@ -354,7 +364,7 @@ fn project_tokens_do_not_reach_a_private_project_nested_below_theirs() {
         );
         assert_eq!(
             Stack::granted(&token),
-            vec!["repository:mygroup/myproject/app:pull,push,delete"]
+            vec!["repository:mygroup/myproject/app:pull,push"]
         );
         assert!(
             pull(

@@ -209,13 +209,22 @@ fn only_maintainers_and_administrators_may_delete() {
         .unwrap()
         .contains(r#"error="insufficient_scope""#));
 
+    // GitLab CRAS#user_can_admin?: delete needs admin_container_image, which an `api` token
+    // has and a read_registry + write_registry one (root's) does not. carol maintains the
+    // group with an `api` token.
     let root = stack.token(
         "root",
         ROOT_PAT,
         &["repository:mygroup/myproject/app:delete"],
     );
+    assert!(Stack::granted(&root).is_empty());
+    let carol = stack.token(
+        "carol",
+        support::gateway::secrets::CAROL_API_PAT,
+        &["repository:mygroup/myproject/app:delete"],
+    );
     let reply = support::http::request("DELETE", &by_digest)
-        .bearer(&root)
+        .bearer(&carol)
         .send();
     assert_eq!(reply.status, 202, "{}", reply.body);
     let reply = support::http::get(&manifest_url)

@@ -1,8 +1,12 @@
 //! Bans for clients and usernames that fail to log in too often.
 //!
-//! GitLab bans an address for 1 hour after 30 failed logins within 3 minutes; our defaults are
-//! the same. Failures are counted per client IP and per username in a fixed window that starts
-//! at the first failure. Reaching the limit bans that key; a banned client or username is
+//! GitLab's limiter (`Gitlab::Auth::IpRateLimiter`, Rack::Attack's `git_basic_auth`, used by
+//! `lib/gitlab/auth.rb` `find_for_git_client` / `rate_limit!`) is OFF by default; when an
+//! operator enables it, it counts per IP only, bans an address for 1 hour after 30 failures
+//! within 3 minutes, and a success resets the address's count. Ours uses the same numbers but
+//! is ON by default and also counts per username, which is safer against a password spray;
+//! like GitLab's, a success resets the count of the address and of the username. Failures are
+//! counted in a fixed window that starts at the first failure. Reaching the limit bans that key; a banned client or username is
 //! refused before any credential is checked. Banning by username lets a stranger lock a user
 //! out for the ban's length: that is the price of stopping a password spray from many
 //! addresses, and why the limits are configurable (`max_failures: 0` turns the limiter off).
@@ -220,11 +224,12 @@ impl BruteForce {
             record.in_flight = record.in_flight.saturating_sub(1);
             record.roll_window(now, self.limits.window);
             if success {
-                // A success clears the username's count, not the client's: one good account
-                // must not reset an address's count of guesses at others.
-                if *subject == SubjectKind::Username {
-                    record.failures = 0;
-                }
+                // A success clears the count of the username and of the address, as GitLab's
+                // `rate_limit!` resets the IP's (`rate_limiter.reset!`: clients routinely fail
+                // once before sending the right secret). Someone with one good account can
+                // thus keep an address's count low; every username's own count still bounds
+                // the guesses at it.
+                record.failures = 0;
                 continue;
             }
             record.failures += 1;
@@ -334,16 +339,18 @@ mod tests {
     }
 
     #[test]
-    fn success_clears_the_usernames_count_and_zero_disables() {
+    fn success_clears_the_address_and_username_counts_and_zero_disables() {
+        // GitLab lib/gitlab/auth.rb `rate_limit!`: a success resets the IP's count.
         let b = limiter(3);
         let t0 = Instant::now();
         let s = subjects([10, 0, 0, 1], "alice");
         fail(&b, &s, t0);
         fail(&b, &s, t0);
         b.begin(&s, t0).unwrap().succeeded(t0);
+        assert!(fail(&b, &s, t0).is_empty(), "both counts started over");
+        assert!(fail(&b, &s, t0).is_empty());
         let started = fail(&b, &s, t0);
-        assert_eq!(started.len(), 1, "only the client reached the limit");
-        assert_eq!(started[0].subject, SubjectKind::Client);
+        assert_eq!(started.len(), 2, "the third failure since the success bans");
         let off = limiter(0);
         for _ in 0..100 {
             assert!(fail(&off, &s, t0).is_empty());
@@ -379,14 +386,18 @@ mod tests {
             .collect();
         assert!(matches!(b.begin(&s, t0), Err(Refusal::Busy { .. })));
         drop(running);
+        // The dropped ones were counted as failures for the client.
+        let key = b.key(&s[0]);
+        {
+            let mut records = b.records();
+            let client = records.get_mut(&key).unwrap();
+            assert_eq!((client.failures, client.in_flight), (MAX_IN_FLIGHT, 0));
+        }
         let attempt = b.begin(&s, t0).expect("the slots are free again");
         attempt.succeeded(t0);
-        // The dropped ones were counted as failures for the client (a success clears only
-        // the username's count).
-        let key = b.key(&s[0]);
         let mut records = b.records();
         let client = records.get_mut(&key).unwrap();
-        assert_eq!((client.failures, client.in_flight), (MAX_IN_FLIGHT, 0));
+        assert_eq!((client.failures, client.in_flight), (0, 0));
     }
 
     #[test]

@@ -15,11 +15,13 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::directory::{Directory, NamespaceToken, PersonalAccessToken, RegistryScopes, User};
+use super::directory::{
+    Directory, NamespaceToken, PersonalAccessToken, RegistryScopes, TokenHolder, User,
+};
 use super::password_cache::PasswordCache;
-use super::scope::RepositoryName;
+use super::scope::{stable_id, RepositoryName};
 use super::slow_hash::{self, DummyHash};
-use super::token::{InternalClaims, Purpose, Tokens, VerifyError};
+use super::token::{CallerInfo, InternalClaims, Purpose, Tokens, UserInfo, VerifyError};
 
 /// How a principal proved who it is.
 ///
@@ -86,6 +88,65 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// GitLab's `has_registry_ability?` (`ContainerRegistryAuthenticationService#execute`):
+    /// false for a credential that carries none of the registry abilities (a token with only
+    /// `admin_mode`, `read_user`, ...), which gets `403 access forbidden` rather than a token.
+    /// Anonymous callers have `read_container_image` (`read_only_authentication_abilities`),
+    /// CI jobs the `build_*_container_image` abilities.
+    pub fn has_registry_ability(&self) -> bool {
+        match self {
+            Principal::Anonymous | Principal::CiJob { .. } => true,
+            Principal::User { scopes, .. } => !scopes.is_empty(),
+            Principal::Token(token) => !token.scopes.is_empty(),
+        }
+    }
+
+    /// The `auth_type` and `user` claims GitLab puts in a registry token
+    /// (`CRAS#authorized_token`, `#user_info_token`), `auth_type` in
+    /// `Gitlab::Auth::Result#type`'s words.
+    pub fn gitlab_info(&self) -> CallerInfo {
+        let user = |token_type: &str, username: &str| UserInfo {
+            token_type: token_type.to_owned(),
+            username: username.to_owned(),
+            user_id: Some(stable_id("user", username)),
+            deploy_token_id: None,
+        };
+        let (auth_type, user_info) = match self {
+            Principal::Anonymous => ("none", None),
+            Principal::User {
+                username,
+                credential: Credential::Password,
+                ..
+            } => ("gitlab_or_ldap", Some(user("gitlab_or_ldap", username))),
+            Principal::User { username, .. } => (
+                "personal_access_token",
+                Some(user("personal_access_token", username)),
+            ),
+            // Project and group access tokens are personal access tokens of a bot user.
+            Principal::Token(token) if token.role.is_some() => (
+                "personal_access_token",
+                Some(user("personal_access_token", &token.username)),
+            ),
+            Principal::Token(token) => (
+                "deploy_token",
+                Some(UserInfo {
+                    token_type: "deploy_token".into(),
+                    username: token.username.clone(),
+                    user_id: None,
+                    deploy_token_id: Some(stable_id(
+                        "deploy_token",
+                        &format!("{}\0{}", token.namespace, token.username),
+                    )),
+                }),
+            ),
+            Principal::CiJob { username, .. } => ("build", Some(user("build", username))),
+        };
+        CallerInfo {
+            auth_type,
+            user_info,
+        }
+    }
+
     pub fn subject(&self) -> &str {
         match self {
             Principal::Anonymous => "",
@@ -160,10 +221,10 @@ impl BasicCredentials {
             .decode(encoded.trim())
             .map_err(|_| HeaderError::Malformed)?;
         let decoded = String::from_utf8(decoded).map_err(|_| HeaderError::Malformed)?;
+        // An empty username is allowed: GitLab finds personal and access tokens by the secret
+        // alone (`lib/gitlab/auth.rb`, `personal_access_token_check`), so `docker login -u ""`
+        // works with one.
         let (username, secret) = decoded.split_once(':').ok_or(HeaderError::Malformed)?;
-        if username.is_empty() {
-            return Err(HeaderError::Malformed);
-        }
         Ok(BasicCredentials {
             username: username.to_owned(),
             secret: secret.to_owned(),
@@ -214,9 +275,9 @@ impl AuthFailure {
 
     pub fn client_message(&self) -> &'static str {
         match self {
-            AuthFailure::UnknownUser | AuthFailure::WrongSecret => {
-                "HTTP Basic: Access denied. The username, password or access token is incorrect."
-            }
+            // GitLab's own text (`app/controllers/jwt_controller.rb`, `render_access_denied`),
+            // without its help-page link, which would point at a GitLab instance.
+            AuthFailure::UnknownUser | AuthFailure::WrongSecret => GITLAB_ACCESS_DENIED,
             AuthFailure::TokenExpired { .. } => "HTTP Basic: Access denied. The access token has expired: create a new one.",
             AuthFailure::TokenRevoked { .. } => "HTTP Basic: Access denied. The access token has been revoked.",
             AuthFailure::InsufficientScope { .. } => {
@@ -228,6 +289,10 @@ impl AuthFailure {
         }
     }
 }
+
+/// What GitLab answers any refused Basic login (`app/controllers/jwt_controller.rb`,
+/// `render_access_denied`), up to its help-page link.
+pub const GITLAB_ACCESS_DENIED: &str = "HTTP Basic: Access denied. If a password was provided for Git authentication, the password was incorrect or you're required to use a token instead of a password. If a token was provided, it was either incorrect, expired, or improperly scoped.";
 
 /// SHA-256 of a token secret, the form tokens are stored in.
 pub fn token_digest(secret: &str) -> [u8; 32] {
@@ -264,44 +329,58 @@ async fn check_basic(
     hashed: &mut bool,
 ) -> Result<Principal, AuthFailure> {
     let digest = token_digest(&credentials.secret);
+    // Personal, project and group access tokens: the secret alone says who acts, whatever the
+    // username (GitLab `lib/gitlab/auth.rb`, `find_for_git_client` tries
+    // `personal_access_token_check`, which never looks at the login, before any password).
+    if let Some(holder) = directory.token_by_digest(&digest) {
+        return token_principal(directory, holder, now);
+    }
     let Some(user) = directory.user(&credentials.username) else {
-        // Not a user: a deploy token or a bot, or nobody.
+        // Not a user: a deploy token (it needs its own username: `deploy_token_check`
+        // returns unless `login == token.username`), or nobody.
         let tokens = directory.namespace_tokens(&credentials.username);
         if tokens.is_empty() {
             return Err(AuthFailure::UnknownUser);
         }
         let token = tokens
             .iter()
+            .filter(|t| t.role.is_none())
             .find(|t| bool::from(t.digest.ct_eq(&digest)))
             .ok_or(AuthFailure::WrongSecret)?;
         return namespace_principal(token, now);
     };
 
-    let matched = user
-        .personal_access_tokens
-        .iter()
-        .find(|t| bool::from(t.digest.ct_eq(&digest)));
-    let (scopes, credential) = match matched {
-        Some(token) => pat_credential(token, now)?,
-        None => {
-            let Some(hash) = user.password_hash.clone() else {
-                return Err(AuthFailure::WrongSecret);
-            };
-            let (username, secret) = (&credentials.username, &credentials.secret);
-            if !cache.contains(username, hash.as_str(), secret, Instant::now()) {
-                let stored = hash.as_str().to_owned();
-                *hashed = true;
-                if !slow_hash::verify(hash, secret.clone()).await {
-                    return Err(AuthFailure::WrongSecret);
-                }
-                cache.insert(username, &stored, secret, Instant::now());
-            }
-            (RegistryScopes::ALL, Credential::Password)
-        }
+    let Some(hash) = user.password_hash.clone() else {
+        return Err(AuthFailure::WrongSecret);
     };
+    let (username, secret) = (&credentials.username, &credentials.secret);
+    if !cache.contains(username, hash.as_str(), secret, Instant::now()) {
+        let stored = hash.as_str().to_owned();
+        *hashed = true;
+        if !slow_hash::verify(hash, secret.clone()).await {
+            return Err(AuthFailure::WrongSecret);
+        }
+        cache.insert(username, &stored, secret, Instant::now());
+    }
     // Account settings (locked, two-factor): see `protection`.
-    super::protection::may_sign_in(directory, &user.username, Some(&credential))?;
-    user_principal(user, scopes, credential)
+    super::protection::may_sign_in(directory, &user.username, Some(&Credential::Password))?;
+    user_principal(user, RegistryScopes::ALL, Credential::Password)
+}
+
+/// A personal or access token found by its digest, as a principal if it is still good.
+fn token_principal(
+    directory: &Directory,
+    holder: TokenHolder<'_>,
+    now: OffsetDateTime,
+) -> Result<Principal, AuthFailure> {
+    match holder {
+        TokenHolder::Personal(user, token) => {
+            let (scopes, credential) = pat_credential(token, now)?;
+            super::protection::may_sign_in(directory, &user.username, Some(&credential))?;
+            user_principal(user, scopes, credential)
+        }
+        TokenHolder::Bot(token) => namespace_principal(token, now),
+    }
 }
 
 /// The Basic username of CI jobs (`CI_REGISTRY_USER`); the password is a job token.
@@ -314,7 +393,19 @@ pub fn authenticate_job(
     tokens: &Tokens,
     secret: &str,
 ) -> Result<Principal, AuthFailure> {
-    let claims = verify_internal(tokens, Purpose::CiJob, secret, "CI job token")?;
+    let claims = match verify_internal(tokens, Purpose::CiJob, secret, "CI job token") {
+        Ok(claims) => claims,
+        // Not a job token: GitLab's `find_for_git_client` goes on to the personal and access
+        // tokens, whatever the login, so `gitlab-ci-token` + a PAT acts as the PAT's owner.
+        // Digest lookups only: no slow hash runs for this username.
+        Err(AuthFailure::WrongSecret) => {
+            return match directory.token_by_digest(&token_digest(secret)) {
+                Some(holder) => token_principal(directory, holder, OffsetDateTime::now_utc()),
+                None => Err(AuthFailure::WrongSecret),
+            }
+        }
+        Err(other) => return Err(other),
+    };
     let user = directory
         .user(&claims.sub)
         .ok_or(AuthFailure::UnknownUser)?;
@@ -454,6 +545,11 @@ pub fn resolve_binding(
             .iter()
             .find(|t| bound == format!("token:{}", fingerprint(&t.digest)))
             .ok_or_else(stale)?;
+        if token.scopes.is_empty() {
+            return Err(AuthFailure::InsufficientScope {
+                name: token.username.clone(),
+            });
+        }
         return namespace_principal(token, now);
     };
     let (scopes, credential) = if let Some(fp) = bound.strip_prefix("password:") {
@@ -470,8 +566,20 @@ pub fn resolve_binding(
             .ok_or_else(stale)?;
         pat_credential(token, now)?
     };
+    if scopes.is_empty() {
+        return Err(AuthFailure::InsufficientScope {
+            name: credential_label(&credential).to_owned(),
+        });
+    }
     super::protection::may_sign_in(directory, &user.username, Some(&credential))?;
     user_principal(user, scopes, credential)
+}
+
+fn credential_label(credential: &Credential) -> &str {
+    match credential {
+        Credential::Password => "password",
+        Credential::PersonalAccessToken { name, .. } => name,
+    }
 }
 
 /// Verify a CI job or refresh token; an expired one says so, anything else is a wrong secret.
@@ -495,13 +603,7 @@ fn pat_credential(
     token: &PersonalAccessToken,
     now: OffsetDateTime,
 ) -> Result<(RegistryScopes, Credential), AuthFailure> {
-    usable(
-        &token.name,
-        token.revoked,
-        token.expires_at,
-        token.scopes,
-        now,
-    )?;
+    usable(&token.name, token.revoked, token.expires_at, now)?;
     Ok((
         token.scopes,
         Credential::PersonalAccessToken {
@@ -533,13 +635,7 @@ fn namespace_principal(
     token: &NamespaceToken,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthFailure> {
-    usable(
-        &token.username,
-        token.revoked,
-        token.expires_at,
-        token.scopes,
-        now,
-    )?;
+    usable(&token.username, token.revoked, token.expires_at, now)?;
     Ok(Principal::Token(token.clone()))
 }
 
@@ -548,7 +644,6 @@ fn usable(
     name: &str,
     revoked: bool,
     expires_at: Option<OffsetDateTime>,
-    scopes: RegistryScopes,
     now: OffsetDateTime,
 ) -> Result<(), AuthFailure> {
     if revoked {
@@ -562,11 +657,10 @@ fn usable(
             expired_at: expires_at.date().to_string(),
         });
     }
-    if scopes.is_empty() {
-        return Err(AuthFailure::InsufficientScope {
-            name: name.to_owned(),
-        });
-    }
+    // A token with no registry ability is still a good credential: GitLab authenticates it
+    // and then refuses it with `403 access forbidden` (`has_registry_ability?`), which the
+    // endpoint does ([`Principal::has_registry_ability`]). Refresh tokens and push grace
+    // check it themselves ([`resolve_binding`]).
     Ok(())
 }
 
@@ -587,6 +681,10 @@ mod tests {
         assert_eq!((c.username.as_str(), c.secret.as_str()), ("alice", "pa:ss"));
         let c = BasicCredentials::parse(b"basic YWxpY2U6").unwrap();
         assert_eq!(c.secret, "");
+        // An empty username: a personal access token alone says who acts (GitLab
+        // lib/gitlab/auth.rb, personal_access_token_check ignores the login).
+        let c = BasicCredentials::parse(b"Basic OnNlY3JldA==").unwrap();
+        assert_eq!((c.username.as_str(), c.secret.as_str()), ("", "secret"));
     }
 
     #[test]
@@ -595,13 +693,7 @@ mod tests {
             BasicCredentials::parse(b"Bearer abc").unwrap_err(),
             HeaderError::NotBasic
         );
-        for bad in [
-            &b"Basic"[..],
-            b"Basic !!!",
-            b"Basic YWxpY2U=",
-            b"Basic OnNlY3JldA==",
-            b"\xff\xfe",
-        ] {
+        for bad in [&b"Basic"[..], b"Basic !!!", b"Basic YWxpY2U=", b"\xff\xfe"] {
             assert_eq!(
                 BasicCredentials::parse(bad).unwrap_err(),
                 HeaderError::Malformed,
@@ -622,6 +714,7 @@ mod tests {
         let read_only = RegistryScopes {
             read_registry: true,
             write_registry: false,
+            admin_container_image: false,
         };
         let pat = |secret: &str, scopes| PersonalAccessToken {
             name: "shared".into(),

@@ -77,7 +77,6 @@ impl FromStr for Visibility {
 /// administrator, so it changes nothing here.
 const OTHER_GITLAB_SCOPES: &[&str] = &[
     "admin_mode",
-    "read_api",
     "read_user",
     "read_repository",
     "write_repository",
@@ -94,33 +93,44 @@ const OTHER_GITLAB_SCOPES: &[&str] = &[
     "write_package_registry",
 ];
 
-/// The registry scopes a credential carries. A password carries both.
+/// The registry abilities a credential carries: GitLab's authentication abilities
+/// (`lib/gitlab/auth.rb`, `abilities_for_scopes`), of which the registry looks at three.
+/// A password carries all three (`full_authentication_abilities`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RegistryScopes {
+    /// `read_container_image`: from `read_registry`, `read_api` or `api`.
     pub read_registry: bool,
+    /// `create_container_image`: from `write_registry` or `api`.
     pub write_registry: bool,
+    /// `admin_container_image` (delete and `*`): only `api` and a password have it, never
+    /// `read_registry` + `write_registry`.
+    pub admin_container_image: bool,
 }
 
 impl RegistryScopes {
     pub const ALL: RegistryScopes = RegistryScopes {
         read_registry: true,
         write_registry: true,
+        admin_container_image: true,
     };
 
-    /// Parse the `scopes:` list of a token. `api` implies both registry scopes; `admin_mode`
-    /// and GitLab's other scope names are accepted and grant nothing here. Anything else is
-    /// refused: a typo in a scope would otherwise silently make a token useless.
+    /// Parse the `scopes:` list of a token, as GitLab's `abilities_for_scopes` maps them:
+    /// `api` gives all three abilities, `read_api` pulls (`read_only_authentication_abilities`
+    /// include `read_container_image`), `read_registry` pulls, `write_registry` pushes and
+    /// nothing else; `admin_mode` and GitLab's other scope names are accepted and grant
+    /// nothing here. Anything else is refused: a typo in a scope would otherwise silently make
+    /// a token useless.
     pub fn parse(names: &[String]) -> Result<RegistryScopes, String> {
         let mut scopes = RegistryScopes::default();
         for name in names {
             match name.as_str() {
-                "read_registry" => scopes.read_registry = true,
+                "read_registry" | "read_api" => scopes.read_registry = true,
                 "write_registry" => scopes.write_registry = true,
                 "api" => scopes = RegistryScopes::ALL,
                 known if OTHER_GITLAB_SCOPES.contains(&known) => {}
                 other => {
                     return Err(format!(
-                        "unknown scope {other:?}: use read_registry, write_registry or api (admin_mode and GitLab's other scopes are accepted and grant nothing here)"
+                        "unknown scope {other:?}: use read_registry, write_registry, read_api or api (admin_mode and GitLab's other scopes are accepted and grant nothing here)"
                     ))
                 }
             }
@@ -128,9 +138,10 @@ impl RegistryScopes {
         Ok(scopes)
     }
 
-    /// True when the credential can do nothing at all with the registry.
+    /// True when the credential has no registry ability at all (GitLab's
+    /// `has_registry_ability?` is false: `403 access forbidden`).
     pub fn is_empty(self) -> bool {
-        !self.read_registry && !self.write_registry
+        !self.read_registry && !self.write_registry && !self.admin_container_image
     }
 }
 
@@ -328,6 +339,24 @@ pub struct Directory {
     /// the identities so a project or user without any has none to store.
     project_settings: HashMap<RepositoryName, super::protection::ProjectSettings>,
     user_settings: HashMap<String, super::protection::UserSettings>,
+    /// Personal and project/group access tokens by digest: GitLab finds them by the secret
+    /// alone, whatever the Basic username (`lib/gitlab/auth.rb`,
+    /// `personal_access_token_check`). Deploy tokens are not here: they need their username.
+    by_digest: HashMap<[u8; 32], DigestOwner>,
+}
+
+/// Where a token found by its digest lives (indexes into the maps above).
+#[derive(Debug, Clone)]
+enum DigestOwner {
+    Personal { username: String, index: usize },
+    Bot { username: String, index: usize },
+}
+
+/// A personal or access token found by its digest, and who holds it.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenHolder<'a> {
+    Personal(&'a User, &'a PersonalAccessToken),
+    Bot(&'a NamespaceToken),
 }
 
 impl Directory {
@@ -355,6 +384,21 @@ impl Directory {
                 .or_default()
                 .push(token);
         }
+        let mut by_digest = HashMap::new();
+        for user in &users {
+            for (index, token) in user.personal_access_tokens.iter().enumerate() {
+                let username = user.username.clone();
+                by_digest.insert(token.digest, DigestOwner::Personal { username, index });
+            }
+        }
+        for (username, tokens) in &namespace_tokens {
+            for (index, token) in tokens.iter().enumerate() {
+                if token.role.is_some() {
+                    let username = username.clone();
+                    by_digest.insert(token.digest, DigestOwner::Bot { username, index });
+                }
+            }
+        }
         Directory {
             users: users.into_iter().map(|u| (u.username.clone(), u)).collect(),
             namespace_tokens,
@@ -362,6 +406,27 @@ impl Directory {
             groups,
             project_settings: HashMap::new(),
             user_settings: HashMap::new(),
+            by_digest,
+        }
+    }
+
+    /// The personal or project/group access token whose secret has this SHA-256. A hash map
+    /// lookup, not a constant-time compare: its timing depends on the digest of the guess,
+    /// which tells a guesser nothing about any stored secret.
+    pub fn token_by_digest(&self, digest: &[u8; 32]) -> Option<TokenHolder<'_>> {
+        match self.by_digest.get(digest)? {
+            DigestOwner::Personal { username, index } => {
+                let user = self.users.get(username)?;
+                Some(TokenHolder::Personal(
+                    user,
+                    user.personal_access_tokens.get(*index)?,
+                ))
+            }
+            DigestOwner::Bot { username, index } => self
+                .namespace_tokens
+                .get(username)?
+                .get(*index)
+                .map(TokenHolder::Bot),
         }
     }
 

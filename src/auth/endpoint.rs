@@ -160,16 +160,18 @@ impl TokenEndpoint {
         caller: &Caller,
     ) -> Result<Response<Body>, ApiError> {
         let directory = self.directory();
-        if let Some(service) = &request.service {
-            if service != self.tokens.service() {
-                return Err(ApiError::bad_request(
-                    ErrorCode::Unsupported,
-                    format!(
-                        "unknown service {service:?}: this token endpoint issues tokens for {:?} (the registry's auth.token.service must match token.service)",
-                        self.tokens.service()
-                    ),
-                ));
-            }
+        // The OAuth2 POST form is not GitLab's (it answers GET only): a form without a
+        // service keeps meaning this one.
+        let service = match (&request.service, &request.login) {
+            (None, Login::Password(_) | Login::Refresh(_)) => Some(self.tokens.service()),
+            (service, _) => service.as_deref(),
+        };
+        if service != Some(self.tokens.service()) {
+            // GitLab's `JwtController#auth`: `return head :not_found unless service`, an
+            // empty 404 for an unknown or missing service. Checked before the credentials
+            // (GitLab checks them first): no token can come out of it, so no check is spent.
+            tracing::info!(client = %client_text(client), service = ?request.service, expected = self.tokens.service(), "token request for an unknown or missing service (the registry's auth.token.service must match token.service): 404");
+            return Ok(empty(StatusCode::NOT_FOUND));
         }
         let scopes = Scope::parse_all(request.scopes.iter().map(String::as_str)).map_err(|e| {
             let code = match e {
@@ -224,6 +226,16 @@ impl TokenEndpoint {
             }
         };
 
+        if !principal.has_registry_ability() {
+            // GitLab's CRAS#execute: `error('DENIED', status: 403, message: 'access
+            // forbidden') unless has_registry_ability?`: the credential is good (the login
+            // counts as a success) but carries no registry ability (only admin_mode,
+            // read_user, read_repository, ...).
+            let user = LoggedUser::new(&directory, Some(principal.subject()));
+            tracing::info!(client = %client_text(client), user = user.name(), credential = principal.credential_kind(), reason = "insufficient_scope", "token refused: the credential has no registry scope (read_registry, write_registry, read_api or api)");
+            self.refused(client, &user, "insufficient_scope");
+            return Err(ApiError::access_forbidden());
+        }
         if let Some(name) = super::protection::push_protected(&principal, &scopes, &directory) {
             // GitLab refuses the whole request here (not a down-scope), so `docker push` says why.
             tracing::info!(user = ?principal.subject(), repository = ?name.as_str(), reason = "protected_repository", "token refused: push to a protected repository path");
@@ -239,12 +251,26 @@ impl TokenEndpoint {
             ));
         }
         let access = policy::grant(&principal, &scopes, &directory);
+        if access.is_empty() && matches!(principal, Principal::Anonymous) {
+            // CRAS#execute: `unless scopes.any? || current_user || deploy_token || project`
+            // -> 403: an anonymous caller granted nothing (a private project, a push, the
+            // catalog) is refused; a signed-in caller gets a token granting the subset.
+            tracing::info!(client = %client_text(client), requested = ?scopes.iter().map(ToString::to_string).collect::<Vec<_>>(), reason = "anonymous_denied", "anonymous token request granted nothing: 403");
+            self.refused(client, &LoggedUser::NONE, "anonymous_denied");
+            return Err(ApiError::access_forbidden());
+        }
         let now = SystemTime::now();
         let bound = credentials::binding(&principal, &directory);
         let binding = bound.as_ref().map(|(binding, _)| binding.clone());
         let issued = self
             .tokens
-            .issue(principal.subject(), access.clone(), binding.clone(), now)
+            .issue_for(
+                principal.subject(),
+                access.clone(),
+                binding.clone(),
+                principal.gitlab_info(),
+                now,
+            )
             .map_err(signing_failed)?;
         let refresh_token = if request.offline {
             self.refresh_token(&principal, bound, now)?
@@ -374,7 +400,10 @@ impl TokenEndpoint {
                 .await;
         }
         let username = credentials.username.clone();
-        self.login(client, Some(&username), &user, async {
+        // An empty username can only go with a personal or access token (found by its
+        // secret alone): not counted by username, or anyone could ban `-u ""` for all.
+        let counted = Some(username.as_str()).filter(|u| !u.is_empty());
+        self.login(client, counted, &user, async {
             credentials::authenticate(
                 directory,
                 &self.password_cache,
@@ -598,6 +627,13 @@ async fn post_request(request: Request<Incoming>) -> Result<TokenRequest, ApiErr
         offline: take("access_type").as_deref() == Some("offline"),
         login,
     })
+}
+
+/// A response with no body, as GitLab's `head` sends.
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(String::new()));
+    *response.status_mut() = status;
+    response
 }
 
 fn unauthorized(message: &str) -> ApiError {

@@ -270,16 +270,19 @@ impl Scope {
         let malformed = || ScopeError::Malformed(text.to_owned());
         let (kind, rest) = text.split_once(':').ok_or_else(malformed)?;
         let (name, actions) = rest.rsplit_once(':').ok_or_else(malformed)?;
-        let kind = match kind.split_once('(') {
-            Some((kind, class)) if class.ends_with(')') && class.len() > 1 => kind,
+        let (bare_kind, has_class) = match kind.split_once('(') {
+            Some((bare, class)) if class.ends_with(')') && class.len() > 1 => (bare, true),
             Some(_) => return Err(malformed()),
-            None => kind,
+            None => (kind, false),
         };
         let valid_word =
             |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid_word(kind) || name.is_empty() {
+        if !valid_word(bare_kind) || name.is_empty() {
             return Err(malformed());
         }
+        // GitLab's `CRAS#process_scope` grants only the exact types `repository` and
+        // `registry`: `repository(plugin)` is another type, parsed and granted nothing.
+        let kind = if has_class { kind } else { bare_kind };
         let actions = Actions::of(
             &actions
                 .split(',')
@@ -287,14 +290,15 @@ impl Scope {
                 .collect::<Vec<_>>(),
         );
         let resource = match (kind, name) {
-            ("repository", name) => {
-                Resource::Repository(RepositoryName::parse_in_scope(name).map_err(|error| {
+            // `ContainerRegistry::Path` downcases the name (`@path = path.to_s.downcase`).
+            ("repository", name) => Resource::Repository(
+                RepositoryName::parse_in_scope(&name.to_ascii_lowercase()).map_err(|error| {
                     ScopeError::Name {
                         scope: text.to_owned(),
                         error,
                     }
-                })?)
-            }
+                })?,
+            ),
             ("registry", "catalog") => Resource::Catalog,
             (kind, name) => Resource::Other {
                 kind: kind.to_owned(),
@@ -340,6 +344,43 @@ pub struct ResourceAccess {
     pub kind: String,
     pub name: String,
     pub actions: Vec<String>,
+    /// GitLab's `meta` block (`CRAS.access_metadata`): which project the repository belongs
+    /// to. GitLab's own registry uses it for its metadata database; distribution ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<AccessMeta>,
+}
+
+/// `CRAS.access_metadata`: `project_path` (lowercase), `project_id`, `root_namespace_id`.
+///
+/// GitLab's ids are database ids; the gateway has none, so its ids are stable numbers made
+/// from the lowercase path (the first 53 bits of its SHA-256, safe as a JSON number): the
+/// same path always gets the same id, across restarts and replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessMeta {
+    pub project_path: String,
+    pub project_id: u64,
+    pub root_namespace_id: u64,
+}
+
+impl AccessMeta {
+    pub fn of(project: &RepositoryName) -> AccessMeta {
+        let path = project.as_str().to_ascii_lowercase();
+        let root = path.split('/').next().unwrap_or_default();
+        AccessMeta {
+            project_id: stable_id("project", &path),
+            root_namespace_id: stable_id("namespace", root),
+            project_path: path,
+        }
+    }
+}
+
+/// A number that names `path` of `kind` the same way every time.
+pub(crate) fn stable_id(kind: &str, path: &str) -> u64 {
+    let text = format!("portcullis {kind} id\0{path}");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(bytes) >> 11
 }
 
 impl ResourceAccess {
@@ -348,6 +389,7 @@ impl ResourceAccess {
             kind: resource.kind().to_owned(),
             name: resource.name().to_owned(),
             actions: actions.iter().map(|a| a.as_str().to_owned()).collect(),
+            meta: None,
         }
     }
 
@@ -434,8 +476,11 @@ mod tests {
         assert_eq!(s.resource, repo("registry.example.com:4567/group/app"));
         assert_eq!(s.actions, Actions::of(&[Action::Pull, Action::Push]));
 
+        // GitLab CRAS#process_scope: only the exact type `repository` is a repository.
         let s = Scope::parse("repository(plugin):group/plugin:pull").unwrap();
-        assert_eq!(s.resource, repo("group/plugin"));
+        assert!(
+            matches!(s.resource, Resource::Other { ref kind, .. } if kind == "repository(plugin)")
+        );
 
         assert_eq!(
             Scope::parse("registry:catalog:*").unwrap().resource,
@@ -469,8 +514,13 @@ mod tests {
         ] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
+        // GitLab ContainerRegistry::Path downcases names rather than refusing them.
+        assert_eq!(
+            Scope::parse("repository:UPPER/case:pull").unwrap().resource,
+            repo("upper/case")
+        );
         assert!(matches!(
-            Scope::parse("repository:UPPER/case:pull"),
+            Scope::parse("repository:a..b/c:pull"),
             Err(ScopeError::Name { .. })
         ));
     }

@@ -39,6 +39,46 @@ pub struct Claims {
     /// push grace re-checks that credential before extending an upload past `exp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cred: Option<String>,
+    /// GitLab's `auth_type` claim (`CRAS#authorized_token`): how the caller authenticated,
+    /// in `Gitlab::Auth::Result#type`'s words (`gitlab_or_ldap`, `personal_access_token`,
+    /// `deploy_token`, `build`, `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_type: Option<String>,
+    /// GitLab's `user` claim (`CRAS#user_info_token`): a JWT signed like this one whose
+    /// `user_info` says who acts (null for anonymous callers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// What GitLab tells the registry about the caller besides `sub` (`CRAS#authorized_token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerInfo {
+    pub auth_type: &'static str,
+    /// None for anonymous callers (`user_info: null`).
+    pub user_info: Option<UserInfo>,
+}
+
+/// `CRAS#user_info_token`'s `user_info`: `token_type`, `username`, and `user_id` for users
+/// or `deploy_token_id` for deploy tokens. The ids are stable numbers made from the name
+/// (see [`super::scope::AccessMeta`]): the gateway has no database ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub token_type: String,
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_token_id: Option<u64>,
+}
+
+/// The claims of the `user` claim's inner token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfoClaims {
+    pub user_info: Option<UserInfo>,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
 }
 
 impl Claims {
@@ -233,7 +273,8 @@ impl Tokens {
         &self.service
     }
 
-    /// Mint a token for `subject` granting `access`.
+    /// Mint a token for `subject` granting `access`, without GitLab's caller claims (push
+    /// grace and the trust probe re-issue tokens for a caller already checked).
     pub fn issue(
         &self,
         subject: &str,
@@ -241,9 +282,50 @@ impl Tokens {
         credential: Option<String>,
         now: SystemTime,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        self.mint(subject, access, credential, None, now)
+    }
+
+    /// Mint a token for `subject` granting `access`, with GitLab's `auth_type` and `user`
+    /// claims for `caller` (`CRAS#authorized_token`).
+    pub fn issue_for(
+        &self,
+        subject: &str,
+        access: Vec<ResourceAccess>,
+        credential: Option<String>,
+        caller: CallerInfo,
+        now: SystemTime,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        self.mint(subject, access, credential, Some(caller), now)
+    }
+
+    fn mint(
+        &self,
+        subject: &str,
+        access: Vec<ResourceAccess>,
+        credential: Option<String>,
+        caller: Option<CallerInfo>,
+        now: SystemTime,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let expires_in = self.expiry.as_secs().max(1);
+        let (auth_type, user) = match caller {
+            Some(caller) => {
+                let user = UserInfoClaims {
+                    user_info: caller.user_info,
+                    iat,
+                    nbf: iat.saturating_sub(NOT_BEFORE_SKEW),
+                    exp: iat + expires_in,
+                    jti: random_id(),
+                };
+                let user =
+                    jsonwebtoken::encode(&self.internal_header, &user, self.key.encoding_key())?;
+                (Some(caller.auth_type.to_owned()), Some(user))
+            }
+            None => (None, None),
+        };
         let claims = Claims {
+            auth_type,
+            user,
             iss: self.issuer.clone(),
             sub: subject.to_owned(),
             aud: self.service.clone(),

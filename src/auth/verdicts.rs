@@ -71,6 +71,8 @@ mod tests {
             jti: "1".into(),
             access: Vec::new(),
             cred: None,
+            auth_type: None,
+            user: None,
         })
     }
 

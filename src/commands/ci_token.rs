@@ -77,7 +77,7 @@ pub fn ci_token(options: &CiTokenOptions) -> Result<CiToken, String> {
     let warning =
         (project.members.get(&user.username).copied() < Some(Role::Developer)).then(|| {
             format!(
-                "note: {} is not a developer of {}: the job can pull but not push",
+                "note: {} is not a developer of {}: as in GitLab (build_can_push?), the job can still push to and delete from its own project",
                 user.username, project.path
             )
         });

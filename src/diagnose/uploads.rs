@@ -353,6 +353,8 @@ mod tests {
             jti: jti.into(),
             access: vec![],
             cred: Some("pat:00".into()),
+            auth_type: None,
+            user: None,
         })
     }
 

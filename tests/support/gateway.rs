@@ -29,6 +29,8 @@ pub mod secrets {
     pub const ALICE_EXPIRED_PAT: &str = "pat-alice-expired-0123456789ab";
     pub const ALICE_REVOKED_PAT: &str = "pat-alice-revoked-0123456789ab";
     pub const ALICE_ADMIN_MODE_PAT: &str = "pat-alice-admin-mode-012345678";
+    /// alice's `write_registry`-only token (GitLab: create_container_image, no pull).
+    pub const ALICE_WRITE_ONLY_PAT: &str = "pat-alice-write-only-012345678";
     pub const BOB_PAT: &str = "pat-bob-reporter-0123456789abcd";
     pub const GUS_PAT: &str = "pat-gus-guest-0123456789abcdefg";
     pub const CAROL_API_PAT: &str = "pat-carol-group-maintainer-0123";
@@ -97,6 +99,7 @@ pub fn fixture_users() -> String {
       - {{ name: old, token_sha256: "{old}", scopes: [read_registry, write_registry], expires_at: 2020-01-01 }}
       - {{ name: leaked, token_sha256: "{revoked}", scopes: [read_registry, write_registry], revoked: true }}
       - {{ name: admin-only, token_sha256: "{admin_mode}", scopes: [admin_mode] }}
+      - {{ name: write-only, token_sha256: "{write_only}", scopes: [write_registry] }}
   - username: bob
     personal_access_tokens:
       - {{ name: bob, token_sha256: "{bob}", scopes: [read_registry, write_registry] }}
@@ -202,6 +205,7 @@ projects:
         old = d(ALICE_EXPIRED_PAT),
         revoked = d(ALICE_REVOKED_PAT),
         admin_mode = d(ALICE_ADMIN_MODE_PAT),
+        write_only = d(ALICE_WRITE_ONLY_PAT),
         bob = d(BOB_PAT),
         gus = d(GUS_PAT),
         carol = d(CAROL_API_PAT),
