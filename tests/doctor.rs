@@ -125,13 +125,19 @@ impl ForeignRealmRegistry {
                 while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
                 recorded.lock().unwrap().push(head.clone());
                 let path = head.split_whitespace().nth(1).unwrap_or("");
-                let authorized = head.to_ascii_lowercase().contains("\nauthorization: bearer");
+                let authorized = head
+                    .to_ascii_lowercase()
+                    .contains("\nauthorization: bearer");
                 let (status, extra, body) = if path.starts_with("/token") {
                     let claims = base64::Engine::encode(
                         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
                         r#"{"iss":"fake","aud":"fake","iat":0,"nbf":0,"exp":99999999999,"access":[]}"#,
                     );
-                    ("200 OK", String::new(), format!(r#"{{"token":"e30.{claims}.sig"}}"#))
+                    (
+                        "200 OK",
+                        String::new(),
+                        format!(r#"{{"token":"e30.{claims}.sig"}}"#),
+                    )
                 } else if authorized {
                     ("200 OK", String::new(), "{}".to_owned())
                 } else {
@@ -172,16 +178,21 @@ fn doctor_refuses_to_send_credentials_over_plain_http_to_another_origin() {
     let (code, out) = doctor(&registry.url, "s3cret", &[]);
     assert_eq!((code, failing_step(&out).as_str()), (1, "token"), "{out}");
     assert!(
-        out.lines().any(|l| l.starts_with("WARN realm") && l.contains("plain HTTP")),
+        out.lines()
+            .any(|l| l.starts_with("WARN realm") && l.contains("plain HTTP")),
         "{out}"
     );
     assert!(out.contains("--allow-insecure-realm"), "{out}");
-    assert!(!registry.saw_basic_credentials(), "the password was sent:\n{out}");
+    assert!(
+        !registry.saw_basic_credentials(),
+        "the password was sent:\n{out}"
+    );
 
     let (code, out) = doctor(&registry.url, "s3cret", &["--allow-insecure-realm"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.lines().any(|l| l.starts_with("WARN token") && l.contains("plain HTTP")),
+        out.lines()
+            .any(|l| l.starts_with("WARN token") && l.contains("plain HTTP")),
         "{out}"
     );
     assert!(registry.saw_basic_credentials(), "{out}");

@@ -21,10 +21,8 @@ fuzz_target!(|data: &[u8]| {
             credentials.username
         )
     );
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        credentials.username, credentials.secret
-    ));
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", credentials.username, credentials.secret));
     let again = BasicCredentials::parse(format!("Basic {encoded}").as_bytes())
         .expect("the canonical encoding parses");
     assert_eq!(again.username, credentials.username);

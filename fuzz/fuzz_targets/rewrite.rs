@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
     let realm = format!("{origin}/jwt/auth");
 
     if let Some(out) = rewrite_challenge(&value, &realm) {
-        let text = out.to_str().expect("a rewritten challenge is visible ASCII");
+        let text = out
+            .to_str()
+            .expect("a rewritten challenge is visible ASCII");
         assert!(
             text.starts_with(&format!("Bearer realm=\"{realm}\"")),
             "{value:?} became {text:?}"
@@ -42,6 +44,10 @@ fuzz_target!(|data: &[u8]| {
             text.starts_with(&format!("{origin}/v2/")),
             "{value:?} became {text:?}"
         );
-        assert_eq!(rewrite_location(&out, origin), None, "{text:?} rewritten again");
+        assert_eq!(
+            rewrite_location(&out, origin),
+            None,
+            "{text:?} rewritten again"
+        );
     }
 });

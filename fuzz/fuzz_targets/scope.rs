@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(name) = RepositoryName::parse(text) {
         assert!(name.as_str().len() <= 255);
-        assert!(!name.as_str().contains(':'), "{text:?}: a path name with a colon");
+        assert!(
+            !name.as_str().contains(':'),
+            "{text:?}: a path name with a colon"
+        );
         assert_eq!(RepositoryName::parse_in_scope(text).as_ref(), Ok(&name));
     }
     if let Ok(name) = RepositoryName::parse_in_scope(text) {

@@ -86,7 +86,11 @@ fn check(token: &str) {
         assert_eq!(claims.iss, ISSUER);
         assert_eq!(claims.aud, SERVICE);
         assert!(claims.nbf <= at + 1, "nbf {} in the future", claims.nbf);
-        assert!(claims.exp.saturating_add(1) >= at, "exp {} in the past", claims.exp);
+        assert!(
+            claims.exp.saturating_add(1) >= at,
+            "exp {} in the past",
+            claims.exp
+        );
         assert_eq!(ignoring_expiry.as_ref(), Ok(&**claims));
         let header = jsonwebtoken::decode_header(token).expect("a verified token has a header");
         assert!(
@@ -103,8 +107,15 @@ fn check(token: &str) {
         if let Ok(claims) = tokens.verify_internal(purpose, token) {
             assert_eq!(claims.iss, ISSUER);
             assert_eq!(claims.aud, purpose.audience());
-            assert!(claims.exp.saturating_add(1) >= now(), "exp {} in the past", claims.exp);
-            assert!(registry.is_err(), "one token passed as a registry and a {purpose:?} token");
+            assert!(
+                claims.exp.saturating_add(1) >= now(),
+                "exp {} in the past",
+                claims.exp
+            );
+            assert!(
+                registry.is_err(),
+                "one token passed as a registry and a {purpose:?} token"
+            );
         }
     }
 }

@@ -442,12 +442,11 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
 /// Same scheme, host (ignoring case) and port (the scheme's default when absent).
 fn same_origin(a: &http::Uri, b: &http::Uri) -> bool {
     let port = |u: &http::Uri| {
-        u.port_u16()
-            .or(match u.scheme_str() {
-                Some("https") => Some(443),
-                Some("http") => Some(80),
-                _ => None,
-            })
+        u.port_u16().or(match u.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        })
     };
     a.scheme_str()
         .zip(b.scheme_str())

@@ -134,8 +134,10 @@ mod tests {
     #[test]
     fn a_quoted_value_after_whitespace_stays_one_quoted_value() {
         assert_eq!(
-            challenge(r#"Bearer realm="http://x/auth", scope= "repository:a:pull,push",service="s""#)
-                .as_deref(),
+            challenge(
+                r#"Bearer realm="http://x/auth", scope= "repository:a:pull,push",service="s""#
+            )
+            .as_deref(),
             Some(
                 r#"Bearer realm="https://registry.example.com:4567/jwt/auth",scope="repository:a:pull,push",service="s""#
             )
