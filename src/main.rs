@@ -87,6 +87,9 @@ enum Command {
         /// Print the steps as JSON.
         #[arg(long)]
         json: bool,
+        /// Send the credentials even to a plain-HTTP realm on another origin (refused otherwise).
+        #[arg(long)]
+        allow_insecure_realm: bool,
     },
     /// Access tokens.
     Token {
@@ -203,6 +206,7 @@ fn run(cli: Cli) -> Result<(), String> {
             repository,
             ca_file,
             json,
+            allow_insecure_realm,
         } => {
             let password = if password_stdin {
                 let mut input = String::new();
@@ -219,6 +223,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 password,
                 repository,
                 ca: ca_file,
+                allow_insecure_realm,
             };
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;

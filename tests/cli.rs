@@ -59,6 +59,35 @@ fn init_writes_a_key_a_certificate_and_a_config_and_prints_the_registry_block() 
     assert!(err.contains("exists; pass --force"), "{err}");
 }
 
+/// `init --force` over an existing key must not inherit the old file's mode: a key that was
+/// world-readable (copied in with 0644, say) is replaced by one only its owner can read.
+#[test]
+fn init_force_writes_a_new_key_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, "old key").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run_cli(
+        &[
+            "init",
+            "--force",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--upstream",
+            "http://127.0.0.1:5000",
+            "--public-url",
+            "https://registry.example.com:4567",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let written = std::fs::read_to_string(&key).unwrap();
+    assert!(written.contains("PRIVATE KEY"), "the key was rewritten");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "token.key is {mode:o}");
+}
+
 #[test]
 fn init_makes_rsa_keys_too() {
     let dir = tempfile::tempdir().unwrap();

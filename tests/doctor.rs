@@ -100,3 +100,100 @@ fn each_broken_setup_fails_at_its_own_step() {
     );
     assert_eq!((code, failing_step(&out).as_str()), (1, "tcp"), "{out}");
 }
+
+/// A registry whose realm is plain HTTP on another origin (`localhost` for `127.0.0.1`, the
+/// same socket): it answers `/v2/` with that realm, the realm with a token, and records every
+/// request head it gets, so the test sees whether a password reached it.
+struct ForeignRealmRegistry {
+    url: String,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ForeignRealmRegistry {
+    fn start() -> ForeignRealmRegistry {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = heads.clone();
+        std::thread::spawn(move || {
+            // A bounded number of connections: the walk makes fewer than ten requests.
+            for stream in listener.incoming().take(32) {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+                recorded.lock().unwrap().push(head.clone());
+                let path = head.split_whitespace().nth(1).unwrap_or("");
+                let authorized = head
+                    .to_ascii_lowercase()
+                    .contains("\nauthorization: bearer");
+                let (status, extra, body) = if path.starts_with("/token") {
+                    let claims = base64::Engine::encode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        r#"{"iss":"fake","aud":"fake","iat":0,"nbf":0,"exp":99999999999,"access":[]}"#,
+                    );
+                    (
+                        "200 OK",
+                        String::new(),
+                        format!(r#"{{"token":"e30.{claims}.sig"}}"#),
+                    )
+                } else if authorized {
+                    ("200 OK", String::new(), "{}".to_owned())
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!("WWW-Authenticate: Bearer realm=\"http://localhost:{port}/token\",service=\"fake\"\r\n"),
+                        "{}".to_owned(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        ForeignRealmRegistry {
+            url: format!("http://127.0.0.1:{port}"),
+            heads,
+        }
+    }
+
+    fn saw_basic_credentials(&self) -> bool {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.to_ascii_lowercase().contains("\nauthorization: basic"))
+    }
+}
+
+/// A registry on http://127.0.0.1 naming a plain-HTTP realm on another origin: doctor warns
+/// and, unless told otherwise, does not send the password there; with --allow-insecure-realm
+/// it sends it, still warning.
+#[test]
+fn doctor_refuses_to_send_credentials_over_plain_http_to_another_origin() {
+    let registry = ForeignRealmRegistry::start();
+    let (code, out) = doctor(&registry.url, "s3cret", &[]);
+    assert_eq!((code, failing_step(&out).as_str()), (1, "token"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("WARN realm") && l.contains("plain HTTP")),
+        "{out}"
+    );
+    assert!(out.contains("--allow-insecure-realm"), "{out}");
+    assert!(
+        !registry.saw_basic_credentials(),
+        "the password was sent:\n{out}"
+    );
+
+    let (code, out) = doctor(&registry.url, "s3cret", &["--allow-insecure-realm"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("WARN token") && l.contains("plain HTTP")),
+        "{out}"
+    );
+    assert!(registry.saw_basic_credentials(), "{out}");
+}

@@ -24,6 +24,8 @@ pub struct DoctorOptions {
     pub password: Option<String>,
     pub repository: Option<String>,
     pub ca: Option<std::path::PathBuf>,
+    /// Send credentials to a plain-HTTP realm on another origin than `url` (refused otherwise).
+    pub allow_insecure_realm: bool,
 }
 
 /// One step's outcome.
@@ -31,6 +33,9 @@ pub struct DoctorOptions {
 pub struct Step {
     pub step: &'static str,
     pub ok: bool,
+    /// Passed, but something is unsafe (shown as WARN).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
@@ -45,8 +50,19 @@ impl Walk {
         self.steps.push(Step {
             step,
             ok: true,
+            warning: false,
             detail: detail.into(),
             fix: None,
+        });
+    }
+
+    fn warn(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.steps.push(Step {
+            step,
+            ok: true,
+            warning: true,
+            detail: detail.into(),
+            fix: Some(fix.into()),
         });
     }
 
@@ -59,6 +75,7 @@ impl Walk {
         self.steps.push(Step {
             step,
             ok: false,
+            warning: false,
             detail: detail.into(),
             fix: Some(fix.into()),
         });
@@ -201,11 +218,47 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
         }
     }
 
+    // Clients send their password to the realm: over plain HTTP to a host other than the one
+    // they were told to use, anyone on the way reads it (and a registry could name any host).
+    let insecure_realm = realm
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|r| r.scheme_str() != Some("https") && !same_origin(r, &uri))
+        .map(|r| {
+            format!(
+                "{}://{}",
+                r.scheme_str().unwrap_or("?"),
+                r.authority().map(|a| a.as_str()).unwrap_or("?")
+            )
+        });
+    const INSECURE_FIX: &str = "make the realm https (behind portcullis: an https public_url; elsewhere the registry's auth.token.realm)";
+    if let Some(realm_origin) = &insecure_realm {
+        walk.warn(
+            "realm",
+            format!("WARNING: the realm {realm_origin} is plain HTTP on another origin than {origin}: clients send their passwords there unencrypted"),
+            INSECURE_FIX,
+        );
+    }
+
     // The token request.
     let Some(username) = options.username.as_deref() else {
         walk.pass("token", "skipped (no -u USER given)");
         return walk.steps;
     };
+    if let Some(realm_origin) = &insecure_realm {
+        if !options.allow_insecure_realm {
+            return walk.fail(
+                "token",
+                format!("refused to send the credentials of {username:?} over plain HTTP to {realm_origin}, another origin than {origin}"),
+                format!("{INSECURE_FIX}, or pass --allow-insecure-realm if the network between here and {realm_origin} is trusted"),
+            );
+        }
+        walk.warn(
+            "token",
+            format!("WARNING: sending the credentials of {username:?} over plain HTTP to {realm_origin} (--allow-insecure-realm)"),
+            INSECURE_FIX,
+        );
+    }
     let repository = options.repository.as_deref();
     let mut url = format!("{realm}?account={username}");
     if let Some(service) = &service {
@@ -386,16 +439,42 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
     walk.steps
 }
 
+/// Same scheme, host (ignoring case) and port (the scheme's default when absent).
+fn same_origin(a: &http::Uri, b: &http::Uri) -> bool {
+    let port = |u: &http::Uri| {
+        u.port_u16().or(match u.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        })
+    };
+    a.scheme_str()
+        .zip(b.scheme_str())
+        .is_some_and(|(x, y)| x.eq_ignore_ascii_case(y))
+        && a.host()
+            .zip(b.host())
+            .is_some_and(|(x, y)| x.eq_ignore_ascii_case(y))
+        && port(a) == port(b)
+}
+
 /// The steps as terminal lines (with colours when `colour`).
 pub fn render(steps: &[Step], colour: bool) -> String {
-    let (green, red, reset) = if colour {
-        ("\x1b[32m", "\x1b[31m", "\x1b[0m")
+    let (green, yellow, red, reset) = if colour {
+        ("\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[0m")
     } else {
-        ("", "", "")
+        ("", "", "", "")
     };
     let mut out = String::new();
     for step in steps {
-        if step.ok {
+        if step.warning {
+            out.push_str(&format!(
+                "{yellow}WARN{reset} {:<9} {}\n",
+                step.step, step.detail
+            ));
+            if let Some(fix) = &step.fix {
+                out.push_str(&format!("     {:<9} fix: {fix}\n", ""));
+            }
+        } else if step.ok {
             out.push_str(&format!(
                 "{green}PASS{reset} {:<9} {}\n",
                 step.step, step.detail

@@ -110,19 +110,32 @@ fn generate_key(key_type: KeyType) -> Result<KeyPair, String> {
 }
 
 /// Write a secret file readable by its owner only.
+///
+/// The key goes to a new file created with mode 0600 and is then renamed over `path`: opening
+/// the old file with `mode(0o600)` would keep the OLD file's mode (the mode applies only when a
+/// file is created), so `init --force` over a world-readable key wrote the new key
+/// world-readable. The rename also means a reader never sees a half-written key.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
+    let error = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".new-{}", std::process::id()));
+    let temporary = PathBuf::from(temporary);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(contents)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&temporary, path)) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error(e));
+    }
+    Ok(())
 }
 
 fn starter_config(public_url: &str, upstream: &str, port: u16) -> String {

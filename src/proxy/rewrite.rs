@@ -51,6 +51,12 @@ fn auth_params(text: &str) -> Vec<(&str, &str)> {
             continue;
         }
         i += 1;
+        // Whitespace after '=' (RFC 9110's BWS) comes before the quote: skipped here, a value
+        // ` "a,b"` would be read unquoted, split at the comma and re-emitted as a quoted string
+        // with another meaning (found by fuzz/fuzz_targets/rewrite.rs).
+        while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+            i += 1;
+        }
         let value_start = i;
         if i < bytes.len() && bytes[i] == b'"' {
             i += 1;
@@ -121,6 +127,19 @@ mod tests {
                 .as_deref(),
             Some(
                 r#"Bearer realm="https://registry.example.com:4567/jwt/auth",service="s",scope="repository:a:pull,push""#
+            )
+        );
+    }
+
+    #[test]
+    fn a_quoted_value_after_whitespace_stays_one_quoted_value() {
+        assert_eq!(
+            challenge(
+                r#"Bearer realm="http://x/auth", scope= "repository:a:pull,push",service="s""#
+            )
+            .as_deref(),
+            Some(
+                r#"Bearer realm="https://registry.example.com:4567/jwt/auth",scope="repository:a:pull,push",service="s""#
             )
         );
     }
