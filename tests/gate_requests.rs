@@ -578,3 +578,65 @@ fn behind_a_token_auth_registry_encoded_requests_are_refused_and_audited_by_the_
         "each encoded request on {SECRET} is an audit refusal: {refused:?}"
     );
 }
+
+/// A request framed two ways (Content-Length and chunked) must not let a second request
+/// hidden in its body reach the registry unchecked: hyper reads one framing, and the
+/// forwarded request carries exactly the body it read.
+#[test]
+fn a_request_smuggled_inside_a_body_framed_two_ways_never_reaches_the_registry() {
+    let stack = Stack::with(StackOptions {
+        registry_auth: RegistryAuth::None,
+        ..StackOptions::default()
+    });
+    let gateway = gateway_port(&stack);
+    let token = stack.token(
+        "alice",
+        ALICE_PAT,
+        &[&format!("repository:{MINE}:pull,push")],
+    );
+    let start = RawRequest::new("POST", &format!("/v2/{MINE}/blobs/uploads/"))
+        .bearer(&token)
+        .send(gateway);
+    assert_eq!(start.status, 202, "{}", start.text());
+    let location = location_target(start.header("location").unwrap());
+    let hidden = "GET /v2/_catalog HTTP/1.1\r\nHost: registry\r\n\r\n";
+    for (framing, body) in [
+        (
+            // Content-Length says 5 ("0\r\n\r\n"); chunked says the rest is one more request.
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            format!("0\r\n\r\n{hidden}"),
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            format!("{:x}\r\n{hidden}\r\n0\r\n\r\n", hidden.len()),
+        ),
+        (
+            "Content-Length: 5\r\nContent-Length: 60\r\n",
+            format!("hello{hidden}"),
+        ),
+    ] {
+        let head = format!(
+            "PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1:{gateway}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n{framing}\r\n"
+        );
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", gateway)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        use std::io::{Read, Write};
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = stack.registry.log();
+    assert!(
+        log.contains("/blobs/uploads/"),
+        "the registry logs the requests it gets (the check below means something):\n{log}"
+    );
+    assert!(
+        !log.contains("_catalog"),
+        "a request hidden in a body reached the registry:\n{log}"
+    );
+}
