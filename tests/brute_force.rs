@@ -8,7 +8,7 @@ use std::net::TcpStream;
 
 use support::free_port;
 use support::gateway::secrets::*;
-use support::gateway::{run_cli, GatewayOptions};
+use support::gateway::GatewayOptions;
 use support::http::get;
 use support::stack::{RegistryAuth, Stack, StackOptions};
 
@@ -98,30 +98,6 @@ fn simultaneous_wrong_passwords_get_no_more_checks_than_the_limit() {
     }
 }
 
-/// `CI_JOB_TOKEN` from `portcullis ci-token` for alice in mygroup/myproject.
-fn job_token(stack: &Stack) -> String {
-    let config = stack.gateway.config_path();
-    let (code, out, err) = run_cli(
-        &[
-            "ci-token",
-            "--config",
-            config.to_str().unwrap(),
-            "--project",
-            "mygroup/myproject",
-            "--user",
-            "alice",
-            "--ttl",
-            "1h",
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
-    out.lines()
-        .find_map(|line| line.split_once("CI_JOB_TOKEN=").map(|(_, v)| v))
-        .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_owned())
-        .unwrap_or_else(|| panic!("no CI_JOB_TOKEN in {out}"))
-}
-
 #[test]
 fn junk_job_tokens_do_not_lock_ci_jobs_out() {
     let (stack, _) = stack_with(
@@ -139,7 +115,7 @@ fn junk_job_tokens_do_not_lock_ci_jobs_out() {
         assert!(matches!(reply.status, 401 | 403), "{}", reply.body);
     }
     // This address is banned (the per-address count still applies)...
-    let token = job_token(&stack);
+    let token = stack.ci_job_token("mygroup/myproject", "alice");
     let reply = get(&url).basic("gitlab-ci-token", &token).send();
     assert_eq!(reply.status, 403, "{}", reply.body);
     assert!(

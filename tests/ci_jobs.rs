@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::process::Command;
 
 use support::gateway::run_cli;
@@ -11,29 +10,6 @@ use support::http::get;
 use support::podman::Podman;
 use support::process::{self, ImageCli};
 use support::stack::Stack;
-
-fn ci_token(stack: &Stack, project: &str, user: &str, ttl: &str) -> HashMap<String, String> {
-    let config = stack.gateway.config_path();
-    let (code, out, err) = run_cli(
-        &[
-            "ci-token",
-            "--config",
-            config.to_str().unwrap(),
-            "--project",
-            project,
-            "--user",
-            user,
-            "--ttl",
-            ttl,
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
-    out.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
 
 #[test]
 fn a_job_logs_in_with_the_ci_variables_and_pushes_to_its_project_only() {
@@ -56,7 +32,7 @@ fn a_job_logs_in_with_the_ci_variables_and_pushes_to_its_project_only() {
         )
     );
 
-    let vars = ci_token(&stack, "mygroup/myproject", "alice", "1h");
+    let vars = stack.ci_variables("mygroup/myproject", "alice", "1h");
     let podman = Podman::new();
     let login = podman.ok(
         &[
@@ -108,7 +84,7 @@ fn a_reporters_job_pushes_to_its_own_project_and_bad_or_expired_job_tokens_are_r
     let stack = Stack::start();
     // GitLab CRAS#build_can_push?: "Build can push only to the project from which it
     // originates", with no role check: a reporter's job pushes there.
-    let bob = ci_token(&stack, "mygroup/myproject", "bob", "1h");
+    let bob = stack.ci_variables("mygroup/myproject", "bob", "1h");
     let token = stack.token(
         "gitlab-ci-token",
         &bob["CI_JOB_TOKEN"],
@@ -143,7 +119,7 @@ fn a_reporters_job_pushes_to_its_own_project_and_bad_or_expired_job_tokens_are_r
         .unwrap()
         .contains("invalid_token"));
 
-    let short = ci_token(&stack, "mygroup/myproject", "alice", "1s");
+    let short = stack.ci_variables("mygroup/myproject", "alice", "1s");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let reply = login(&short["CI_JOB_TOKEN"]);
     assert_eq!(reply.status, 401);

@@ -100,7 +100,12 @@ fn protected_and_immutable_tags_are_enforced_by_the_gateway_in_both_deployments(
         assert!(ok, "a maintainer's push of a protected tag: {out}");
 
         // Deletes of immutable tags, below: what the client sees is the registry's JSON shape.
-        let token = stack.token("pmaint", PMAINT_PAT, &["repository:prot/app/img:delete"]);
+        // Deleting needs a password or an `api` token (GitLab's admin_container_image).
+        let token = stack.token(
+            "pmaint",
+            PMAINT_API_PAT,
+            &["repository:prot/app/img:delete"],
+        );
         let url = format!("{}/v2/prot/app/img/manifests/", stack.gateway.url);
 
         // Immutable: the first push creates it; a second is refused to everyone, even the
@@ -234,30 +239,6 @@ fn registry_access_level_and_archived_projects() {
     assert_eq!(Stack::granted(&token), ["repository:frozen/app:pull"]);
 }
 
-fn job_token(stack: &Stack, project: &str, user: &str) -> String {
-    let config = stack.gateway.config_path();
-    let (code, out, err) = run_cli(
-        &[
-            "ci-token",
-            "--config",
-            config.to_str().unwrap(),
-            "--project",
-            project,
-            "--user",
-            user,
-            "--ttl",
-            "1h",
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
-    out.lines()
-        .find_map(|line| line.strip_prefix("CI_JOB_TOKEN="))
-        .expect("CI_JOB_TOKEN")
-        .trim_matches(|c| c == '\'' || c == '"')
-        .to_owned()
-}
-
 #[test]
 fn a_ci_job_pulls_from_another_private_project_only_when_its_allowlist_names_the_job() {
     let stack = stack(RegistryAuth::TrustsGateway);
@@ -267,14 +248,14 @@ fn a_ci_job_pulls_from_another_private_project_only_when_its_allowlist_names_the
     let (ok, out) = push(&image, &host, "ci/private/img:1", Some(("pdev", PDEV_PAT)));
     assert!(ok, "{out}");
     // pdev is a developer of all three projects: only the allowlist tells the jobs apart.
-    let allowed = job_token(&stack, "ci/allowed", "pdev");
+    let allowed = stack.ci_job_token("ci/allowed", "pdev");
     let (ok, out) = inspect(
         &host,
         "ci/private/img:1",
         Some(("gitlab-ci-token", &allowed)),
     );
     assert!(ok, "an allowlisted job's pull: {out}");
-    let other = job_token(&stack, "ci/other", "pdev");
+    let other = stack.ci_job_token("ci/other", "pdev");
     let (ok, out) = inspect(&host, "ci/private/img:1", Some(("gitlab-ci-token", &other)));
     assert!(!ok, "a job not on the allowlist pulled: {out}");
     // The user's own PAT still pulls: the allowlist is about job tokens.

@@ -55,6 +55,8 @@ pub mod secrets {
     /// xena is external.
     pub const PDEV_PAT: &str = "pat-pdev-developer-0123456789ab";
     pub const PMAINT_PAT: &str = "pat-pmaint-maintainer-012345678";
+    /// pmaint's `api` token: deletes need a password or `api` (GitLab's admin_container_image).
+    pub const PMAINT_API_PAT: &str = "pat-pmaint-maintainer-api-01234";
     pub const TESS_PASSWORD: &str = ALICE_PASSWORD;
     pub const TESS_PAT: &str = "pat-tess-two-factor-0123456789a";
     pub const LOU_PAT: &str = "pat-lou-locked-0123456789abcdef";
@@ -128,6 +130,7 @@ pub fn fixture_users() -> String {
   - username: pmaint
     personal_access_tokens:
       - {{ name: pmaint, token_sha256: "{pmaint}", scopes: [read_registry, write_registry] }}
+      - {{ name: pmaint-api, token_sha256: "{pmaint_api}", scopes: [api] }}
   - username: tess
     password_hash: "{hash}"
     two_factor: true
@@ -220,6 +223,7 @@ projects:
         erin_rw = d(ERIN_WRITE_PAT),
         pdev = d(PDEV_PAT),
         pmaint = d(PMAINT_PAT),
+        pmaint_api = d(PMAINT_API_PAT),
         tess = d(TESS_PAT),
         lou = d(LOU_PAT),
         xena = d(XENA_PAT),

@@ -93,6 +93,43 @@ impl Stack {
         }
     }
 
+    /// The CI variables `portcullis ci-token` prints for a job of `user` in `project`
+    /// (`CI_REGISTRY_USER`, `CI_JOB_TOKEN`, ...), valid for `ttl`.
+    pub fn ci_variables(
+        &self,
+        project: &str,
+        user: &str,
+        ttl: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let config = self.gateway.config_path();
+        let (code, out, err) = super::gateway::run_cli(
+            &[
+                "ci-token",
+                "--config",
+                config.to_str().unwrap(),
+                "--project",
+                project,
+                "--user",
+                user,
+                "--ttl",
+                ttl,
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "portcullis ci-token failed: {err}");
+        out.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
+            .collect()
+    }
+
+    /// A job token (`CI_JOB_TOKEN`) of `user` in `project`, valid for an hour.
+    pub fn ci_job_token(&self, project: &str, user: &str) -> String {
+        self.ci_variables(project, user, "1h")
+            .remove("CI_JOB_TOKEN")
+            .expect("CI_JOB_TOKEN in the output of portcullis ci-token")
+    }
+
     /// Ask the gateway for a token with Basic credentials; panics unless it answers 200.
     pub fn token(&self, user: &str, secret: &str, scopes: &[&str]) -> String {
         let mut url = format!("{}/jwt/auth?service=container_registry", self.gateway.url);
