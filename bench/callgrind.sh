@@ -8,6 +8,7 @@
 #
 # Each request is a kept-alive GET with a valid Bearer token: the manifest of a tag, a 1 KiB
 # blob, and the /v2/ ping. Needs valgrind, docker-registry, curl, python3.
+# CALLGRIND_KEEP=DIR keeps each binary's profile there (DIR/BINARY.callgrind).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 requests=300
@@ -76,6 +77,8 @@ YAML
   callgrind_control -d "$gateway_pid" > /dev/null 2>&1
   sleep 1
   total=$(awk '/^summary:/{print $2; exit}' "$work/cg.out.1")
+  # CALLGRIND_KEEP=DIR keeps each binary's profile for callgrind_annotate.
+  [ -z "${CALLGRIND_KEEP:-}" ] || cp "$work/cg.out.1" "$CALLGRIND_KEEP/$(basename "$bin").callgrind"
   results+=("$(basename "$bin")|$(awk -v t="$total" -v n="$((requests * 3))" 'BEGIN{printf "%.0f", t / n}')")
   stack_cleanup; pids=()
   trap - EXIT
