@@ -41,7 +41,7 @@ pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
     let config = Config::load(path).map_err(|e| e.problems())?;
     let mut problems = Vec::new();
     let gateway = Gateway::with_audit(&config, Audit::default())
-        .map_err(|e| problems.push(e.to_problem()))
+        .map_err(|e| problems.push(e.to_problem(&config.token)))
         .ok();
     if let Some(AuditTarget::File(path)) = &config.audit {
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -57,12 +57,20 @@ pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
     }
     if let Some(files) = &config.tls {
         if let Err(e) = tls::acceptor(files) {
-            let key = match e {
-                tls::TlsError::Cert { .. } => "tls.cert",
-                tls::TlsError::Key { .. } => "tls.key",
-                tls::TlsError::Pair(_) => "tls",
+            // The key goes in front; the error's own text starts with it too.
+            let (key, message) = match e {
+                tls::TlsError::Cert { path, message } => {
+                    ("tls.cert", format!("{}: {message}", path.display()))
+                }
+                tls::TlsError::Key { path, message } => {
+                    ("tls.key", format!("{}: {message}", path.display()))
+                }
+                tls::TlsError::Pair(message) => (
+                    "tls",
+                    format!("the certificate and key do not belong together: {message}"),
+                ),
             };
-            problems.push(Problem::new(key, e.to_string()));
+            problems.push(Problem::new(key, message));
         }
     }
     let Some(gateway) = gateway.filter(|_| problems.is_empty()) else {
