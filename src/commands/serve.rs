@@ -41,7 +41,7 @@ pub enum ServeError {
 fn bind_reason(error: &std::io::Error, key: &str) -> String {
     match error.kind() {
         std::io::ErrorKind::AddrInUse => format!(
-            "the port is already in use (another portcullis or another service; `ss -ltnp` shows which): stop it, or set {key} to a free port"
+            "{error}: another portcullis or another service holds the port (`ss -ltnp` shows which); stop it, or set {key} to a free port"
         ),
         std::io::ErrorKind::PermissionDenied => format!(
             "{error}: ports below 1024 need root or CAP_NET_BIND_SERVICE; set {key} to a port such as 4567"
