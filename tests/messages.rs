@@ -142,3 +142,61 @@ fn a_port_in_use_names_the_key_to_change() {
         assert!(err.contains(&format!("set {key} to a free port")), "{err}");
     }
 }
+
+#[test]
+fn a_refused_delete_says_it_needs_maintainer_in_the_registrys_error_shape() {
+    use support::gateway::secrets::*;
+    use support::http::request;
+    use support::oci::{skopeo_result, OciImage};
+    use support::stack::{RegistryAuth, Stack, StackOptions};
+    for registry_auth in [RegistryAuth::TrustsGateway, RegistryAuth::None] {
+        let stack = Stack::with(StackOptions {
+            registry_auth,
+            ..StackOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let image = OciImage::create(dir.path().join("image"), 16 * 1024);
+        let repository = "mygroup/myproject/app";
+        let (ok, out) = image.push_to(&stack.gateway.host, repository, "alice", ALICE_PASSWORD);
+        assert!(ok, "{out}");
+        // What skopeo prints: the message of the /v2/ refusal.
+        let target = format!("docker://{}/{repository}:v1", stack.gateway.host);
+        let creds = format!("alice:{ALICE_PASSWORD}");
+        let (ok, out) = skopeo_result(
+            &["delete", "--tls-verify=false", "--creds", &creds, &target],
+            None,
+        );
+        assert!(!ok, "a developer deleted: {out}");
+        assert!(out.contains("delete needs maintainer"), "{out}");
+        // The body keeps the registry's shape: code, message, detail naming the action.
+        let token = stack.token(
+            "alice",
+            ALICE_PASSWORD,
+            &[&format!("repository:{repository}:pull,push,delete")],
+        );
+        let reply = request(
+            "DELETE",
+            &format!("{}/v2/{repository}/manifests/v1", stack.gateway.url),
+        )
+        .bearer(&token)
+        .send();
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let error = &body["errors"][0];
+        assert_eq!(error["code"], "UNAUTHORIZED", "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("authentication required: delete needs maintainer"),
+            "{message}"
+        );
+        assert_eq!(error["detail"][0]["Action"], "delete", "{body}");
+        // A refusal for another reason keeps the usual message.
+        let reply = request(
+            "DELETE",
+            &format!("{}/v2/{repository}/manifests/v1", stack.gateway.url),
+        )
+        .send();
+        assert_eq!(reply.status, 401);
+        assert!(!reply.body.contains("maintainer"), "{}", reply.body);
+    }
+}
