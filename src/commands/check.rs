@@ -18,8 +18,10 @@ pub struct Report {
 }
 
 /// `--upstream`: ask the registry whether it trusts the gateway's tokens; the text to print,
-/// and whether it found a problem.
-pub fn check_upstream(gateway: &Gateway) -> (String, bool) {
+/// and the one-line verdict to exit with when it found a problem (a registry that is down is
+/// not one that distrusts the gateway: the fixes differ).
+pub fn check_upstream(report: &Report) -> (String, Option<&'static str>) {
+    let gateway = &report.gateway;
     let trust = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(gateway.trust()),
         Err(error) => Trust::Unreachable(format!("cannot start the runtime: {error}")),
@@ -31,9 +33,17 @@ pub fn check_upstream(gateway: &Gateway) -> (String, bool) {
             "upstream: the registry REFUSES tokens the gateway considers valid:\n{}\n",
             causes.iter().map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n")
         ),
-        Trust::Unreachable(error) => format!("upstream: could not ask the registry: {error}\n"),
+        Trust::Unreachable(error) => format!(
+            "upstream: the registry at {} is UNREACHABLE: {error}\n  fix: start it (systemctl status docker-registry), or set upstream.url to where it listens\n",
+            report.config.upstream.url
+        ),
     };
-    (text, trust.is_problem())
+    let verdict = match trust {
+        Trust::Trusted | Trust::NoAuth => None,
+        Trust::Refused(_) => Some("the registry does not accept the gateway's tokens (see above)"),
+        Trust::Unreachable(_) => Some("the registry is unreachable (see above)"),
+    };
+    (text, verdict)
 }
 
 /// Validate the config, the signing key and certificate, the TLS pair and the upstream CA.
