@@ -200,3 +200,58 @@ fn a_refused_delete_says_it_needs_maintainer_in_the_registrys_error_shape() {
         assert!(!reply.body.contains("maintainer"), "{}", reply.body);
     }
 }
+
+#[test]
+fn a_pull_of_a_repository_no_project_owns_logs_the_nearest_path() {
+    use support::gateway::secrets::*;
+    use support::stack::Stack;
+    let stack = Stack::start();
+    let token = stack.token(
+        "alice",
+        ALICE_PAT,
+        &["repository:mygrup/myproject/app:pull,push"],
+    );
+    assert!(Stack::granted(&token).is_empty());
+    stack.gateway.wait_for_log(
+        "no project owns this repository",
+        1,
+        std::time::Duration::from_secs(5),
+    );
+    let log = stack.gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no project owns this repository"))
+        .unwrap();
+    assert!(
+        line.contains("repository=\"mygrup/myproject/app\"")
+            && line.contains("nearest=Some(\"mygroup/myproject\")"),
+        "{line}"
+    );
+}
+
+#[test]
+fn doctor_says_unreachable_for_a_502_at_the_v2_step() {
+    use support::gateway::secrets::*;
+    use support::stack::Stack;
+    let mut stack = Stack::start();
+    stack.registry.stop();
+    let (code, out, err) = run_cli(
+        &[
+            "doctor",
+            &stack.gateway.url,
+            "-u",
+            "alice",
+            "--password-stdin",
+        ],
+        Some(ALICE_PAT),
+    );
+    let text = format!("{out}{err}");
+    assert_eq!(code, 1, "{text}");
+    let fail = text.lines().find(|l| l.starts_with("FAIL")).unwrap();
+    assert!(
+        fail.contains("v2") && fail.contains("502") && fail.contains("unreachable"),
+        "{text}"
+    );
+    assert!(text.contains("fix: start the registry"), "{text}");
+    assert!(!text.contains("rootcertbundle"), "{text}");
+}

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
+pub(crate) use shape::distance as edit_distance;
 
 use crate::auth::directory::Directory;
 
