@@ -28,7 +28,7 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
-    #[error("{key}: cannot listen on {addr}: {}", bind_reason(source, *key))]
+    #[error("{key}: cannot listen on {addr}: {}", bind_reason(source, key))]
     Bind {
         /// `listen` or `metrics.listen`: the key to change.
         key: &'static str,
