@@ -145,12 +145,10 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(report) => {
                 print!("{}", report.summary);
                 if upstream {
-                    let (text, problem) = commands::check::check_upstream(&report.gateway);
+                    let (text, problem) = commands::check::check_upstream(&report);
                     print!("{text}");
-                    if problem {
-                        return Err(
-                            "the registry does not accept the gateway's tokens (see above)".into(),
-                        );
+                    if let Some(verdict) = problem {
+                        return Err(verdict.into());
                     }
                 }
                 Ok(())

@@ -60,20 +60,37 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// The config key to blame, for `portcullis check`.
-    pub fn to_problem(&self) -> Problem {
+    /// The config key to blame, for `portcullis check`, and the message without it (the
+    /// key is printed in front). `token` tells which of its two files could not be read.
+    pub fn to_problem(&self, token: &crate::config::TokenSettings) -> Problem {
         let key = match self {
+            BuildError::Key(KeyError::Read { path, .. }) if *path == token.certificate => {
+                "token.certificate"
+            }
             BuildError::Key(
                 KeyError::Read { .. } | KeyError::NoKey { .. } | KeyError::UnsupportedKey { .. },
             ) => "token.signing_key",
             BuildError::Key(KeyError::Mismatch { .. }) => "token",
             BuildError::Key(_) => "token.certificate",
-            BuildError::Upstream(_) => "upstream.ca",
+            BuildError::Upstream(UpstreamSetupError::Ca { .. }) => "upstream.ca",
+            BuildError::Upstream(UpstreamSetupError::NotAbsolute(_)) => "upstream.url",
             BuildError::PublicUrl => "public_url",
             BuildError::PreviousKey(_) => "token.previous_certificates",
             BuildError::Audit(_) => "audit.path",
         };
-        Problem::new(key, self.to_string())
+        let message = match self {
+            BuildError::PreviousKey(error) => error.to_string(),
+            BuildError::Audit(error) => format!("cannot open the audit log: {error}"),
+            BuildError::PublicUrl => "does not fit in an HTTP header".to_owned(),
+            BuildError::Upstream(UpstreamSetupError::Ca { path, message }) => {
+                format!("cannot read {path}: {message}")
+            }
+            BuildError::Upstream(UpstreamSetupError::NotAbsolute(url)) => {
+                format!("{url} needs a scheme and a host")
+            }
+            other => other.to_string(),
+        };
+        Problem::new(key, message)
     }
 }
 

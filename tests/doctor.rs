@@ -32,22 +32,37 @@ fn a_healthy_gateway_passes_every_step_including_an_upload() {
         &["--repository", "mygroup/myproject/doctor"],
     );
     assert_eq!(code, 0, "{out}");
-    for step in [
-        "dns",
-        "tcp",
-        "challenge",
-        "realm",
-        "token",
-        "claims",
-        "v2",
-        "upload",
-    ] {
+    for step in ["dns", "tcp", "challenge", "realm", "token", "claims", "v2"] {
         assert!(
             out.lines()
                 .any(|l| l.starts_with("PASS") && l.split_whitespace().nth(1) == Some(step)),
             "{step} did not pass:\n{out}"
         );
     }
+    // A developer may push but not delete, so cannot cancel the session: not a PASS.
+    assert!(
+        out.contains("WARN upload    session started (202), NOT cancelled")
+            && out.contains("upload_sessions_open"),
+        "{out}"
+    );
+    // A maintainer with an api token cancels it.
+    let (code, out, err) = run_cli(
+        &[
+            "doctor",
+            &stack.gateway.url,
+            "-u",
+            "carol",
+            "--password-stdin",
+            "--repository",
+            "mygroup/myproject/doctor",
+        ],
+        Some(CAROL_API_PAT),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("PASS upload    session started (202) and cancelled (204"),
+        "{out}"
+    );
     let (code, out) = doctor(&stack.gateway.url, ALICE_PAT, &["--json"]);
     assert_eq!(code, 0, "{out}");
     let steps: serde_json::Value = serde_json::from_str(&out).unwrap();

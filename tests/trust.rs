@@ -109,7 +109,21 @@ fn no_auth_is_reported_and_an_unreachable_registry_fails_the_check() {
     );
     let (code, out) = check_upstream(&gateway);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("could not ask the registry"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "upstream: the registry at {nowhere}/ is UNREACHABLE"
+        )) && out.contains("fix: start it"),
+        "{out}"
+    );
+    // Down is not distrust: the verdict does not send the operator to the token settings.
+    assert!(
+        out.contains("the registry is unreachable (see above)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("does not accept the gateway's tokens"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -120,5 +134,89 @@ fn a_registry_trusting_another_certificate_is_named() {
     assert!(
         out.contains("rootcertbundle must be the gateway's certificate"),
         "{out}"
+    );
+}
+
+/// `faketime -f +10m COMMAND`: the command's clock ten minutes ahead. Debian's `faketime`
+/// (libfaketime, LD_PRELOAD) cannot slow down the registry: Go reads the clock through the
+/// vDSO, not libc. Moving the gateway ahead makes the same skew (the registry minutes behind
+/// the gateway) with the registry untouched.
+fn ahead(minutes: u32, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(support::require_tool("faketime", "faketime"));
+    command
+        .arg("-f")
+        .arg(format!("+{minutes}m"))
+        .arg(support::gateway::binary())
+        .args(args)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    command
+}
+
+#[test]
+fn a_registry_minutes_behind_is_named_with_the_skew_and_the_fix() {
+    let stack = stack(RegistryAuth::TrustsGateway);
+    let config = stack.gateway.config_path();
+    // `check --upstream` with the gateway's clock 10 minutes ahead of the registry's.
+    let out = support::process::run(
+        ahead(
+            10,
+            &["check", "--config", config.to_str().unwrap(), "--upstream"],
+        ),
+        None,
+    );
+    assert_eq!(out.code, 1, "{}", out.combined());
+    let text = out.combined();
+    let line = text
+        .lines()
+        .find(|l| l.contains("clock skew"))
+        .unwrap_or_else(|| panic!("no clock skew in:\n{text}"));
+    // 600 s, give or take the seconds the probe takes.
+    let seconds: u64 = line
+        .split("the registry's clock is ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no skew in {line:?}"));
+    assert!((590..=610).contains(&seconds), "{line}");
+    assert!(
+        line.contains("behind the gateway's") && line.contains("synchronise both clocks (NTP)"),
+        "{line}"
+    );
+    assert!(!text.contains("UNREACHABLE"), "{text}");
+
+    // `serve` the same way: the start-up probe's WARN says the same.
+    let port = support::free_port();
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("listen: \"{}\"", stack.gateway.host),
+        &format!("listen: \"127.0.0.1:{port}\""),
+    );
+    let skewed = stack.gateway.files.path("skewed.yaml");
+    std::fs::write(&skewed, yaml).unwrap();
+    let log_path = stack.gateway.files.path("skewed.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = ahead(10, &["serve", "--config", skewed.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline && !text.contains("clock skew") {
+        std::thread::sleep(Duration::from_millis(100));
+        text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warn = text
+        .lines()
+        .find(|l| l.contains("clock skew"))
+        .unwrap_or_else(|| panic!("no clock skew WARN in:\n{text}"));
+    assert!(warn.contains("WARN"), "{warn}");
+    assert!(
+        warn.contains("the registry's clock is")
+            && warn.contains("behind the gateway's")
+            && warn.contains("synchronise both clocks (NTP)"),
+        "{warn}"
     );
 }

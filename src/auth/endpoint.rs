@@ -251,6 +251,13 @@ impl TokenEndpoint {
             ));
         }
         let access = policy::grant(&principal, &scopes, &directory);
+        for scope in &scopes {
+            if let super::scope::Resource::Repository(name) = &scope.resource {
+                if policy::owning_project(&directory, name).is_none() {
+                    tracing::info!(user = ?principal.subject(), repository = ?name.as_str(), nearest = ?policy::nearest_path(&directory, name), "no project owns this repository, so nothing is granted on it: add the project to gateway.yaml's projects, or use a path under the nearest existing one");
+                }
+            }
+        }
         if access.is_empty() && matches!(principal, Principal::Anonymous) {
             // CRAS#execute: `unless scopes.any? || current_user || deploy_token || project`
             // -> 403: an anonymous caller granted nothing (a private project, a push, the

@@ -58,6 +58,32 @@ pub fn owning_project<'a>(directory: &'a Directory, name: &RepositoryName) -> Op
         .filter(|project| components - depth(&project.path) < LEVELS_SUPPORTED)
 }
 
+/// For a repository no project owns, the configured project or group path nearest to it (the
+/// most leading components in common, then the fewest edits): what the operator likely meant.
+pub fn nearest_path(directory: &Directory, name: &RepositoryName) -> Option<String> {
+    let wanted: Vec<&str> = name.as_str().split('/').collect();
+    let paths = directory
+        .projects()
+        .iter()
+        .map(|p| p.path.as_str())
+        .chain(directory.groups().iter().map(|g| g.path.as_str()));
+    paths
+        .min_by_key(|path| {
+            let parts: Vec<&str> = path.split('/').collect();
+            let common = parts
+                .iter()
+                .zip(&wanted)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let prefix = wanted[..parts.len().min(wanted.len())].join("/");
+            (
+                std::cmp::Reverse(common),
+                crate::config::edit_distance(path, &prefix),
+            )
+        })
+        .map(str::to_owned)
+}
+
 /// The actions `principal` may perform on `resource` (`CRAS#can_access?` per action).
 pub fn allowed_actions(
     principal: &Principal,

@@ -18,8 +18,10 @@ pub struct Report {
 }
 
 /// `--upstream`: ask the registry whether it trusts the gateway's tokens; the text to print,
-/// and whether it found a problem.
-pub fn check_upstream(gateway: &Gateway) -> (String, bool) {
+/// and the one-line verdict to exit with when it found a problem (a registry that is down is
+/// not one that distrusts the gateway: the fixes differ).
+pub fn check_upstream(report: &Report) -> (String, Option<&'static str>) {
+    let gateway = &report.gateway;
     let trust = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(gateway.trust()),
         Err(error) => Trust::Unreachable(format!("cannot start the runtime: {error}")),
@@ -31,9 +33,17 @@ pub fn check_upstream(gateway: &Gateway) -> (String, bool) {
             "upstream: the registry REFUSES tokens the gateway considers valid:\n{}\n",
             causes.iter().map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n")
         ),
-        Trust::Unreachable(error) => format!("upstream: could not ask the registry: {error}\n"),
+        Trust::Unreachable(error) => format!(
+            "upstream: the registry at {} is UNREACHABLE: {error}\n  fix: start it (systemctl status docker-registry), or set upstream.url to where it listens\n",
+            report.config.upstream.url
+        ),
     };
-    (text, trust.is_problem())
+    let verdict = match trust {
+        Trust::Trusted | Trust::NoAuth => None,
+        Trust::Refused(_) => Some("the registry does not accept the gateway's tokens (see above)"),
+        Trust::Unreachable(_) => Some("the registry is unreachable (see above)"),
+    };
+    (text, verdict)
 }
 
 /// Validate the config, the signing key and certificate, the TLS pair and the upstream CA.
@@ -41,7 +51,7 @@ pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
     let config = Config::load(path).map_err(|e| e.problems())?;
     let mut problems = Vec::new();
     let gateway = Gateway::with_audit(&config, Audit::default())
-        .map_err(|e| problems.push(e.to_problem()))
+        .map_err(|e| problems.push(e.to_problem(&config.token)))
         .ok();
     if let Some(AuditTarget::File(path)) = &config.audit {
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -57,12 +67,20 @@ pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
     }
     if let Some(files) = &config.tls {
         if let Err(e) = tls::acceptor(files) {
-            let key = match e {
-                tls::TlsError::Cert { .. } => "tls.cert",
-                tls::TlsError::Key { .. } => "tls.key",
-                tls::TlsError::Pair(_) => "tls",
+            // The key goes in front; the error's own text starts with it too.
+            let (key, message) = match e {
+                tls::TlsError::Cert { path, message } => {
+                    ("tls.cert", format!("{}: {message}", path.display()))
+                }
+                tls::TlsError::Key { path, message } => {
+                    ("tls.key", format!("{}: {message}", path.display()))
+                }
+                tls::TlsError::Pair(message) => (
+                    "tls",
+                    format!("the certificate and key do not belong together: {message}"),
+                ),
             };
-            problems.push(Problem::new(key, e.to_string()));
+            problems.push(Problem::new(key, message));
         }
     }
     let Some(gateway) = gateway.filter(|_| problems.is_empty()) else {

@@ -172,9 +172,16 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
     let answer = match client.send(get(format!("{origin}/v2/"), None)).await {
         Ok(answer) => answer,
         Err(e) if scheme == "https" => {
-            return walk.fail("tls", format!("the TLS handshake or first request failed: {e}"), "if the certificate is not trusted, give its CA with --ca-file (clients need it too: /etc/docker/certs.d/HOST:PORT/ca.crt, --cert-dir for podman/skopeo)")
+            let (detail, fix) = tls_failure(&e.to_string(), host);
+            return walk.fail("tls", detail, fix);
         }
-        Err(e) => return walk.fail("http", format!("GET /v2/ failed: {e}"), "is this an HTTP registry endpoint? try https://"),
+        Err(e) => {
+            return walk.fail(
+                "http",
+                format!("GET /v2/ failed: {e}"),
+                "is this an HTTP registry endpoint? try https://",
+            )
+        }
     };
     if scheme == "https" {
         walk.pass("tls", "handshake done, certificate trusted");
@@ -265,7 +272,9 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
         url.push_str(&format!("&service={service}"));
     }
     if let Some(repository) = repository {
-        url.push_str(&format!("&scope=repository:{repository}:pull,push"));
+        // delete too, to cancel the test upload (distribution asks delete for any DELETE);
+        // the token endpoint leaves it out for those who may not delete.
+        url.push_str(&format!("&scope=repository:{repository}:pull,push,delete"));
     }
     let basic = format!(
         "Basic {}",
@@ -375,6 +384,13 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
     let bearer = format!("Bearer {token}");
     match client.send(get(format!("{origin}/v2/"), Some(bearer.clone()))).await {
         Ok(answer) if answer.status() == StatusCode::OK => walk.pass("v2", "GET /v2/ with the token: 200"),
+        Ok(answer) if matches!(answer.status(), StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT) => {
+            return walk.fail(
+                "v2",
+                format!("GET /v2/ with the token: {}: the registry behind {origin} is unreachable", answer.status()),
+                "start the registry, or point the gateway at where it listens (upstream.url; `portcullis check --upstream` on the gateway's machine says what it finds)",
+            )
+        }
         Ok(answer) => {
             return walk.fail(
                 "v2",
@@ -417,16 +433,40 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
         if !absolute.starts_with(&origin) {
             return walk.fail("upload", format!("the upload Location names another address: {location}"), "clients send the next request of the upload without their token: set the registry's http.host to the address clients use (behind portcullis this is rewritten)");
         }
+        let access = claims["access"].to_string();
+        if !access.contains("\"delete\"") && !access.contains("\"*\"") {
+            walk.warn(
+                "upload",
+                "session started (202), NOT cancelled: cancelling an upload needs delete on the repository, which this token lacks; the session stays open until the registry purges it (it counts in upload_sessions_open)",
+                "run the doctor as a maintainer with a password or an api token to test the cancel too; otherwise nothing to fix",
+            );
+            return walk.steps;
+        }
         let mut cancel = Request::delete(absolute);
         cancel = cancel.header(header::AUTHORIZATION, bearer);
         match client
             .send(cancel.body(body::empty()).expect("a DELETE request"))
             .await
         {
-            Ok(answer) => walk.pass(
+            Ok(answer) if answer.status().is_success() => walk.pass(
                 "upload",
                 format!("session started (202) and cancelled ({})", answer.status()),
             ),
+            Ok(answer) => {
+                let fix = if answer.status() == StatusCode::UNAUTHORIZED {
+                    "the cancel (DELETE on the upload's Location) came back without the right to the upload: something between this client and the registry drops the Authorization header on DELETE, or the token does not cover the Location's repository"
+                } else {
+                    "see the registry's log for the cancel"
+                };
+                return walk.fail(
+                    "upload",
+                    format!(
+                        "session started (202) but the cancel was refused ({}): the session stays open until the registry purges it (it counts in upload_sessions_open)",
+                        answer.status()
+                    ),
+                    fix,
+                );
+            }
             Err(e) => {
                 return walk.fail(
                     "upload",
@@ -437,6 +477,48 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
         }
     }
     walk.steps
+}
+
+/// A TLS failure as a sentence and its fix, from rustls's error names.
+fn tls_failure(error: &str, host: &str) -> (String, String) {
+    const TRUST: &str = "give the CA that signed it with --ca-file (clients need it too: /etc/docker/certs.d/HOST:PORT/ca.crt for docker, --cert-dir for podman/skopeo)";
+    let (what, fix) = if error.contains("CaUsedAsEndEntity") {
+        ("the server's certificate is a CA certificate (basicConstraints CA:TRUE, what a plain `openssl req -x509` makes) used as the server's own".to_owned(),
+         format!("make a server certificate: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN={host} -addext subjectAltName=DNS:{host} -addext basicConstraints=critical,CA:FALSE -keyout tls.key -out tls.crt"))
+    } else if error.contains("UnknownIssuer") {
+        (
+            "the server's certificate is signed by a CA this machine does not trust".to_owned(),
+            TRUST.to_owned(),
+        )
+    } else if error.contains("NotValidForName") {
+        (
+            format!("the server's certificate is not valid for {host}"),
+            format!(
+                "make a certificate whose subjectAltName names {host} (DNS:{host} or IP:{host})"
+            ),
+        )
+    } else if error.contains("Expired") {
+        (
+            "the server's certificate has expired".to_owned(),
+            "renew it (portcullis reloads tls.cert on SIGHUP)".to_owned(),
+        )
+    } else if error.contains("NotValidYet") {
+        (
+            "the server's certificate is not valid yet".to_owned(),
+            "check this machine's clock and the server's (NTP)".to_owned(),
+        )
+    } else if error.contains("InvalidContentType") || error.contains("CorruptMessage") {
+        (
+            "the server does not speak TLS on this port".to_owned(),
+            "use http:// for a plain-HTTP listener, or the port TLS listens on".to_owned(),
+        )
+    } else {
+        (
+            "the TLS handshake or first request failed".to_owned(),
+            TRUST.to_owned(),
+        )
+    };
+    (format!("{what} ({error})"), fix)
 }
 
 /// Same scheme, host (ignoring case) and port (the scheme's default when absent).

@@ -28,11 +28,26 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("{key}: cannot listen on {addr}: {}", bind_reason(source, key))]
     Bind {
+        /// `listen` or `metrics.listen`: the key to change.
+        key: &'static str,
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Why a bind failed, with the fix for the two usual causes.
+fn bind_reason(error: &std::io::Error, key: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "{error}: another portcullis or another service holds the port (`ss -ltnp` shows which); stop it, or set {key} to a free port"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{error}: ports below 1024 need root or CAP_NET_BIND_SERVICE; set {key} to a port such as 4567"
+        ),
+        _ => error.to_string(),
+    }
 }
 
 pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), ServeError> {
@@ -46,9 +61,9 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         Some((acceptor, certificates)) => (Some(acceptor), Some(certificates)),
         None => (None, None),
     };
-    let listener = bind(config.listen).await?;
+    let listener = bind("listen", config.listen).await?;
     let ops_listener = match config.metrics_listen {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind("metrics.listen", addr).await?),
         None => None,
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
@@ -114,10 +129,10 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
     Ok(())
 }
 
-async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+async fn bind(key: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr, source })
+        .map_err(|source| ServeError::Bind { key, addr, source })
 }
 
 /// Reopen the audit log on SIGUSR1 (logrotate's `postrotate`).

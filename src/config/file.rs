@@ -24,8 +24,49 @@ fn default_visibility() -> String {
     "private".into()
 }
 
+/// A duration key's text. A bare number is refused here with the fix (`5` could mean seconds
+/// or minutes); the text itself is parsed by [`super::parse_duration`] during validation.
+fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    deserializer.deserialize_any(DurationText)
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    deserializer.deserialize_any(DurationText).map(Some)
+}
+
+struct DurationText;
+
+impl serde::de::Visitor<'_> for DurationText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration such as 5m (units: ms, s, m, h, d)")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<String, E> {
+        Ok(text.to_owned())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<String, E> {
+        Err(E::custom(format!(
+            "{n} has no unit: write a duration such as {n}m or {n}s (units: ms, s, m, h, d)"
+        )))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<String, E> {
+        Err(E::custom(format!(
+            "{n} is not a duration: write one such as 5m (units: ms, s, m, h, d)"
+        )))
+    }
+}
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of keys such as public_url, upstream and token"
+)]
 pub struct GatewayFile {
     #[serde(default = "default_listen")]
     pub listen: String,
@@ -55,32 +96,41 @@ pub struct GatewayFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with cert and key (paths of PEM files)"
+)]
 pub struct TlsFile {
     pub cert: String,
     pub key: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with url (and optionally ca, connect_timeout, response_timeout)"
+)]
 pub struct UpstreamFile {
     pub url: String,
     #[serde(default)]
     pub ca: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub connect_timeout: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub response_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with signing_key and certificate (paths of PEM files)"
+)]
 pub struct TokenFile {
     #[serde(default = "default_issuer")]
     pub issuer: String,
     #[serde(default = "default_service")]
     pub service: String,
-    #[serde(default = "default_expiry")]
+    #[serde(default = "default_expiry", deserialize_with = "duration")]
     pub expiry: String,
     pub signing_key: String,
     pub certificate: String,
@@ -90,17 +140,17 @@ pub struct TokenFile {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of server settings")]
 pub struct ServerFile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub header_read_timeout: Option<String>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub idle_timeout: Option<String>,
     #[serde(default)]
     pub max_connections: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub workers: Option<usize>,
@@ -110,54 +160,66 @@ pub struct ServerFile {
     pub max_upstream_requests_per_connection: Option<usize>,
     #[serde(default)]
     pub max_upstream_requests_per_client: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub upstream_queue_timeout: Option<String>,
     #[serde(default)]
     pub min_body_rate: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub body_rate_window: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub token_request_timeout: Option<String>,
 }
 
 /// The operations listener: `/metrics`, `/healthz`, `/readyz`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with listen (an address:port)"
+)]
 pub struct MetricsFile {
     pub listen: String,
 }
 
 /// Where audit records go: a file path, or `-` for standard output.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with path (a file, or - for standard output)"
+)]
 pub struct AuditFile {
     pub path: String,
 }
 
 /// Keeping long pushes alive past their token's expiry.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with enabled and max_session"
+)]
 pub struct PushGraceFile {
     #[serde(default)]
     pub enabled: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub max_session: Option<String>,
 }
 
 /// Bans after failed logins; absent keys take GitLab's defaults (30 within 3 minutes ban for 1h).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with max_failures, window and ban"
+)]
 pub struct BruteForceFile {
     #[serde(default)]
     pub max_failures: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub window: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_duration")]
     pub ban: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with format and level")]
 pub struct LogFile {
     /// `text` (default) or `json`.
     #[serde(default)]
@@ -168,7 +230,10 @@ pub struct LogFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with username (and password_hash, personal_access_tokens, ...)"
+)]
 pub struct UserFile {
     pub username: String,
     #[serde(default)]
@@ -191,7 +256,10 @@ pub struct UserFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with name, token_sha256 and scopes"
+)]
 pub struct PersonalAccessTokenFile {
     pub name: String,
     pub token_sha256: String,
@@ -204,7 +272,10 @@ pub struct PersonalAccessTokenFile {
 
 /// A project or a group: the same keys.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with path (and visibility, members, ...)"
+)]
 pub struct ProjectFile {
     pub path: String,
     #[serde(default = "default_visibility")]
@@ -231,7 +302,10 @@ pub type GroupFile = ProjectFile;
 
 /// GitLab's container repository protection rules, protected tags and immutable tags.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with repositories, tags and immutable_tags"
+)]
 pub struct ContainerProtectionFile {
     #[serde(default)]
     pub repositories: Vec<RepositoryProtectionFile>,
@@ -243,7 +317,10 @@ pub struct ContainerProtectionFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with repository_path_pattern and minimum_access_level_for_push"
+)]
 pub struct RepositoryProtectionFile {
     /// `*` wildcards; starts with the project's path.
     pub repository_path_pattern: String,
@@ -251,7 +328,10 @@ pub struct RepositoryProtectionFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with tag_name_pattern, minimum_access_level_for_push and minimum_access_level_for_delete"
+)]
 pub struct TagProtectionFile {
     /// RE2, matched anywhere in the tag unless anchored.
     pub tag_name_pattern: String,
@@ -260,7 +340,10 @@ pub struct TagProtectionFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with username, token_sha256 and scopes"
+)]
 pub struct DeployTokenFile {
     /// GitLab's `gitlab+deploy-token-N`, or a custom name.
     pub username: String,
@@ -273,7 +356,10 @@ pub struct DeployTokenFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with username, token_sha256, role and scopes"
+)]
 pub struct AccessTokenFile {
     /// The bot identity's username.
     pub username: String,

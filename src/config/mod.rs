@@ -1,7 +1,7 @@
 //! `gateway.yaml`: its shape on disk, and the validated [`Config`] the gateway runs on.
 //!
 //! Loading is two steps. [`file`] mirrors the YAML exactly (serde, unknown keys refused with
-//! their path); [`validate`] turns it into typed values and collects every problem it finds,
+//! their path, every one of them listed by [`shape`]); [`validate`] turns it into typed values and collects every problem it finds,
 //! each naming its key, so `portcullis check` can list them all at once.
 
 mod directory;
@@ -10,6 +10,7 @@ mod env;
 pub mod file;
 pub mod reload;
 mod settings;
+mod shape;
 mod validate;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
+pub(crate) use shape::distance as edit_distance;
 
 use crate::auth::directory::Directory;
 
@@ -245,21 +247,26 @@ impl Config {
         }
         let mut problems = Vec::new();
         env::expand_tree(&mut value, "", lookup, &mut problems);
-        let raw: file::GatewayFile = match serde_path_to_error::deserialize(value) {
-            Ok(raw) => raw,
-            Err(error) => {
-                let key = error.path().to_string();
-                let key = if key == "." { String::new() } else { key };
-                problems.push(Problem::new(key, error.into_inner().to_string()));
-                return Err(invalid(problems));
-            }
+        let shape = shape::read(value, &mut problems);
+        let Some(raw) = shape.file else {
+            return Err(invalid(problems));
+        };
+        // A key already blamed for its shape holds a stand-in: what validation says of it
+        // would only repeat the problem, or be about a value the user never wrote.
+        let real = |p: &Problem| {
+            !shape.blamed.iter().any(|key| {
+                p.key == *key
+                    || p.key
+                        .strip_prefix(key.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            })
         };
         let base = path.parent().unwrap_or(Path::new("."));
         match validate::validate(raw, base, path) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(invalid(problems)),
             Err(more) => {
-                problems.extend(more);
+                problems.extend(more.into_iter().filter(real));
                 Err(invalid(problems))
             }
         }

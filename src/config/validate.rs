@@ -72,12 +72,7 @@ pub(super) fn validate(
     };
     let resolve = |p: &str| base.join(p);
 
-    let listen = c.check(
-        "listen",
-        raw.listen
-            .parse::<SocketAddr>()
-            .map_err(|e| format!("{:?} is not an address:port ({e})", raw.listen)),
-    );
+    let listen = c.check("listen", parse_listen(&raw.listen));
     let public_url = c.check("public_url", parse_public_url(&raw.public_url));
     let upstream_url = c.check("upstream.url", parse_upstream_url(&raw.upstream.url));
     if let (Some(url), None) = (&upstream_url, &raw.upstream.ca) {
@@ -238,14 +233,10 @@ pub(super) fn validate(
             c.problems.push(Problem::new(key, "must be longer than 0s"));
         }
     }
-    let metrics_listen = raw.metrics.as_ref().and_then(|m| {
-        c.check(
-            "metrics.listen",
-            m.listen
-                .parse::<SocketAddr>()
-                .map_err(|e| format!("{:?} is not an address:port ({e})", m.listen)),
-        )
-    });
+    let metrics_listen = raw
+        .metrics
+        .as_ref()
+        .and_then(|m| c.check("metrics.listen", parse_listen(&m.listen)));
     if let (Some(ops), Some(public)) = (metrics_listen, listen) {
         if ops.port() == public.port() && ops.port() != 0 {
             c.problems.push(Problem::new(
@@ -367,6 +358,29 @@ pub(super) fn validate(
         log_level: raw.log.level,
         directory,
     })
+}
+
+/// An `address:port` to listen on. Also what Go servers (the registry itself) take: `:4567`
+/// for every interface, and `localhost:4567`; any other host name is refused with the fix,
+/// since a listener binds addresses and a name's addresses can change under it.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = text.rsplit_once(':').unwrap_or(("", text));
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!(
+            "{text:?} is not an address:port: write for example 0.0.0.0:4567 (every interface) or 127.0.0.1:4567 (this machine only)"
+        ));
+    };
+    match host {
+        "" | "*" => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+        "localhost" => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        name => Err(format!(
+            "{text:?}: listen takes an IP address, not a host name: write 0.0.0.0:{port} (every interface) or the address of {name:?}, such as 127.0.0.1:{port}"
+        )),
+    }
 }
 
 /// `http(s)://host[:port]`, nothing after it: the registry API lives at `/v2/` of the origin.
@@ -523,6 +537,28 @@ projects:
                 "no problem for {key} in {found:#?}"
             );
         }
+    }
+
+    #[test]
+    fn listen_takes_go_style_addresses_and_names_the_fix_for_host_names() {
+        for (written, meant) in [
+            (":4567", "0.0.0.0:4567"),
+            ("localhost:4567", "127.0.0.1:4567"),
+            ("[::1]:4567", "[::1]:4567"),
+            ("4567", "0.0.0.0:4567"),
+        ] {
+            assert_eq!(
+                parse_listen(written).unwrap().to_string(),
+                meant,
+                "{written}"
+            );
+        }
+        assert!(parse_listen("registry.example.com:4567")
+            .unwrap_err()
+            .contains("write 0.0.0.0:4567"));
+        assert!(parse_listen("nowhere")
+            .unwrap_err()
+            .contains("0.0.0.0:4567"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use self::access::Need;
 use self::forward::{strip_hop_by_hop, Upstream, UpstreamError};
-use crate::auth::scope::Resource;
+use crate::auth::scope::{Action, Resource};
 use crate::auth::token::{Claims, Tokens, VerifyError};
 use crate::body::{self, Body};
 use crate::config::PublicUrl;
@@ -43,6 +43,10 @@ use crate::server::ClientAddr;
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::{metrics, Diagnosis};
 use crate::telemetry::{RequestUser, RouteLabel};
+
+/// The message of a delete refused because the token was issued without `delete`: GitLab's
+/// rule, in the words docker and skopeo print after `unauthorized: `.
+const DELETE_NEEDS: &str = "authentication required: delete needs maintainer (or owner) on the project, signed in with a password or a token with the api scope; read_registry and write_registry tokens never delete";
 
 /// The `/v2/` handler.
 pub struct Proxy {
@@ -240,7 +244,7 @@ impl Proxy {
         headers: &http::HeaderMap,
         need: &Need,
     ) -> Result<(Arc<Claims>, Option<HeaderValue>), Refusal> {
-        let refusal = |error: Option<&str>| {
+        let refusal = |error: Option<&str>, message: &str| {
             let mut challenge = format!(
                 "Bearer realm=\"{}\",service=\"{}\"",
                 self.realm,
@@ -266,11 +270,8 @@ impl Proxy {
                     })
                 })
                 .collect();
-            let mut error = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                "authentication required",
-            );
+            let mut error =
+                ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
             if !detail.is_empty() {
                 error = error.with_detail(json!(detail));
             }
@@ -280,7 +281,7 @@ impl Proxy {
             }
         };
         let refuse = |error: Option<&str>, reason: &'static str, user: Option<&str>| Refusal {
-            error: Box::new(refusal(error)),
+            error: Box::new(refusal(error, "authentication required")),
             reason,
             user: user.map(str::to_owned),
         };
@@ -326,11 +327,21 @@ impl Proxy {
             .all(|scope| claims.actions_on(&scope.resource).covers(scope.actions));
         if !covered {
             tracing::debug!(user = ?claims.sub, needed = ?need.scope_param(), "token lacks the scope the request needs");
-            return Err(refuse(
+            // The token endpoint left delete out (GitLab's rule): say which rule, since docker
+            // and skopeo show this message and nothing else.
+            let delete_refused = need.scopes.iter().any(|scope| {
+                scope.actions.contains(Action::Delete)
+                    && !claims.actions_on(&scope.resource).contains(Action::Delete)
+            });
+            let mut refused = refuse(
                 Some("insufficient_scope"),
                 "insufficient_scope",
                 Some(&claims.sub),
-            ));
+            );
+            if delete_refused {
+                refused.error = Box::new(refusal(Some("insufficient_scope"), DELETE_NEEDS));
+            }
+            return Err(refused);
         }
         // Catalog needs the registry resource; make sure an odd `Other` resource never passes.
         debug_assert!(need
