@@ -309,3 +309,86 @@ fn a_pull_by_tag_then_digest_is_recorded_with_the_tag() {
     assert_eq!(pulls[2]["tag"], "v1");
     assert_eq!(pulls[2]["digest"], digest);
 }
+
+/// A registry token's header (`jwt_part` 0) and claims (1).
+fn token_parts(token: &str) -> (serde_json::Value, serde_json::Value) {
+    (
+        support::http::jwt_part(token, 0),
+        support::http::jwt_part(token, 1),
+    )
+}
+
+#[test]
+fn in_jwks_mode_the_tokens_kid_is_the_one_jwks_json_publishes_and_there_is_no_x5c() {
+    // distribution 2.8 cannot take a token without x5c: the gateway alone guards here.
+    let stack = Stack::with(StackOptions {
+        registry_auth: RegistryAuth::None,
+        gateway: GatewayOptions {
+            token_extra: ", header: jwks".into(),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    let jwks = get(&format!("{}/jwt/jwks.json", stack.gateway.url))
+        .send()
+        .json();
+    let published = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let token = stack.token("alice", ALICE_PAT, &[&format!("repository:{REPO}:pull")]);
+    let (header, claims) = token_parts(&token);
+    assert_eq!(header["kid"], published.as_str(), "{header}");
+    assert!(header.get("x5c").is_none(), "{header}");
+    assert!(header.get("jwk").is_none(), "{header}");
+    assert_eq!(header["alg"], "ES256");
+    // The gateway verifies its own jwks-mode tokens.
+    let tags = get(&format!("{}/v2/{REPO}/tags/list", stack.gateway.url))
+        .bearer(&token)
+        .send();
+    assert_ne!(tags.status, 401, "{}", tags.body);
+    assert_eq!(claims["iat"], claims["nbf"]);
+}
+
+#[test]
+fn in_the_default_mode_tokens_carry_x5c_and_iat_is_backdated_like_nbf() {
+    let stack = Stack::start();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let reply = get(&format!(
+        "{}/jwt/auth?service=container_registry&scope=repository:{REPO}:pull",
+        stack.gateway.url
+    ))
+    .basic("alice", ALICE_PAT)
+    .send();
+    assert_eq!(reply.status, 200);
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let (header, claims) = token_parts(&token);
+    assert!(
+        header["x5c"].as_array().is_some_and(|c| !c.is_empty()),
+        "{header}"
+    );
+    assert_eq!(
+        header["kid"].as_str().unwrap().split(':').count(),
+        12,
+        "libtrust kid"
+    );
+    let (iat, nbf, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["nbf"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    // A registry whose clock is a few seconds behind (Zot: no leeway on iat) accepts it.
+    assert_eq!(iat, nbf);
+    assert!(
+        iat + 5 >= before && iat + 5 <= before + 2,
+        "iat {iat}, now {before}"
+    );
+    // expires_in stays the configured 5 minutes, counted from the moment of issue.
+    assert_eq!(reply.json()["expires_in"], 300);
+    assert_eq!(exp - iat, 300 + 5);
+    // The registry (distribution 2.8 with the gateway's certificate) takes it.
+    let tags = get(&format!("{}/v2/{REPO}/tags/list", stack.gateway.url))
+        .bearer(&token)
+        .send();
+    assert_ne!(tags.status, 401, "{}", tags.body);
+}
