@@ -392,3 +392,23 @@ fn in_the_default_mode_tokens_carry_x5c_and_iat_is_backdated_like_nbf() {
         .send();
     assert_ne!(tags.status, 401, "{}", tags.body);
 }
+
+#[test]
+fn the_distrust_advice_sends_a_jwks_only_registry_to_token_header_jwks() {
+    let stack = Stack::with(StackOptions {
+        registry_auth: RegistryAuth::OtherCertificate,
+        ..StackOptions::default()
+    });
+    let config = stack.gateway.config_path();
+    let (code, out, err) = support::gateway::run_cli(
+        &["check", "--config", config.to_str().unwrap(), "--upstream"],
+        None,
+    );
+    let out = format!("{out}{err}");
+    assert_eq!(code, 1, "{out}");
+    // distribution 3.x reads a local JWKS file and refuses x5c tokens it cannot chain: the
+    // advice says so, and no longer says a JWKS file works with the default tokens.
+    assert!(out.contains("needs token.header: jwks"), "{out}");
+    assert!(out.contains("which it does not fetch"), "{out}");
+    assert!(!out.contains("can also take the keys"), "{out}");
+}
