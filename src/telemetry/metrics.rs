@@ -219,7 +219,7 @@ impl Metrics {
         );
         registry.register(
             "challenges",
-            "Anonymous GET /v2/ answered with the 401 Bearer challenge: how every docker/podman command starts, not a refusal",
+            "Anonymous version checks (the API base) answered with the 401 Bearer challenge: how every docker/podman command starts, not a refusal",
             m.challenges.clone(),
         );
         registry.register(
