@@ -257,3 +257,35 @@ fn a_refresh_token_follows_its_own_token_never_a_namesake() {
         assert_eq!(reply.status, 202, "{}", reply.body);
     }
 }
+
+#[test]
+fn the_refresh_tokens_lifetime_follows_token_refresh_lifetime() {
+    use support::http::jwt_part;
+    let lifetime = |token_extra: &str| {
+        let stack = Stack::with(StackOptions {
+            gateway: GatewayOptions {
+                token_extra: token_extra.into(),
+                ..GatewayOptions::new("")
+            },
+            ..StackOptions::default()
+        });
+        let reply = offline_login(&stack.gateway.url, "alice", ALICE_PAT);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let refresh = reply.json()["refresh_token"].as_str().unwrap().to_owned();
+        let claims = jwt_part(&refresh, 1);
+        let (exp, iat) = (
+            claims["exp"].as_u64().unwrap(),
+            claims["iat"].as_u64().unwrap(),
+        );
+        // It still works for a refresh.
+        let refreshed = post(
+            &stack.gateway.url,
+            &format!("grant_type=refresh_token&service=container_registry&refresh_token={refresh}"),
+        );
+        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+        exp - iat
+    };
+    // Alice's PAT in the fixture does not expire within 90 days.
+    assert_eq!(lifetime(""), 90 * 86_400, "the default: 90 days");
+    assert_eq!(lifetime(", refresh_lifetime: 7d"), 7 * 86_400);
+}

@@ -50,6 +50,8 @@ fn fixture() -> &'static Fixture {
             signing_key: keys.join("current.key"),
             certificate: keys.join("current.crt"),
             previous_certificates: vec![keys.join("previous.crt")],
+            header: Default::default(),
+            refresh_lifetime: Duration::from_secs(90 * 86_400),
         };
         let previous_public = VerifyingKey::load(&keys.join("previous.crt")).expect("previous.crt");
         Fixture {

@@ -428,7 +428,8 @@ pub fn authenticate_job(
     })
 }
 
-/// How long a refresh token lives when its credential does not expire sooner.
+/// How long a refresh token lives when its credential does not expire sooner, unless
+/// `token.refresh_lifetime` says otherwise (docker keeps it as its identity token).
 pub const REFRESH_TTL: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
 /// A fingerprint of the credential `principal` used, and when that credential expires. A

@@ -359,7 +359,7 @@ impl TokenEndpoint {
             return Ok(None);
         };
         let default_exp = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-            + credentials::REFRESH_TTL.as_secs();
+            + self.tokens.refresh_lifetime().as_secs();
         let exp = credential_expires
             .map(|at| {
                 u64::try_from(at.unix_timestamp())

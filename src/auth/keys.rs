@@ -42,6 +42,7 @@ pub enum KeyError {
 
 /// A public key tokens are verified with, from a certificate: the signing key's own, or a
 /// retired key's (`token.previous_certificates`) during a rotation.
+#[derive(Clone)]
 pub struct VerifyingKey {
     pub algorithm: Algorithm,
     decoding: DecodingKey,

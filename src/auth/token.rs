@@ -1,9 +1,10 @@
 //! Minting and verifying the registry's JWTs.
 //!
 //! Minted tokens are what distribution requires (see the protocol reference): header with
-//! `kid` (libtrust) and `x5c`; claims `iss`, `sub`, `aud` as a plain string, `exp`, `nbf`,
-//! `iat`, `jti`, `access`. Verification is strict, with no leeway: the gateway is the issuer,
-//! so its own clock is the only clock that matters.
+//! `kid` (libtrust) and `x5c`, or with `token.header: jwks` only the RFC 7638 `kid` that
+//! distribution 3.x finds in its JWKS file; claims `iss`, `sub`, `aud` as a plain string,
+//! `exp`, `nbf`, `iat`, `jti`, `access`. Verification is strict, with no leeway: the gateway is
+//! the issuer, so its own clock is the only clock that matters.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,10 +17,11 @@ use time::OffsetDateTime;
 use super::keys::{SigningKey, VerifyingKey};
 use super::scope::{Actions, Resource, ResourceAccess};
 use super::verdicts::Verdicts;
-use crate::config::TokenSettings;
+use crate::config::{TokenHeader, TokenSettings};
 
-/// `nbf` is set this far in the past, so a registry whose clock is slightly behind ours
-/// still accepts a fresh token (GitLab does the same).
+/// `nbf` and `iat` are set this far in the past, so a registry whose clock is slightly behind
+/// ours still accepts a fresh token (GitLab backdates `nbf` the same way; Zot refuses a token
+/// whose `iat` is in its future, with no leeway at all).
 const NOT_BEFORE_SKEW: u64 = 5;
 
 /// The claims of a registry token.
@@ -82,6 +84,17 @@ pub struct UserInfoClaims {
 }
 
 impl Claims {
+    /// The lifetime the token was issued with (`token.expiry`): `iat` is backdated by
+    /// `NOT_BEFORE_SKEW`, `exp` counted from the moment of issue.
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs(
+            self.exp
+                .saturating_sub(self.iat)
+                .saturating_sub(NOT_BEFORE_SKEW)
+                .max(1),
+        )
+    }
+
     /// The actions this token grants on `resource` (entries for the same resource add up).
     pub fn actions_on(&self, resource: &Resource) -> Actions {
         self.access
@@ -211,13 +224,25 @@ pub struct Tokens {
     issuer: String,
     service: String,
     expiry: Duration,
+    refresh_lifetime: Duration,
+}
+
+/// The header of a registry token in `mode` (see [`TokenHeader`]).
+fn registry_header(mode: TokenHeader, key: &VerifyingKey) -> Header {
+    let mut header = Header::new(key.algorithm);
+    match mode {
+        TokenHeader::X5c => {
+            header.kid = Some(key.kid.clone());
+            header.x5c = Some(key.x5c.clone());
+        }
+        TokenHeader::Jwks => header.kid = Some(key.thumbprint()),
+    }
+    header
 }
 
 impl Tokens {
     pub fn new(settings: &TokenSettings, key: SigningKey, previous: Vec<VerifyingKey>) -> Tokens {
-        let mut header = Header::new(key.public.algorithm);
-        header.kid = Some(key.public.kid.clone());
-        header.x5c = Some(key.public.x5c.clone());
+        let header = registry_header(settings.header, &key.public);
         let mut internal_header = Header::new(key.public.algorithm);
         internal_header.kid = Some(key.public.kid.clone());
         let rules = Rules::new(settings, &key.public);
@@ -241,7 +266,13 @@ impl Tokens {
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),
             expiry: settings.expiry,
+            refresh_lifetime: settings.refresh_lifetime,
         }
+    }
+
+    /// How long a refresh token lives at most (`token.refresh_lifetime`).
+    pub fn refresh_lifetime(&self) -> Duration {
+        self.refresh_lifetime
     }
 
     pub fn key(&self) -> &SigningKey {
@@ -262,7 +293,12 @@ impl Tokens {
     fn select(&self, token: &str) -> (&VerifyingKey, &Rules) {
         if !self.previous.is_empty() {
             if let Ok(Some(kid)) = jsonwebtoken::decode_header(token).map(|h| h.kid) {
-                if let Some((key, rules)) = self.previous.iter().find(|(key, _)| key.kid == kid) {
+                // A libtrust `kid` (x5c mode) or a thumbprint (jwks mode, or before a switch).
+                if let Some((key, rules)) = self
+                    .previous
+                    .iter()
+                    .find(|(key, _)| key.kid == kid || key.thumbprint() == kid)
+                {
                     return (key, rules);
                 }
             }
@@ -307,15 +343,17 @@ impl Tokens {
         caller: Option<CallerInfo>,
         now: SystemTime,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
-        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let issued = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        // `exp` counts from now; `iat` and `nbf` are backdated (see NOT_BEFORE_SKEW).
+        let iat = issued.saturating_sub(NOT_BEFORE_SKEW);
         let expires_in = self.expiry.as_secs().max(1);
         let (auth_type, user) = match caller {
             Some(caller) => {
                 let user = UserInfoClaims {
                     user_info: caller.user_info,
                     iat,
-                    nbf: iat.saturating_sub(NOT_BEFORE_SKEW),
-                    exp: iat + expires_in,
+                    nbf: iat,
+                    exp: issued + expires_in,
                     jti: random_id(),
                 };
                 let user =
@@ -330,8 +368,8 @@ impl Tokens {
             iss: self.issuer.clone(),
             sub: subject.to_owned(),
             aud: self.service.clone(),
-            exp: iat + expires_in,
-            nbf: iat.saturating_sub(NOT_BEFORE_SKEW),
+            exp: issued + expires_in,
+            nbf: iat,
             iat,
             jti: random_id(),
             access,
@@ -341,7 +379,7 @@ impl Tokens {
         Ok(IssuedToken {
             token,
             expires_in,
-            issued_at: OffsetDateTime::from_unix_timestamp(iat as i64)
+            issued_at: OffsetDateTime::from_unix_timestamp(issued as i64)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         })
     }
@@ -444,4 +482,128 @@ fn random_id() -> String {
     // still a valid (if unhelpful) id, and the registry does not check it.
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A new EC signing key with a self-signed certificate valid for a day.
+    fn signing_key() -> SigningKey {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(1);
+        let cert = params.self_signed(&key).unwrap();
+        SigningKey::from_pem(
+            key.serialize_pem().as_bytes(),
+            cert.pem().as_bytes(),
+            Path::new("token.key"),
+            Path::new("token.crt"),
+        )
+        .unwrap()
+    }
+
+    fn settings(header: TokenHeader) -> TokenSettings {
+        TokenSettings {
+            issuer: "portcullis".into(),
+            service: "container_registry".into(),
+            expiry: Duration::from_secs(300),
+            signing_key: "token.key".into(),
+            certificate: "token.crt".into(),
+            previous_certificates: Vec::new(),
+            header,
+            refresh_lifetime: Duration::from_secs(86_400),
+        }
+    }
+
+    fn now() -> (SystemTime, u64) {
+        let now = SystemTime::now();
+        (now, now.duration_since(UNIX_EPOCH).unwrap().as_secs())
+    }
+
+    #[test]
+    fn x5c_mode_names_the_libtrust_kid_and_carries_the_certificate() {
+        let tokens = Tokens::new(&settings(TokenHeader::X5c), signing_key(), Vec::new());
+        let (at, _) = now();
+        let issued = tokens.issue("alice", Vec::new(), None, at).unwrap();
+        let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(tokens.key().public.kid.as_str())
+        );
+        assert_eq!(header.x5c.as_ref(), Some(&tokens.key().public.x5c));
+        assert!(tokens.verify(&issued.token).is_ok());
+    }
+
+    #[test]
+    fn jwks_mode_names_the_jwks_kid_and_carries_no_certificate() {
+        let tokens = Tokens::new(&settings(TokenHeader::Jwks), signing_key(), Vec::new());
+        let (at, _) = now();
+        let issued = tokens.issue("alice", Vec::new(), None, at).unwrap();
+        let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+        // The very kid `/jwt/jwks.json` publishes for the key.
+        let published = tokens.key().public.jwk()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(header.kid.as_deref(), Some(published.as_str()));
+        assert_ne!(published, tokens.key().public.kid, "not the libtrust id");
+        assert_eq!(header.x5c, None);
+        assert_eq!(header.jwk, None);
+        assert!(tokens.verify(&issued.token).is_ok());
+    }
+
+    #[test]
+    fn a_retired_key_is_found_by_its_thumbprint_in_jwks_mode() {
+        let old = signing_key();
+        let old_public = old.public.clone();
+        let old_tokens = Tokens::new(&settings(TokenHeader::Jwks), old, Vec::new());
+        let (at, _) = now();
+        let token = old_tokens
+            .issue("alice", Vec::new(), None, at)
+            .unwrap()
+            .token;
+        let tokens = Tokens::new(
+            &settings(TokenHeader::Jwks),
+            signing_key(),
+            vec![old_public],
+        );
+        assert!(tokens.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn iat_and_nbf_are_backdated_and_exp_counts_from_now() {
+        for header in [TokenHeader::X5c, TokenHeader::Jwks] {
+            let tokens = Tokens::new(&settings(header), signing_key(), Vec::new());
+            let (at, secs) = now();
+            let caller = CallerInfo {
+                auth_type: "personal_access_token",
+                user_info: None,
+            };
+            let issued = tokens
+                .issue_for("alice", Vec::new(), None, caller, at)
+                .unwrap();
+            let claims = tokens.verify(&issued.token).unwrap();
+            assert_eq!(claims.iat, secs - NOT_BEFORE_SKEW);
+            assert_eq!(claims.nbf, secs - NOT_BEFORE_SKEW);
+            assert_eq!(claims.exp, secs + 300);
+            assert_eq!(claims.lifetime(), Duration::from_secs(300));
+            assert_eq!(issued.expires_in, 300);
+            assert_eq!(issued.issued_at.unix_timestamp() as u64, secs);
+            // The inner `user` token too.
+            let user = claims.user.as_deref().unwrap();
+            let payload = user.split('.').nth(1).unwrap();
+            use base64::Engine as _;
+            let inner: UserInfoClaims = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!((inner.iat, inner.nbf), (secs - 5, secs - 5));
+        }
+    }
 }

@@ -137,6 +137,12 @@ pub struct TokenFile {
     /// Certificates of retired signing keys: their tokens keep verifying until they expire.
     #[serde(default)]
     pub previous_certificates: Vec<String>,
+    /// `x5c` (default) or `jwks`: how a registry token's header names its key.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// How long a refresh token lives (default 90d).
+    #[serde(default)]
+    pub refresh_lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -136,6 +136,40 @@ pub struct TokenSettings {
     pub certificate: PathBuf,
     /// Certificates of retired signing keys, still accepted until their tokens expire.
     pub previous_certificates: Vec<PathBuf>,
+    /// How a registry token's header names its key (`token.header`).
+    pub header: TokenHeader,
+    /// How long a refresh token (docker's stored identity token) lives at most
+    /// (`token.refresh_lifetime`); never longer than the credential it came from.
+    pub refresh_lifetime: Duration,
+}
+
+/// How a registry token's header names the key that signed it (`token.header`).
+///
+/// distribution 3.x checks an `x5c` chain against its `rootcertbundle` first and fails the
+/// token if the chain is not there, without looking at `kid`; only a token with no `x5c` and an
+/// RFC 7638 `kid` is looked up in its `auth.token.jwks` file. So one header cannot serve both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenHeader {
+    /// `kid` (libtrust) and `x5c` (the certificate chain): distribution 2.8, 3.x with
+    /// `rootcertbundle`, Zot.
+    #[default]
+    X5c,
+    /// `kid` = the RFC 7638 thumbprint `/jwt/jwks.json` publishes, no `x5c`: distribution 3.x
+    /// with only `auth.token.jwks`.
+    Jwks,
+}
+
+impl std::str::FromStr for TokenHeader {
+    type Err = String;
+    fn from_str(text: &str) -> Result<TokenHeader, String> {
+        match text {
+            "x5c" => Ok(TokenHeader::X5c),
+            "jwks" => Ok(TokenHeader::Jwks),
+            other => Err(format!(
+                "{other:?} is not a header mode: x5c (the default: the certificate in the header, for distribution 2.8, 3.x with rootcertbundle, and Zot) or jwks (an RFC 7638 kid and no certificate, for distribution 3.x trusting only its auth.token.jwks file)"
+            )),
+        }
+    }
 }
 
 /// Push grace settings (on by default).

@@ -8,8 +8,8 @@ use time::{macros::format_description, Date, OffsetDateTime, PrimitiveDateTime, 
 
 use super::file::GatewayFile;
 use super::{
-    parse_duration, Config, LogFormat, Problem, PublicUrl, ServerSettings, TlsFiles, TokenSettings,
-    UpstreamSettings,
+    parse_duration, Config, LogFormat, Problem, PublicUrl, ServerSettings, TlsFiles, TokenHeader,
+    TokenSettings, UpstreamSettings,
 };
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +30,10 @@ const DEFAULT_UPSTREAM_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_MIN_BODY_RATE: u64 = 1024;
 const DEFAULT_BODY_RATE_WINDOW: Duration = Duration::from_secs(30);
 const DEFAULT_TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// `token.refresh_lifetime` bounds: an hour at least (docker refreshes with it all day), 400
+/// days at most (the longest GitLab lets any token live).
+const MIN_REFRESH_LIFETIME: Duration = Duration::from_secs(3600);
+const MAX_REFRESH_LIFETIME: Duration = Duration::from_secs(400 * 86_400);
 /// More threads than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
 
@@ -103,6 +107,28 @@ pub(super) fn validate(
     {
         c.problems
             .push(Problem::new("token.expiry", "must be longer than 0s"));
+    }
+    let header = match raw.token.header.as_deref() {
+        None => TokenHeader::default(),
+        Some(text) => c
+            .check("token.header", text.trim().parse())
+            .unwrap_or_default(),
+    };
+    let refresh_lifetime = c.duration(
+        "token.refresh_lifetime",
+        raw.token.refresh_lifetime.as_deref(),
+        crate::auth::credentials::REFRESH_TTL,
+    );
+    if c.problems.iter().all(|p| p.key != "token.refresh_lifetime")
+        && !(MIN_REFRESH_LIFETIME..=MAX_REFRESH_LIFETIME).contains(&refresh_lifetime)
+    {
+        c.problems.push(Problem::new(
+            "token.refresh_lifetime",
+            format!(
+                "must be between 1h and 400d (GitLab's longest token lifetime), not {}s",
+                refresh_lifetime.as_secs()
+            ),
+        ));
     }
     for (key, value) in [
         ("token.issuer", &raw.token.issuer),
@@ -334,6 +360,8 @@ pub(super) fn validate(
                 .iter()
                 .map(|p| resolve(p))
                 .collect(),
+            header,
+            refresh_lifetime,
         },
         server: ServerSettings {
             header_read_timeout,
@@ -559,6 +587,49 @@ projects:
         assert!(parse_listen("nowhere")
             .unwrap_err()
             .contains("0.0.0.0:4567"));
+    }
+
+    #[test]
+    fn the_token_header_mode_and_the_refresh_lifetime_are_checked() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.token.header, TokenHeader::X5c);
+        assert_eq!(
+            config.token.refresh_lifetime,
+            Duration::from_secs(90 * 86_400)
+        );
+        let with = |keys: &str| {
+            MINIMAL.replace(
+                "certificate: token.crt",
+                &format!("certificate: token.crt, {keys}"),
+            )
+        };
+        let config = load(&with("header: jwks, refresh_lifetime: 7d")).unwrap();
+        assert_eq!(config.token.header, TokenHeader::Jwks);
+        assert_eq!(
+            config.token.refresh_lifetime,
+            Duration::from_secs(7 * 86_400)
+        );
+        for (keys, problem) in [
+            ("header: jwk", "token.header: \"jwk\" is not a header mode"),
+            (
+                "refresh_lifetime: \"90\"",
+                "token.refresh_lifetime: invalid duration",
+            ),
+            (
+                "refresh_lifetime: 10m",
+                "token.refresh_lifetime: must be between 1h and 400d",
+            ),
+            (
+                "refresh_lifetime: 401d",
+                "token.refresh_lifetime: must be between 1h and 400d",
+            ),
+        ] {
+            let found = problems(&with(keys));
+            assert!(
+                found.iter().any(|p| p.starts_with(problem)),
+                "{keys}: {found:#?}"
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! - requests already streaming are never cut: tokens are only checked when headers arrive.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use http::Method;
 
@@ -92,7 +92,7 @@ impl PushGrace {
             _ => return Verdict::Refuse,
         };
         let age = now.duration_since(started);
-        let lifetime = Duration::from_secs(claims.exp.saturating_sub(claims.iat));
+        let lifetime = claims.lifetime();
         let expired_ago = unix_now().saturating_sub(claims.exp);
 
         let refused_because = if !self.settings.enabled {
@@ -179,7 +179,7 @@ impl PushGrace {
         match (method, &need.upload, status) {
             (&Method::POST, None, 202) => {
                 if let Some(uuid) = header("docker-upload-uuid") {
-                    let lifetime = Duration::from_secs(claims.exp.saturating_sub(claims.iat));
+                    let lifetime = claims.lifetime();
                     self.uploads.started(
                         uuid,
                         repository.clone(),

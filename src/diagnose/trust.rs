@@ -181,7 +181,7 @@ pub fn causes(
     }
     if causes.is_empty() {
         causes.push(format!(
-            "the registry does not trust the gateway's signing key or issuer: its auth.token.rootcertbundle must be the gateway's certificate (token.certificate; `portcullis init` prints the block) and its auth.token.issuer must be {issuer:?}; tokens carry the certificate in x5c, which distribution 2.8 and 3.x both accept, and distribution 3.x can also take the keys from public_url/jwt/jwks.json saved as its auth.token.jwks file"
+            "the registry does not trust the gateway's signing key or issuer: its auth.token.rootcertbundle must be the gateway's certificate (token.certificate; `portcullis init` prints the block) and its auth.token.issuer must be {issuer:?}; with token.header: x5c (the default) tokens carry the certificate, which distribution 2.8, 3.x and Zot (its http.auth.bearer.cert) check against that certificate; a distribution 3.x given only an auth.token.jwks file (a local copy of public_url/jwt/jwks.json, which it does not fetch) refuses x5c tokens and needs token.header: jwks"
         ));
     }
     causes

@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use std::time::Instant;
 
-use self::access::Need;
+use self::access::{Need, Route};
 use self::forward::{strip_hop_by_hop, Upstream, UpstreamError};
 use crate::auth::scope::{Action, Resource};
 use crate::auth::token::{Claims, Tokens, VerifyError};
@@ -42,7 +42,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::server::ClientAddr;
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::{metrics, Diagnosis};
-use crate::telemetry::{RequestUser, RouteLabel};
+use crate::telemetry::{RefusalReason, RequestUser, RouteLabel};
 
 /// The message of a delete refused because the token was issued without `delete`: GitLab's
 /// rule, in the words docker and skopeo print after `unauthorized: `.
@@ -68,6 +68,8 @@ pub struct Proxy {
     audit: Audit,
     /// Protected and immutable tags (see [`protect`]); `None`: no rules anywhere.
     tag_guard: Option<protect::TagGuard>,
+    /// Tags clients resolved to digests, for the audit log's `pull` records.
+    pull_tags: record::PullTags,
 }
 
 /// A request refused before it reached the registry, and why (for metrics and the audit log).
@@ -104,6 +106,7 @@ impl Proxy {
             issuer: tokens_issuer,
             audit,
             tag_guard: None,
+            pull_tags: record::PullTags::default(),
         })
     }
 
@@ -134,9 +137,14 @@ impl Proxy {
         {
             Ok(authorized) => authorized,
             Err(refusal) => {
-                metrics().auth_failure(refusal.reason);
-                exchange.refused(&self.audit, refusal.reason, refusal.user.as_deref());
-                return (*refusal.error).into_response();
+                if refusal.reason == "missing_token" && exchange.need.route == Route::Base {
+                    // Every docker/podman command starts so: the protocol, not a refusal.
+                    metrics().challenge();
+                } else {
+                    metrics().auth_failure(refusal.reason);
+                    exchange.refused(&self.audit, refusal.reason, refusal.user.as_deref());
+                }
+                return refused_response(*refusal.error, refusal.reason, refusal.user);
             }
         };
         let need = &exchange.need;
@@ -145,7 +153,7 @@ impl Proxy {
                 protect::check(guard, &self.upstream, &self.tokens, &method, need, &claims).await;
             if let Err((error, reason)) = checked {
                 exchange.refused(&self.audit, reason, Some(&claims.sub));
-                return error.into_response();
+                return refused_response(error, reason, Some(claims.sub.clone()));
             }
         }
         let mut upstream_request = self.upstream_request(request, need.target.clone());
@@ -173,6 +181,7 @@ impl Proxy {
                     response.headers(),
                     finished,
                     &self.grace,
+                    &self.pull_tags,
                 );
                 self.downstream_response(response)
             }
@@ -476,6 +485,17 @@ impl Proxy {
         };
         ApiError::new(status, code, message).into_response()
     }
+}
+
+/// A refusal's answer, carrying for the access line who was refused (when the token could be
+/// read) and why.
+fn refused_response(error: ApiError, reason: &'static str, user: Option<String>) -> Response<Body> {
+    let mut response = error.into_response();
+    if let Some(user) = user {
+        response.extensions_mut().insert(RequestUser(user));
+    }
+    response.extensions_mut().insert(RefusalReason(reason));
+    response
 }
 
 /// The token of `Bearer <token>`, if that is what the header holds.

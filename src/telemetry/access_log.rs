@@ -1,5 +1,6 @@
 //! A tower layer that logs one line per request when its response head is ready:
-//! client, method, path (never the query), status, duration, user; and counts it in the
+//! client, method, path (never the query), status, duration, user, and the reason of a
+//! refusal; and counts it in the
 //! request metrics.
 
 use std::future::Future;
@@ -13,7 +14,7 @@ use tower::{Layer, Service};
 
 use super::line::{self, AccessLine};
 use super::metrics::metrics;
-use super::{RequestUser, RouteLabel};
+use super::{RefusalReason, RequestUser, RouteLabel};
 use crate::server::ClientAddr;
 
 /// Adds [`AccessLog`] around a service.
@@ -73,6 +74,7 @@ where
                     .get::<RequestUser>()
                     .map(|u| u.0.as_str())
                     .unwrap_or("");
+                let reason = response.extensions().get::<RefusalReason>().map(|r| r.0);
                 line::log(&AccessLine {
                     client,
                     method: method.as_str(),
@@ -81,6 +83,7 @@ where
                     status: response.status().as_u16(),
                     elapsed,
                     user,
+                    reason,
                 });
             }
             result

@@ -48,6 +48,8 @@ pub struct AccessLine<'a> {
     pub status: u16,
     pub elapsed: Duration,
     pub user: &'a str,
+    /// Why the gateway refused the request (absent when it did not).
+    pub reason: Option<&'a str>,
 }
 
 /// Log one request: directly when [`install`] was called, through tracing otherwise.
@@ -83,8 +85,9 @@ fn log_with_tracing(line: &AccessLine<'_>) {
         path = %line.path,
         version = ?line.version,
         status = line.status,
-        duration_ms = %Millis(line.elapsed),
+        duration_ms = Millis(line.elapsed).as_f64(),
         user = line.user,
+        reason = line.reason,
         "request"
     );
 }
@@ -104,6 +107,11 @@ impl AccessLine<'_> {
             Millis(self.elapsed),
             self.user,
         );
+        if let Some(reason) = self.reason {
+            // Before the newline: the line stays one line.
+            out.pop();
+            let _ = writeln!(out, " reason={reason:?}");
+        }
     }
 
     /// tracing-subscriber's JSON format with `flatten_event(true)`; strings that come from the
@@ -119,12 +127,16 @@ impl AccessLine<'_> {
         let _ = serde_json::to_writer(&mut *out, self.path);
         let _ = write!(
             out,
-            ",\"version\":\"{:?}\",\"status\":{},\"duration_ms\":\"{}\",\"user\":",
+            ",\"version\":\"{:?}\",\"status\":{},\"duration_ms\":{},\"user\":",
             self.version,
             self.status,
             Millis(self.elapsed)
         );
         let _ = serde_json::to_writer(&mut *out, self.user);
+        if let Some(reason) = self.reason {
+            out.extend_from_slice(b",\"reason\":");
+            let _ = serde_json::to_writer(&mut *out, reason);
+        }
         out.extend_from_slice(b",\"target\":\"portcullis::access\"}\n");
     }
 }
@@ -200,8 +212,16 @@ impl std::fmt::Display for Client {
     }
 }
 
-/// A duration in milliseconds with three decimals (whole microseconds).
+/// A duration in milliseconds with three decimals (whole microseconds): in JSON a number,
+/// so `duration_ms > 500` works in a log query.
 struct Millis(Duration);
+
+impl Millis {
+    /// The same value for tracing's fallback event (recorded as a number).
+    fn as_f64(&self) -> f64 {
+        self.0.as_micros() as f64 / 1000.0
+    }
+}
 
 impl std::fmt::Display for Millis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,6 +243,7 @@ mod tests {
             status: 200,
             elapsed: Duration::from_micros(1234),
             user,
+            reason: None,
         }
     }
 
@@ -254,6 +275,29 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_names_its_reason_in_text_and_json() {
+        let mut refused = line("/v2/a/b/blobs/uploads/", "alice");
+        refused.status = 401;
+        refused.reason = Some("insufficient_scope");
+        let mut clock = Clock::default();
+        let mut text = Vec::new();
+        refused.text(&mut text, clock.timestamp(UNIX_EPOCH));
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.ends_with(
+                " status=401 duration_ms=1.234 user=\"alice\" reason=\"insufficient_scope\"\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1);
+        let mut json = Vec::new();
+        refused.json(&mut json, clock.timestamp(UNIX_EPOCH));
+        let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(parsed["reason"], "insufficient_scope");
+        assert_eq!(parsed["user"], "alice");
+    }
+
+    #[test]
     fn the_json_line_parses_and_escapes_what_it_must() {
         let mut out = Vec::new();
         let mut clock = Clock::default();
@@ -265,7 +309,11 @@ mod tests {
         assert_eq!(parsed["path"], "/v2/a\"b\\c");
         assert_eq!(parsed["user"], "al\nice");
         assert_eq!(parsed["status"], 200);
-        assert_eq!(parsed["duration_ms"], "1.234");
+        assert_eq!(parsed["duration_ms"], 1.234);
+        assert!(
+            parsed.get("reason").is_none(),
+            "no reason on a request not refused"
+        );
         assert_eq!(parsed["version"], "HTTP/1.1");
         assert_eq!(parsed["client"], "127.0.0.1:36744");
     }

@@ -74,7 +74,61 @@ pub enum Diagnosis {
     ClockSkew,
 }
 
+const HELP_REQUESTS: &str = "Requests answered, by route, method and status";
+const HELP_TOKENS_ISSUED: &str = "Registry tokens issued, by credential kind and signing algorithm";
+const HELP_CERTIFICATE_EXPIRY: &str =
+    "When the TLS certificate (tls) and the token-signing certificate (token) expire, Unix seconds";
+
+/// The families whose label sets are open (a status, a credential and algorithm, a
+/// certificate that may not be configured): until their first series exists the encoder
+/// would leave them out, so [`Metrics::render`] describes them itself.
+const OPEN_FAMILIES: [(&str, &str, &str); 3] = [
+    ("portcullis_http_requests", "counter", HELP_REQUESTS),
+    ("portcullis_tokens_issued", "counter", HELP_TOKENS_ISSUED),
+    (
+        "portcullis_certificate_expiry_timestamp_seconds",
+        "gauge",
+        HELP_CERTIFICATE_EXPIRY,
+    ),
+];
+
+/// Every route label (see `RouteLabel`): the duration histogram has each at zero.
+const ROUTES: [&str; 8] = [
+    "token", "ping", "manifest", "blob", "upload", "tags", "catalog", "other",
+];
+
+/// Every `portcullis_auth_failures_total` reason, created at zero at start-up.
+const AUTH_FAILURE_REASONS: [&str; 18] = [
+    "unknown_user",
+    "wrong_secret",
+    "token_expired",
+    "token_revoked",
+    "insufficient_scope",
+    "user_blocked",
+    "user_locked",
+    "password_needs_token",
+    "protected_repository",
+    "anonymous_denied",
+    "banned",
+    "too_many_attempts",
+    "username_too_long",
+    "malformed_authorization",
+    "missing_authorization",
+    "missing_token",
+    "invalid_token",
+    "expired_token",
+];
+
 impl Diagnosis {
+    const ALL: [Diagnosis; 6] = [
+        Diagnosis::StrippedTokenEndpoint,
+        Diagnosis::StrippedV2,
+        Diagnosis::ExpiredMidPush,
+        Diagnosis::UpstreamDistrust,
+        Diagnosis::InternalLocation,
+        Diagnosis::ClockSkew,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Diagnosis::StrippedTokenEndpoint => "stripped_token_endpoint",
@@ -99,6 +153,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     tokens_issued: Family<TokenLabels, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
+    challenges: Counter,
     password_hashes: Family<KindLabel, Counter>,
     connections_open: Gauge,
     upload_sessions_open: Gauge,
@@ -128,6 +183,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             tokens_issued: Family::default(),
             auth_failures: Family::default(),
+            challenges: Counter::default(),
             password_hashes: Family::default(),
             connections_open: Gauge::default(),
             upload_sessions_open: Gauge::default(),
@@ -139,11 +195,7 @@ impl Metrics {
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the registry.
-        registry.register(
-            "http_requests",
-            "Requests answered, by route, method and status",
-            m.requests.clone(),
-        );
+        registry.register("http_requests", HELP_REQUESTS, m.requests.clone());
         registry.register(
             "http_request_duration_seconds",
             "Time from the request head to the response head, by route",
@@ -159,15 +211,16 @@ impl Metrics {
             "Registry requests that failed: connect, timeout, reset",
             m.upstream_errors.clone(),
         );
-        registry.register(
-            "tokens_issued",
-            "Registry tokens issued, by credential kind and signing algorithm",
-            m.tokens_issued.clone(),
-        );
+        registry.register("tokens_issued", HELP_TOKENS_ISSUED, m.tokens_issued.clone());
         registry.register(
             "auth_failures",
             "Refused logins and tokens, by reason",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "challenges",
+            "Anonymous version checks (the API base) answered with the 401 Bearer challenge: how every docker/podman command starts, not a refusal",
+            m.challenges.clone(),
         );
         registry.register(
             "password_hashes",
@@ -201,7 +254,7 @@ impl Metrics {
         );
         registry.register(
             "certificate_expiry_timestamp_seconds",
-            "When the TLS certificate (tls) and the token-signing certificate (token) expire, Unix seconds",
+            HELP_CERTIFICATE_EXPIRY,
             m.certificate_expiry.clone(),
         );
         registry.register(
@@ -219,6 +272,7 @@ impl Metrics {
                 direction: "received",
             })
             .clone();
+        m.zero_series();
         Metrics {
             registry,
             bytes_sent: sent,
@@ -227,11 +281,38 @@ impl Metrics {
         }
     }
 
+    /// Create the series of every closed label set at zero, so an alert on
+    /// `rate(portcullis_auth_failures_total{reason="banned"}[5m])` has a series to read before
+    /// the first such event (an absent series is not a zero rate).
+    fn zero_series(&self) {
+        for route in ROUTES {
+            let _ = self.request_duration.get_or_create(&RouteLabel { route });
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            let _ = self.auth_failures.get_or_create(&ReasonLabel { reason });
+        }
+        for kind in ["connect", "timeout", "reset"] {
+            let _ = self.upstream_errors.get_or_create(&KindLabel { kind });
+        }
+        for kind in ["stored", "dummy"] {
+            let _ = self.password_hashes.get_or_create(&KindLabel { kind });
+        }
+        for kind in Diagnosis::ALL {
+            let _ = self
+                .diagnostics
+                .get_or_create(&KindLabel { kind: kind.label() });
+        }
+        for result in ["success", "failure"] {
+            let _ = self.config_reloads.get_or_create(&ResultLabel { result });
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        describe_open_families(&mut text);
         text
     }
 
@@ -277,6 +358,12 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// An anonymous `GET /v2/` was answered with the Bearer challenge: the protocol's first
+    /// step, counted apart from refusals so `auth_failures` stays a signal.
+    pub fn challenge(&self) {
+        self.challenges.inc();
     }
 
     /// One slow hash verification ran; `kind` is `stored` or `dummy`.
@@ -328,6 +415,23 @@ impl Metrics {
     }
 }
 
+/// Add `# HELP` and `# TYPE` for each of [`OPEN_FAMILIES`] that has no series yet, before the
+/// closing `# EOF`: a dashboard or an alert finds every family from start-up.
+fn describe_open_families(text: &mut String) {
+    use std::fmt::Write as _;
+    let mut missing = String::new();
+    for (name, kind, help) in OPEN_FAMILIES {
+        if !text.contains(&format!("# HELP {name} ")) {
+            let _ = write!(missing, "# HELP {name} {help}.\n# TYPE {name} {kind}\n");
+        }
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let at = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(at, &missing);
+}
+
 /// The method as a bounded label: the registry API's methods, anything else is `other`.
 fn method_label(method: &http::Method) -> &'static str {
     match *method {
@@ -345,6 +449,28 @@ fn method_label(method: &http::Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_without_series_are_described_once_before_eof() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for (name, kind, _) in OPEN_FAMILIES {
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{text}"
+            );
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
+        }
+        m.token_issued("password", "ES256");
+        let text = m.render();
+        assert_eq!(
+            text.matches("# HELP portcullis_tokens_issued ").count(),
+            1,
+            "{text}"
+        );
+    }
 
     #[test]
     fn families_render_with_their_prefix_and_suffix() {

@@ -20,6 +20,11 @@ use crate::config::LogFormat;
 #[derive(Debug, Clone)]
 pub struct RequestUser(pub String);
 
+/// Why the gateway refused a request (`insufficient_scope`, `invalid_token`, ...), attached to
+/// the refusal for the access log: the same words as the audit log and the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalReason(pub &'static str);
+
 /// The route of a request as a bounded metrics label (`token`, `ping`, `manifest`, `blob`,
 /// `upload`, `tags`, `catalog`), attached to the response by the handler; absent = `other`.
 #[derive(Debug, Clone, Copy)]
