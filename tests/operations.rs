@@ -647,10 +647,19 @@ fn thread_names(pid: u32) -> Vec<String> {
 #[test]
 fn connections_are_served_on_server_workers_threads_and_all_answered() {
     let (stack, ops) = ops_stack("server: { workers: 3 }\n", RegistryAuth::TrustsGateway);
-    let workers: Vec<String> = thread_names(stack.gateway.pid())
-        .into_iter()
-        .filter(|name| name.starts_with("worker-"))
-        .collect();
+    // The listener answers before the worker threads have all named themselves (a busy
+    // machine shows it): look until they have, for a while.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let workers = loop {
+        let workers: Vec<String> = thread_names(stack.gateway.pid())
+            .into_iter()
+            .filter(|name| name.starts_with("worker-"))
+            .collect();
+        if workers.len() >= 3 || Instant::now() > deadline {
+            break workers;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(workers, ["worker-0", "worker-1", "worker-2"]);
 
     // Eight keep-alive connections at once, two requests each: every one answered, every one
