@@ -1,9 +1,37 @@
 # Shared by scripts/demo and bench/*: start a registry that trusts only the gateway's tokens and
 # the gateway in front of it, on free loopback ports, in a temporary folder torn down on exit.
 # Source it, then call `stack_up`. Sets: work, bin, public, host, token, registry_pid, gateway_pid.
+# With STACK_TLS_HOST=ADDRESS set, the gateway listens on ADDRESS and terminates TLS with a
+# certificate `portcullis init --tls-host` made (its CA: $work/ca.crt); public is https then.
 
 pids=()
-stack_cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# Commands run at cleanup before the processes are stopped (undo what they set up).
+cleanup_hooks=()
+
+# stop_pid PID [SECONDS]: SIGTERM, wait up to SECONDS (default 20) for it to exit, then SIGKILL.
+stop_pid() {
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for ((i = 0; i < ${2:-20} * 10; i++)); do
+    kill -0 "$p" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$p" 2>/dev/null; then
+    echo "pid $p did not stop on SIGTERM: SIGKILL" >&2
+    kill -KILL "$p" 2>/dev/null || true
+  fi
+  wait "$p" 2>/dev/null || true
+}
+
+# Undo the hooks, stop every process in `pids` by pid (the last started first), gracefully,
+# and remove the work folder.
+stack_cleanup() {
+  local i
+  for ((i = ${#cleanup_hooks[@]} - 1; i >= 0; i--)); do eval "${cleanup_hooks[i]}" || true; done
+  cleanup_hooks=()
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[i]}"; done
+  rm -rf "$work"
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # registry_yml FILE PORT BUNDLE: a registry config for 127.0.0.1:PORT, its storage next to FILE,
@@ -31,14 +59,24 @@ stack_up() {
   trap stack_cleanup EXIT
   local registry_port gateway_port sha
   registry_port=$(free_port); gateway_port=$(free_port)
-  host="127.0.0.1:$gateway_port"
-  public="http://$host"
-  "$bin" init --dir "$work" --upstream "http://127.0.0.1:$registry_port" --public-url "$public" > "$work/init.txt"
+  local tls=""
+  if [ -n "${STACK_TLS_HOST:-}" ]; then
+    host="$STACK_TLS_HOST:$gateway_port"
+    public="https://$host"
+    "$bin" init --dir "$work" --upstream "http://127.0.0.1:$registry_port" --public-url "$public" \
+      --tls-host "$STACK_TLS_HOST,localhost,127.0.0.1" > "$work/init.txt"
+    tls="tls: { cert: tls.crt, key: tls.key }"
+  else
+    host="127.0.0.1:$gateway_port"
+    public="http://$host"
+    "$bin" init --dir "$work" --upstream "http://127.0.0.1:$registry_port" --public-url "$public" > "$work/init.txt"
+  fi
   read -r _ token < <("$bin" token generate | grep '^token:')
   sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
   cat > "$work/gateway.yaml" <<YAML
 listen: "$host"
 public_url: "$public"
+$tls
 upstream: { url: "http://127.0.0.1:$registry_port" }
 token: { issuer: portcullis, service: container_registry, expiry: 5m, signing_key: token.key, certificate: token.crt }
 users:
@@ -53,8 +91,10 @@ YAML
   registry_yml "$work/registry.yml" "$registry_port" "$work/token.crt"
   docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 & registry_pid=$!; pids+=("$registry_pid")
   "$bin" serve --config "$work/gateway.yaml" > "$work/gateway.log" 2>&1 & gateway_pid=$!; pids+=("$gateway_pid")
+  local curl_ca=()
+  [ -z "$tls" ] || curl_ca=(--cacert "$work/ca.crt")
   for _ in $(seq 100); do
-    curl -s -o /dev/null "$public/v2/" && curl -s -o /dev/null "http://127.0.0.1:$registry_port/v2/" && return 0
+    curl -s "${curl_ca[@]}" -o /dev/null "$public/v2/" && curl -s -o /dev/null "http://127.0.0.1:$registry_port/v2/" && return 0
     sleep 0.1
   done
   echo "the stack did not come up" >&2; cat "$work/registry.log" "$work/gateway.log" >&2; return 1
@@ -62,6 +102,8 @@ YAML
 
 # A token for `scope` from the gateway, as alice.
 stack_token() {
-  curl -sf -u "alice:$token" "$public/jwt/auth?service=container_registry&scope=$1" \
+  local curl_ca=()
+  [ ! -f "$work/ca.crt" ] || curl_ca=(--cacert "$work/ca.crt")
+  curl -sf "${curl_ca[@]}" -u "alice:$token" "$public/jwt/auth?service=container_registry&scope=$1" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }

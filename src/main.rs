@@ -53,6 +53,10 @@ enum Command {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// Also write a CA (ca.crt, ca.key) and a TLS certificate for these names and
+        /// addresses (tls.crt, tls.key), and enable tls: in gateway.yaml.
+        #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+        tls_host: Vec<String>,
     },
     /// Mint a CI job token and print CI_REGISTRY, CI_REGISTRY_USER, CI_REGISTRY_PASSWORD,
     /// CI_JOB_TOKEN and CI_REGISTRY_IMAGE as NAME=value lines (for eval).
@@ -169,6 +173,7 @@ fn run(cli: Cli) -> Result<(), String> {
             dir,
             key_type,
             force,
+            tls_host,
         } => {
             let options = commands::init::InitOptions {
                 dir,
@@ -176,6 +181,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 public_url,
                 key_type,
                 force,
+                tls_hosts: tls_host,
             };
             commands::init::init(&options).map(|text| print!("{text}"))
         }

@@ -244,3 +244,92 @@ fn hash_password_reads_stdin_and_refuses_an_empty_password() {
     assert_eq!(code, 1);
     assert!(err.contains("no password"), "{err}");
 }
+
+/// `init` takes origins: a URL without its scheme, or an upstream with a path, is refused at
+/// once, naming the flag (and the fix), before any file is written.
+#[test]
+fn init_refuses_a_public_url_without_scheme_and_an_upstream_with_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cases = [
+        (
+            ["http://127.0.0.1:5000", "registry.example.com:4567"],
+            "--public-url \"registry.example.com:4567\" has no scheme: write https://registry.example.com:4567",
+        ),
+        (
+            ["http://127.0.0.1:5000/v2", "https://registry.example.com:4567"],
+            "--upstream \"http://127.0.0.1:5000/v2\" must not have a path",
+        ),
+        (
+            ["http://127.0.0.1:5000", "https://registry.example.com:4567/gitlab"],
+            "--public-url \"https://registry.example.com:4567/gitlab\" must not have a path",
+        ),
+        (
+            ["127.0.0.1:5000", "https://registry.example.com:4567"],
+            "--upstream \"127.0.0.1:5000\" has no scheme",
+        ),
+    ];
+    for ([upstream, public], expected) in cases {
+        let (code, out, err) = run_cli(
+            &[
+                "init",
+                "--dir",
+                d,
+                "--upstream",
+                upstream,
+                "--public-url",
+                public,
+            ],
+            None,
+        );
+        assert_eq!(code, 1, "{upstream} {public}: {out}{err}");
+        assert!(err.contains(expected), "{upstream} {public}: {err}");
+        assert!(!dir.path().join("gateway.yaml").exists(), "nothing written");
+    }
+}
+
+fn check_config(dir: &std::path::Path, extra: &str) -> (i32, String, String) {
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "init",
+            "--dir",
+            d,
+            "--force",
+            "--upstream",
+            "http://127.0.0.1:5000",
+            "--public-url",
+            "https://registry.example.com:4567",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let config = dir.join("gateway.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(extra);
+    std::fs::write(&config, text).unwrap();
+    run_cli(&["check", "--config", config.to_str().unwrap()], None)
+}
+
+/// An https public_url in front of a plain listener breaks every client ("server gave HTTP
+/// response to HTTPS client"): `check` says so, unless `server.behind_tls_proxy` says TLS ends
+/// in a proxy in front. Both are valid configurations (exit 0).
+#[test]
+fn check_warns_when_public_url_is_https_but_the_listener_is_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = check_config(dir.path(), "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("WARNING: public_url is https://registry.example.com:4567 but listen 0.0.0.0:4567 serves plain HTTP (no tls: section): every client will fail with \"server gave HTTP response to HTTPS client\""),
+        "{out}"
+    );
+    assert!(out.contains("server.behind_tls_proxy: true"), "{out}");
+
+    let (code, out, err) = check_config(dir.path(), "server:\n  behind_tls_proxy: true\n");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("WARNING"), "{out}");
+
+    let (code, out, err) = check_config(dir.path(), "server:\n  behind_tls_proxy: maybe\n");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("server.behind_tls_proxy"), "{err}");
+}

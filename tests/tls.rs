@@ -234,3 +234,192 @@ fn doctor_names_an_untrusted_certificate_and_passes_with_its_ca() {
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().any(|l| l.starts_with("PASS tls")), "{out}");
 }
+
+/// `openssl x509 -text` of a PEM file.
+fn x509_text(path: &Path) -> String {
+    let out = Command::new(require_tool("openssl", "openssl"))
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `init --tls-host` makes what Go's crypto/tls (skopeo, docker, podman) and openssl accept
+/// for a server: a CA, and a leaf it signs with CA:FALSE, the names as SANs, serverAuth, ECDSA
+/// P-256; keys readable by their owner only; the starter config's `tls:` enabled. Served by
+/// the gateway, a client that trusts only `ca.crt` pushes and pulls.
+#[test]
+fn init_tls_host_writes_a_ca_and_a_server_certificate_that_clients_trust_through_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (code, out, err) = support::gateway::run_cli(
+        &[
+            "init",
+            "--dir",
+            keys.to_str().unwrap(),
+            "--upstream",
+            "http://127.0.0.1:5000",
+            "--public-url",
+            "https://localhost:4567",
+            "--tls-host",
+            "localhost,127.0.0.1,registry.example.com",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("docker:          /etc/docker/certs.d/localhost:4567/ca.crt"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--cert-dir") && out.contains("--src-cert-dir"),
+        "{out}"
+    );
+
+    let leaf = x509_text(&keys.join("tls.crt"));
+    for expected in [
+        "CA:FALSE",
+        "DNS:localhost, IP Address:127.0.0.1, DNS:registry.example.com",
+        "TLS Web Server Authentication",
+        "Digital Signature",
+        "id-ecPublicKey",
+        "NIST CURVE: P-256",
+        "Issuer: CN=portcullis CA for localhost",
+    ] {
+        assert!(
+            leaf.replace(" = ", "=")
+                .contains(&expected.replace(" = ", "=")),
+            "leaf lacks {expected:?}:\n{leaf}"
+        );
+    }
+    let ca = x509_text(&keys.join("ca.crt"));
+    assert!(
+        ca.contains("CA:TRUE") && ca.contains("Certificate Sign"),
+        "{ca}"
+    );
+    let verify = Command::new(require_tool("openssl", "openssl"))
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(keys.join("ca.crt"))
+        .args(["-purpose", "sslserver", "-verify_hostname", "localhost"])
+        .arg(keys.join("tls.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for secret in ["ca.key", "tls.key"] {
+        let mode = std::fs::metadata(keys.join(secret))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret}");
+    }
+    let starter = std::fs::read_to_string(keys.join("gateway.yaml")).unwrap();
+    assert!(
+        starter.contains("\ntls: { cert: tls.crt, key: tls.key }"),
+        "{starter}"
+    );
+    let (code, out, err) = support::gateway::run_cli(
+        &[
+            "check",
+            "--config",
+            keys.join("gateway.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(TLS)") && !out.contains("WARNING"), "{out}");
+
+    let stack = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            tls: Some((keys.join("tls.crt"), keys.join("tls.key"))),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(keys.join("ca.crt"), certs.join("ca.crt")).unwrap();
+    let image = support::oci::OciImage::create(dir.path().join("image"), 64 * 1024);
+    let target = format!(
+        "docker://{}/mygroup/myproject/init-tls:v1",
+        stack.gateway.host
+    );
+    let creds = format!("alice:{ALICE_PAT}");
+    let certs = certs.to_str().unwrap();
+    support::oci::skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        &creds,
+        &image.reference(),
+        &target,
+    ]);
+    let pulled = dir.path().join("pulled");
+    support::oci::skopeo(&[
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-creds",
+        &creds,
+        &target,
+        &format!("oci:{}:v1", pulled.display()),
+    ]);
+    image.assert_layer_identical(&pulled);
+}
+
+/// `serve` with an https public_url and no `tls:` logs the same WARN as `check` at start, and
+/// not when `server.behind_tls_proxy: true` says TLS ends in front.
+#[test]
+fn serve_warns_at_start_when_public_url_is_https_but_the_listener_is_plain() {
+    let plain = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            public_url: Some("https://registry.example.com:4567".into()),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    plain.gateway.wait_for_log(
+        "public_url is https://registry.example.com:4567 but listen",
+        1,
+        Duration::from_secs(10),
+    );
+    let line = plain
+        .gateway
+        .log()
+        .lines()
+        .find(|l| l.contains("public_url is https://"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("WARN") && line.contains("server gave HTTP response to HTTPS client"),
+        "{line}"
+    );
+
+    let proxied = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            public_url: Some("https://registry.example.com:4567".into()),
+            extra: "server: { behind_tls_proxy: true }\n".into(),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    assert!(
+        !proxied.gateway.log().contains("public_url is https://"),
+        "{}",
+        proxied.gateway.log()
+    );
+}

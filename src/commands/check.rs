@@ -99,12 +99,33 @@ pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
         config.token.expiry,
         config.directory.users().count(),
         config.directory.projects().len(),
-    ) + &operations(&config, &gateway);
+    ) + &operations(&config, &gateway)
+        + &plain_listener_warning(&config)
+            .map(|w| format!("WARNING: {w}\n"))
+            .unwrap_or_default();
     Ok(Report {
         config,
         summary,
         gateway,
     })
+}
+
+/// An https `public_url` in front of a plain listener, with no word that TLS ends in a proxy
+/// before the gateway: every client would speak TLS to a port answering plain HTTP and fail
+/// with "server gave HTTP response to HTTPS client". `serve` logs the same text at WARN.
+pub fn plain_listener_warning(config: &Config) -> Option<String> {
+    if config.public_url.scheme != "https" || config.tls.is_some() || config.server.behind_tls_proxy
+    {
+        return None;
+    }
+    Some(format!(
+        "public_url is {} but listen {} serves plain HTTP (no tls: section): every client will fail \
+         with \"server gave HTTP response to HTTPS client\". Add tls: {{ cert, key }} \
+         (portcullis init --tls-host NAME writes a pair), or set server.behind_tls_proxy: true \
+         if TLS ends in a proxy in front of portcullis",
+        config.public_url.origin(),
+        config.listen
+    ))
 }
 
 /// The operations lines of the summary, and the registry's `rootcertbundle` during a key

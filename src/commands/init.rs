@@ -1,5 +1,8 @@
 //! `portcullis init`: a token-signing key, its certificate, a starter `gateway.yaml`, and the
-//! registry's `auth: token:` block to paste.
+//! registry's `auth: token:` block to paste; with `--tls-host`, a CA and a server certificate
+//! and the starter config's `tls:` section enabled.
+
+mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,8 @@ pub struct InitOptions {
     pub public_url: String,
     pub key_type: KeyType,
     pub force: bool,
+    /// Names and addresses for a TLS certificate (`--tls-host`); empty = no TLS files.
+    pub tls_hosts: Vec<String>,
 }
 
 /// How long the token certificate is valid. The registry checks it when verifying `x5c`.
@@ -29,11 +34,25 @@ const CERT_VALIDITY_DAYS: i64 = 3650;
 
 /// Write the files and return the text to print.
 pub fn init(options: &InitOptions) -> Result<String, String> {
+    let public_url = origin_flag("--public-url", &options.public_url, "the gateway")?;
+    origin_flag("--upstream", &options.upstream, "the registry")?;
+    let with_tls = !options.tls_hosts.is_empty();
+    if with_tls && public_url.scheme_str() != Some("https") {
+        return Err(format!(
+            "--public-url {:?} is http, but --tls-host makes the gateway speak TLS: write https://",
+            options.public_url
+        ));
+    }
     let key_path = options.dir.join("token.key");
     let cert_path = options.dir.join("token.crt");
     let config_path = options.dir.join("gateway.yaml");
+    let tls_paths = TLS_FILES.map(|name| options.dir.join(name));
+    let mut written = vec![&key_path, &cert_path, &config_path];
+    if with_tls {
+        written.extend(tls_paths.iter());
+    }
     if !options.force {
-        for path in [&key_path, &cert_path, &config_path] {
+        for path in written {
             if path.exists() {
                 return Err(format!(
                     "{} exists; pass --force to replace it",
@@ -57,36 +76,130 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
         .self_signed(&key)
         .map_err(|e| format!("signing the certificate: {e}"))?;
 
+    let material = if with_tls {
+        Some(tls::generate(&options.tls_hosts)?)
+    } else {
+        None
+    };
+
     write_private(&key_path, key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, cert.pem())
-        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
-    let listen_port = options
-        .public_url
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|u| {
-            u.port_u16().or(match u.scheme_str() {
-                Some("http") => Some(80),
-                _ => Some(443),
-            })
-        })
-        .unwrap_or(4567);
-    let config = starter_config(&options.public_url, &options.upstream, listen_port);
-    std::fs::write(&config_path, config)
-        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    write_public(&cert_path, &cert.pem())?;
+    let [ca_cert_path, ca_key_path, tls_cert_path, tls_key_path] = &tls_paths;
+    if let Some(material) = &material {
+        write_public(ca_cert_path, &material.ca_cert)?;
+        write_private(ca_key_path, material.ca_key.as_bytes())?;
+        write_public(tls_cert_path, &material.cert)?;
+        write_private(tls_key_path, material.key.as_bytes())?;
+    }
+    let listen_port = public_url
+        .port_u16()
+        .unwrap_or(match public_url.scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        });
+    let config = starter_config(
+        &options.public_url,
+        &options.upstream,
+        listen_port,
+        with_tls,
+    );
+    write_public(&config_path, &config)?;
 
     let absolute_cert = std::fs::canonicalize(&cert_path).unwrap_or(cert_path.clone());
     let realm = format!("{}/jwt/auth", options.public_url.trim_end_matches('/'));
+    let tls_text = match &material {
+        Some(_) => tls_instructions(
+            public_url
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default(),
+            ca_cert_path,
+            ca_key_path,
+            tls_cert_path,
+            &options.tls_hosts,
+        ),
+        None if public_url.scheme_str() == Some("https") => format!(
+            "\nNo TLS files were made: {config} serves plain HTTP. Give it a tls: section (or run\n\
+             init again with --tls-host NAME), or set server.behind_tls_proxy: true when TLS ends\n\
+             in a proxy in front of portcullis.\n",
+            config = config_path.display()
+        ),
+        None => String::new(),
+    };
     Ok(format!(
         "wrote {key} (signing key, keep it secret), {cert} (its certificate, valid {CERT_VALIDITY_DAYS} days) and {config}\n\n\
          Give the registry this block in its config.yml (copy {cert} to the registry host if it runs elsewhere):\n\n{block}\n\
          Then add users and projects to {config}, check it with `portcullis check --config {config}`,\n\
-         and start the gateway with `portcullis serve --config {config}`.\n",
+         and start the gateway with `portcullis serve --config {config}`.\n{tls_text}",
         key = key_path.display(),
         cert = cert_path.display(),
         config = config_path.display(),
         block = super::registry_auth_block(&realm, "container_registry", "portcullis", &absolute_cert),
     ))
+}
+
+/// The files `--tls-host` writes, in the directory: the CA's certificate (what clients trust)
+/// and key (to sign a new leaf later; keep it secret or delete it), the server pair.
+const TLS_FILES: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
+
+/// `--public-url` / `--upstream` are origins: a scheme, a host, an optional port, nothing after.
+/// Refused here, naming the flag, rather than by `check` later naming a key of the file.
+fn origin_flag(flag: &str, text: &str, what: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| format!("{flag} {text:?} is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        None => {
+            return Err(format!(
+                "{flag} {text:?} has no scheme: write https://{text} (or http:// for plain HTTP)"
+            ))
+        }
+        Some(other) => {
+            return Err(format!(
+                "{flag} {text:?}: the scheme must be https:// or http://, not {other}://"
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{flag} {text:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{flag} {text:?} must not have a path: {what} serves the registry API at /v2/ of its origin (write {}://{})",
+            uri.scheme_str().unwrap_or("https"),
+            uri.authority().map(|a| a.as_str()).unwrap_or_default()
+        ));
+    }
+    Ok(uri)
+}
+
+/// How each client trusts the new CA.
+fn tls_instructions(
+    authority: &str,
+    ca: &Path,
+    ca_key: &Path,
+    cert: &Path,
+    hosts: &[String],
+) -> String {
+    let ca = std::fs::canonicalize(ca).unwrap_or(ca.to_owned());
+    let ca = ca.display();
+    format!(
+        "\nTLS: {cert} (for {hosts}, valid {leaf} days) is signed by the CA {ca} (valid {cav} days);\n\
+         the tls: section of the config uses it. {ca_key} can sign a new certificate: keep it secret\n\
+         (or delete it and run init --force for a new CA). Each client trusts the CA, not the certificate:\n\
+         \x20 docker:          /etc/docker/certs.d/{authority}/ca.crt   (sudo mkdir -p /etc/docker/certs.d/{authority} && sudo cp {ca} $_/ca.crt)\n\
+         \x20 podman, buildah: /etc/containers/certs.d/{authority}/ca.crt, or --cert-dir DIR holding ca.crt\n\
+         \x20 skopeo:          --cert-dir DIR (inspect, login), --src-cert-dir / --dest-cert-dir DIR (copy), DIR holding ca.crt\n\
+         \x20 curl:            --cacert {ca}\n\
+         \x20 portcullis doctor: --ca-file {ca}\n",
+        cert = cert.display(),
+        ca_key = ca_key.display(),
+        hosts = hosts.join(", "),
+        leaf = tls::LEAF_VALIDITY_DAYS,
+        cav = tls::CA_VALIDITY_DAYS,
+    )
 }
 
 /// A new signing key. rcgen generates EC keys itself; RSA keys come from aws-lc-rs (rcgen
@@ -138,12 +251,22 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn starter_config(public_url: &str, upstream: &str, port: u16) -> String {
+/// Write a file others may read (certificates, the config).
+fn write_public(path: &Path, contents: &str) -> Result<(), String> {
+    std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn starter_config(public_url: &str, upstream: &str, port: u16, with_tls: bool) -> String {
+    let tls = if with_tls {
+        "tls: { cert: tls.crt, key: tls.key } # written by init --tls-host, signed by ca.crt"
+    } else {
+        "# tls: { cert: tls.crt, key: tls.key } # terminate TLS here (absent = plain HTTP)"
+    };
     format!(
         r#"# portcullis gateway configuration. Every key is described in the README.
 listen: "0.0.0.0:{port}"
 public_url: "{public_url}"        # clients' address; the token realm is public_url + /jwt/auth
-# tls: {{ cert: tls.crt, key: tls.key }} # terminate TLS here (absent = plain HTTP)
+{tls}
 upstream:
   url: "{upstream}"
 token:

@@ -73,6 +73,9 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         tls = acceptor.is_some(),
         "listening on {addr}"
     );
+    if let Some(warning) = super::check::plain_listener_warning(&config) {
+        tracing::warn!("{warning}");
+    }
     tokio::spawn(watch_config(
         path.to_owned(),
         gateway.clone(),

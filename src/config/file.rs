@@ -174,6 +174,10 @@ pub struct ServerFile {
     pub body_rate_window: Option<String>,
     #[serde(default, deserialize_with = "optional_duration")]
     pub token_request_timeout: Option<String>,
+    /// TLS ends in a proxy in front of the gateway: an https `public_url` over a plain listener
+    /// is then intended, and `check`/`serve` do not warn about it.
+    #[serde(default)]
+    pub behind_tls_proxy: Option<bool>,
 }
 
 /// The operations listener: `/metrics`, `/healthz`, `/readyz`.

@@ -220,6 +220,9 @@ pub struct ServerSettings {
     pub body_rate_window: Duration,
     /// A whole `/jwt/auth` request (its small form included) must be answered within this.
     pub token_request_timeout: Duration,
+    /// TLS is terminated by a proxy in front of the gateway (nginx, a load balancer), so an
+    /// https `public_url` with no `tls:` here is intended rather than a mistake.
+    pub behind_tls_proxy: bool,
 }
 
 /// Where audit records go.

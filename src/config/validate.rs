@@ -377,6 +377,7 @@ pub(super) fn validate(
             min_body_rate,
             body_rate_window,
             token_request_timeout,
+            behind_tls_proxy: raw.server.behind_tls_proxy.unwrap_or(false),
         },
         metrics_listen,
         audit,

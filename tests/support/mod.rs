@@ -105,8 +105,7 @@ pub struct Registry {
 impl Registry {
     /// Stop the registry (the gateway in front of it now finds nothing listening).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::stop_or_fail(&mut self.child, "docker-registry", REGISTRY_STOP);
     }
 
     /// Start it again, same config, same port.
@@ -203,9 +202,11 @@ impl Registry {
     }
 }
 
+/// distribution exits at once on SIGTERM (it has nothing to drain in a test).
+const REGISTRY_STOP: &[(&str, Duration)] = &[("TERM", Duration::from_secs(5))];
+
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::stop_or_fail(&mut self.child, "docker-registry", REGISTRY_STOP);
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{process, require_tool};
 
-/// A running nginx, stopped on drop.
+/// A running nginx, stopped gracefully on drop (SIGQUIT to the master, which lets its workers
+/// finish and exit, then SIGTERM); a worker still running afterwards fails the test.
 pub struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
@@ -57,9 +58,22 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// The master's pid (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::stop_or_fail(
+            &mut self.child,
+            "nginx",
+            &[
+                ("QUIT", Duration::from_secs(10)),
+                ("TERM", Duration::from_secs(5)),
+            ],
+        );
     }
 }
