@@ -507,9 +507,19 @@ fn grants_anything_on(claims: &serde_json::Value, repository: &str) -> bool {
 /// A TLS failure as a sentence and its fix, from rustls's error names.
 fn tls_failure(error: &str, host: &str) -> (String, String) {
     const TRUST: &str = "give the CA that signed it with --ca-file (clients need it too: /etc/docker/certs.d/HOST:PORT/ca.crt for docker, --cert-dir for podman/skopeo)";
+    // openssl's subjectAltName for the host: an address is an IP entry, a name a DNS one.
+    let san = if host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        format!("IP:{}", host.trim_matches(['[', ']']))
+    } else {
+        format!("DNS:{host}")
+    };
     let (what, fix) = if error.contains("CaUsedAsEndEntity") {
         ("the server's certificate is a CA certificate (basicConstraints CA:TRUE, what a plain `openssl req -x509` makes) that is not one of the certificates given with --ca-file: docker, podman, skopeo and buildah accept such a certificate only when it is itself the one they trust".to_owned(),
-         format!("give that very certificate with --ca-file (and to the clients: /etc/docker/certs.d/HOST:PORT/ca.crt for docker, --cert-dir for podman/skopeo), or make a server certificate: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN={host} -addext subjectAltName=DNS:{host} -addext basicConstraints=critical,CA:FALSE -keyout tls.key -out tls.crt"))
+         format!("give that very certificate with --ca-file (and to the clients: /etc/docker/certs.d/HOST:PORT/ca.crt for docker, --cert-dir for podman/skopeo), or make a server certificate: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN={host} -addext subjectAltName={san} -addext basicConstraints=critical,CA:FALSE -keyout tls.key -out tls.crt"))
     } else if error.contains("UnknownIssuer") {
         (
             "the server's certificate is signed by a CA this machine does not trust".to_owned(),
@@ -518,9 +528,7 @@ fn tls_failure(error: &str, host: &str) -> (String, String) {
     } else if error.contains("NotValidForName") {
         (
             format!("the server's certificate is not valid for {host}"),
-            format!(
-                "make a certificate whose subjectAltName names {host} (DNS:{host} or IP:{host})"
-            ),
+            format!("make a certificate whose subjectAltName names {host} ({san})"),
         )
     } else if error.contains("Expired") {
         (
@@ -597,4 +605,21 @@ pub fn render(steps: &[Step], colour: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_failure;
+
+    /// openssl needs `IP:` for an address in subjectAltName (`DNS:127.0.0.1` names no IP).
+    #[test]
+    fn the_certificate_fix_names_an_address_as_an_ip_entry() {
+        let (_, fix) = tls_failure("Other(OtherError(CaUsedAsEndEntity))", "127.0.0.1");
+        assert!(fix.contains("subjectAltName=IP:127.0.0.1 "), "{fix}");
+        let (_, fix) = tls_failure("Other(OtherError(CaUsedAsEndEntity))", "registry.example");
+        assert!(
+            fix.contains("subjectAltName=DNS:registry.example "),
+            "{fix}"
+        );
+    }
 }
