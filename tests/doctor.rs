@@ -212,3 +212,78 @@ fn doctor_refuses_to_send_credentials_over_plain_http_to_another_origin() {
     );
     assert!(registry.saw_basic_credentials(), "{out}");
 }
+
+/// The usual `openssl req -x509` certificate (CA:TRUE, self-signed) on the gateway: docker,
+/// podman, skopeo and buildah (Go) accept it when it is itself the trusted certificate, so
+/// doctor does too; another self-signed certificate as --ca-file is still refused, with the fix.
+#[test]
+fn a_self_signed_ca_certificate_given_as_ca_file_passes_the_tls_step() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = support::self_signed(certs.path(), "tls", "0x51");
+    let (other, _) = support::self_signed(certs.path(), "other", "0x52");
+    let stack = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            tls: Some((cert.clone(), key)),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    assert!(stack.gateway.url.starts_with("https://127.0.0.1:"));
+    let (code, out) = doctor(
+        &stack.gateway.url,
+        ALICE_PAT,
+        &["--ca-file", cert.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("PASS tls       handshake done, certificate trusted"),
+        "{out}"
+    );
+
+    let (code, out) = doctor(
+        &stack.gateway.url,
+        ALICE_PAT,
+        &["--ca-file", other.to_str().unwrap()],
+    );
+    assert_eq!((code, failing_step(&out).as_str()), (1, "tls"), "{out}");
+    assert!(
+        out.contains("is a CA certificate (basicConstraints CA:TRUE")
+            && out.contains("not one of the certificates given with --ca-file")
+            && out.contains("fix: give that very certificate with --ca-file"),
+        "{out}"
+    );
+}
+
+/// A repository no project owns: the token grants nothing on it, and doctor says that either
+/// no project owns it or the user has no role, naming both, and quotes the gateway's log line
+/// (which the gateway does write, naming the nearest path).
+#[test]
+fn doctor_on_a_repository_no_project_owns_names_the_gateways_log_line() {
+    let stack = Stack::start();
+    let repository = "mygroup/myprojekt/doctor";
+    let (code, out) = doctor(&stack.gateway.url, ALICE_PAT, &["--repository", repository]);
+    assert_eq!((code, failing_step(&out).as_str()), (1, "claims"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "the token grants \"alice\" nothing on \"{repository}\": either no project owns \"{repository}\", or \"alice\" has no role on the project that does"
+        )),
+        "{out}"
+    );
+    let quoted = "no project owns this repository, so nothing is granted on it";
+    assert!(
+        out.contains(&format!(
+            "grep it for `{quoted}` with repository=\"{repository}\""
+        )) && out.contains("`nearest` field"),
+        "{out}"
+    );
+    stack
+        .gateway
+        .wait_for_log(quoted, 1, std::time::Duration::from_secs(5));
+    let log = stack.gateway.log();
+    let line = log.lines().find(|l| l.contains(quoted)).unwrap();
+    assert!(
+        line.contains(&format!("repository=\"{repository}\""))
+            && line.contains("nearest=Some(\"mygroup"),
+        "{line}"
+    );
+}

@@ -151,14 +151,17 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
         }
     }
 
-    let client = match Upstream::new(&UpstreamSettings {
+    let settings = UpstreamSettings {
         url: origin.parse().unwrap_or(uri.clone()),
         ca: options.ca.clone(),
         connect_timeout: STEP_TIMEOUT,
         response_timeout: STEP_TIMEOUT,
-    }) {
+    };
+    let client = match super::doctor_tls::client_config(&settings)
+        .and_then(|tls| Upstream::with_tls(&settings, tls).map_err(|e| e.to_string()))
+    {
         Ok(client) => client,
-        Err(e) => return walk.fail("tls", e.to_string(), "check --ca-file"),
+        Err(e) => return walk.fail("tls", e, "check --ca-file"),
     };
     let get = |url: String, authorization: Option<String>| {
         let mut request = Request::get(url);
@@ -375,6 +378,13 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
             return walk.fail("claims", summary, format!("aud {aud:?} is not the registry's service {service:?}: token service and registry disagree on the service name"));
         }
     }
+    if let Some(repository) = repository.filter(|r| !grants_anything_on(&claims, r)) {
+        return walk.fail(
+            "claims",
+            format!("{summary}; the token grants {username:?} nothing on {repository:?}: either no project owns {repository:?}, or {username:?} has no role on the project that does"),
+            format!("behind portcullis, the gateway's log says which: grep it for `{NO_PROJECT_LOG}` with repository={repository:?} (its `nearest` field names the configured path nearest to it: add the project to gateway.yaml's projects or use a path under that one); no such line means the project exists and {username:?} needs a role on it (developer or more to push)"),
+        );
+    }
     if repository.is_some() && !claims["access"].to_string().contains("push") {
         return walk.fail("claims", summary, "the token does not grant push on the repository: check the user's role and the token's scopes");
     }
@@ -479,12 +489,37 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
     walk.steps
 }
 
+/// The start of the gateway's log line for a repository no project owns (src/auth/endpoint.rs),
+/// quoted so operators can grep for it.
+const NO_PROJECT_LOG: &str = "no project owns this repository, so nothing is granted on it";
+
+/// Does the token's `access` claim grant any action on `repository`?
+fn grants_anything_on(claims: &serde_json::Value, repository: &str) -> bool {
+    claims["access"].as_array().is_some_and(|entries| {
+        entries.iter().any(|entry| {
+            entry["type"] == "repository"
+                && entry["name"] == repository
+                && entry["actions"].as_array().is_some_and(|a| !a.is_empty())
+        })
+    })
+}
+
 /// A TLS failure as a sentence and its fix, from rustls's error names.
 fn tls_failure(error: &str, host: &str) -> (String, String) {
     const TRUST: &str = "give the CA that signed it with --ca-file (clients need it too: /etc/docker/certs.d/HOST:PORT/ca.crt for docker, --cert-dir for podman/skopeo)";
+    // openssl's subjectAltName for the host: an address is an IP entry, a name a DNS one.
+    let san = if host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        format!("IP:{}", host.trim_matches(['[', ']']))
+    } else {
+        format!("DNS:{host}")
+    };
     let (what, fix) = if error.contains("CaUsedAsEndEntity") {
-        ("the server's certificate is a CA certificate (basicConstraints CA:TRUE, what a plain `openssl req -x509` makes) used as the server's own".to_owned(),
-         format!("make a server certificate: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN={host} -addext subjectAltName=DNS:{host} -addext basicConstraints=critical,CA:FALSE -keyout tls.key -out tls.crt"))
+        ("the server's certificate is a CA certificate (basicConstraints CA:TRUE, what a plain `openssl req -x509` makes) that is not one of the certificates given with --ca-file: docker, podman, skopeo and buildah accept such a certificate only when it is itself the one they trust".to_owned(),
+         format!("give that very certificate with --ca-file (and to the clients: /etc/docker/certs.d/HOST:PORT/ca.crt for docker, --cert-dir for podman/skopeo), or make a server certificate: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN={host} -addext subjectAltName={san} -addext basicConstraints=critical,CA:FALSE -keyout tls.key -out tls.crt"))
     } else if error.contains("UnknownIssuer") {
         (
             "the server's certificate is signed by a CA this machine does not trust".to_owned(),
@@ -493,9 +528,7 @@ fn tls_failure(error: &str, host: &str) -> (String, String) {
     } else if error.contains("NotValidForName") {
         (
             format!("the server's certificate is not valid for {host}"),
-            format!(
-                "make a certificate whose subjectAltName names {host} (DNS:{host} or IP:{host})"
-            ),
+            format!("make a certificate whose subjectAltName names {host} ({san})"),
         )
     } else if error.contains("Expired") {
         (
@@ -572,4 +605,21 @@ pub fn render(steps: &[Step], colour: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_failure;
+
+    /// openssl needs `IP:` for an address in subjectAltName (`DNS:127.0.0.1` names no IP).
+    #[test]
+    fn the_certificate_fix_names_an_address_as_an_ip_entry() {
+        let (_, fix) = tls_failure("Other(OtherError(CaUsedAsEndEntity))", "127.0.0.1");
+        assert!(fix.contains("subjectAltName=IP:127.0.0.1 "), "{fix}");
+        let (_, fix) = tls_failure("Other(OtherError(CaUsedAsEndEntity))", "registry.example");
+        assert!(
+            fix.contains("subjectAltName=DNS:registry.example "),
+            "{fix}"
+        );
+    }
 }

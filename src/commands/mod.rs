@@ -4,6 +4,7 @@
 pub mod check;
 pub mod ci_token;
 pub mod doctor;
+mod doctor_tls;
 pub mod init;
 pub mod secrets;
 pub mod serve;

@@ -67,6 +67,26 @@ pub enum UpstreamSetupError {
     NotAbsolute(String),
 }
 
+/// The system's roots plus those of `upstream.ca`.
+pub fn trust_roots(
+    settings: &UpstreamSettings,
+) -> Result<rustls::RootCertStore, UpstreamSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &settings.ca {
+        let error = |message: String| UpstreamSetupError::Ca {
+            path: path.display().to_string(),
+            message,
+        };
+        for cert in crate::pem::certificates(path).map_err(error)? {
+            roots.add(cert).map_err(|e| error(e.to_string()))?;
+        }
+    }
+    Ok(roots)
+}
+
 /// The registry behind the gateway.
 #[derive(Clone)]
 pub struct Upstream {
@@ -82,27 +102,22 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamSetupError> {
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(trust_roots(settings)?)
+            .with_no_client_auth();
+        Upstream::with_tls(settings, tls)
+    }
+
+    /// As [`Upstream::new`], with a TLS configuration of the caller's (`doctor` verifies
+    /// certificates as docker's Go clients do).
+    pub fn with_tls(
+        settings: &UpstreamSettings,
+        tls: rustls::ClientConfig,
+    ) -> Result<Upstream, UpstreamSetupError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
-
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(path) = &settings.ca {
-            let error = |message: String| UpstreamSetupError::Ca {
-                path: path.display().to_string(),
-                message,
-            };
-            for cert in crate::pem::certificates(path).map_err(error)? {
-                roots.add(cert).map_err(|e| error(e.to_string()))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
