@@ -21,36 +21,12 @@ command -v valgrind > /dev/null || { echo "bench/callgrind.sh needs valgrind" >&
 results=()
 for bin in "$@"; do
   bin=$(realpath "$bin")
-  work=$(mktemp -d /tmp/portcullis-callgrind.XXXXXX)
-  trap stack_cleanup EXIT
-  registry_port=$(free_port); gateway_port=$(free_port)
-  public="http://127.0.0.1:$gateway_port"
-  "$bin" init --dir "$work" --upstream "http://127.0.0.1:$registry_port" --public-url "$public" > /dev/null
-  read -r _ token < <("$bin" token generate | grep '^token:')
-  sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
-  cat > "$work/gateway.yaml" <<YAML
-listen: "127.0.0.1:$gateway_port"
-public_url: "$public"
-upstream: { url: "http://127.0.0.1:$registry_port" }
-server: { workers: 1 }
-token: { issuer: portcullis, service: container_registry, expiry: 1h, signing_key: token.key, certificate: token.crt }
-users:
-  - username: alice
-    personal_access_tokens:
-      - { name: bench, token_sha256: "$sha", scopes: [read_registry, write_registry] }
-projects:
-  - path: mygroup/myproject
-    visibility: private
-    members: { alice: developer }
-YAML
-  registry_yml "$work/registry.yml" "$registry_port" "$work/token.crt"
-  docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 & pids+=("$!")
-  (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
-    "$bin" serve --config gateway.yaml > "$work/gateway.log" 2>&1) & gateway_pid=$!; pids+=("$gateway_pid")
-  for _ in $(seq 600); do curl -s -o /dev/null "$public/v2/" && break; sleep 0.1; done
+  cg=$(mktemp -d /tmp/portcullis-callgrind.XXXXXX)
+  STACK_WRAPPER=(valgrind --tool=callgrind "--callgrind-out-file=$cg/cg.out")
+  STACK_WAIT=600
+  stack_up
   repo=mygroup/myproject/bench
-  bearer=$(curl -sf -u "alice:$token" "$public/jwt/auth?service=container_registry&scope=repository:$repo:pull,push" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  bearer=$(stack_token "repository:$repo:pull,push")
   # A 1 KiB blob and a manifest naming it, pushed through the gateway.
   blob=$work/blob; head -c 1024 /dev/urandom > "$blob"
   digest=sha256:$(sha256sum "$blob" | cut -d' ' -f1)
@@ -76,11 +52,11 @@ YAML
   fetch "$requests"
   callgrind_control -d "$gateway_pid" > /dev/null 2>&1
   sleep 1
-  total=$(awk '/^summary:/{print $2; exit}' "$work/cg.out.1")
+  total=$(awk '/^summary:/{print $2; exit}' "$cg/cg.out.1")
   # CALLGRIND_KEEP=DIR keeps each binary's profile for callgrind_annotate.
-  [ -z "${CALLGRIND_KEEP:-}" ] || cp "$work/cg.out.1" "$CALLGRIND_KEEP/$(basename "$bin").callgrind"
+  [ -z "${CALLGRIND_KEEP:-}" ] || cp "$cg/cg.out.1" "$CALLGRIND_KEEP/$(basename "$bin").callgrind"
   results+=("$(basename "$bin")|$(awk -v t="$total" -v n="$((requests * 3))" 'BEGIN{printf "%.0f", t / n}')")
-  stack_cleanup; pids=()
+  stack_cleanup; pids=(); rm -rf "$cg"
   trap - EXIT
 done
 echo "| binary | instructions per request (manifest, 1 KiB blob, /v2/ ping; mean of $((requests * 3))) |"

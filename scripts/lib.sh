@@ -3,6 +3,8 @@
 # Source it, then call `stack_up`. Sets: work, bin, public, host, token, registry_pid, gateway_pid.
 # With STACK_TLS_HOST=ADDRESS set, the gateway listens on ADDRESS and terminates TLS with a
 # certificate `portcullis init --tls-host` made (its CA: $work/ca.crt); public is https then.
+# STACK_WRAPPER (an array, e.g. (valgrind --tool=callgrind)) runs the gateway under a command;
+# STACK_WAIT is how many tenths of a second to wait for it (default 100).
 
 pids=()
 # Commands run at cleanup before the processes are stopped (undo what they set up).
@@ -90,10 +92,10 @@ projects:
 YAML
   registry_yml "$work/registry.yml" "$registry_port" "$work/token.crt"
   docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 & registry_pid=$!; pids+=("$registry_pid")
-  "$bin" serve --config "$work/gateway.yaml" > "$work/gateway.log" 2>&1 & gateway_pid=$!; pids+=("$gateway_pid")
+  "${STACK_WRAPPER[@]}" "$bin" serve --config "$work/gateway.yaml" > "$work/gateway.log" 2>&1 & gateway_pid=$!; pids+=("$gateway_pid")
   local curl_ca=()
   [ -z "$tls" ] || curl_ca=(--cacert "$work/ca.crt")
-  for _ in $(seq 100); do
+  for _ in $(seq "${STACK_WAIT:-100}"); do
     curl -s "${curl_ca[@]}" -o /dev/null "$public/v2/" && curl -s -o /dev/null "http://127.0.0.1:$registry_port/v2/" && return 0
     sleep 0.1
   done

@@ -6,24 +6,14 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-use support::free_port;
 use support::gateway::secrets::*;
-use support::gateway::GatewayOptions;
 use support::http::get;
-use support::stack::{RegistryAuth, Stack, StackOptions};
+use support::stack::{RegistryAuth, Stack};
 
 /// A stack with `extra` gateway config and an operations listener; its metrics URL.
 fn stack_with(extra: &str, registry_auth: RegistryAuth) -> (Stack, String) {
-    let port = free_port();
-    let stack = Stack::with(StackOptions {
-        registry_auth,
-        gateway: GatewayOptions {
-            extra: format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}\n{extra}"),
-            ..GatewayOptions::new("")
-        },
-        ..StackOptions::default()
-    });
-    (stack, format!("http://127.0.0.1:{port}/metrics"))
+    let (stack, ops) = Stack::with_ops(extra, registry_auth);
+    (stack, format!("{ops}/metrics"))
 }
 
 fn auth_url(stack: &Stack) -> String {
@@ -32,16 +22,7 @@ fn auth_url(stack: &Stack) -> String {
 
 /// The value of one series (`name{labels}` exactly as exported); 0 when absent.
 fn series(metrics_url: &str, name: &str) -> f64 {
-    let text = get(metrics_url).send().body;
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    support::http::series(&get(metrics_url).send().body, name).unwrap_or(0.0)
 }
 
 const STORED_HASHES: &str = "portcullis_password_hashes_total{kind=\"stored\"}";

@@ -12,34 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::gateway::secrets::*;
 use support::gateway::{run_cli, Gateway, GatewayFiles, GatewayOptions};
-use support::http::{get, jwt_part, request};
+use support::http::{get, jwt_part, request, series};
 use support::oci::{skopeo, OciImage};
+use support::self_signed;
 use support::stack::{RegistryAuth, Stack, StackOptions};
-use support::{free_port, self_signed};
 
 const REPO: &str = "mygroup/myproject/app";
-
-/// A stack whose gateway has an operations listener; its base URL.
-fn ops_stack(extra: &str, registry_auth: RegistryAuth) -> (Stack, String) {
-    let port = free_port();
-    let stack = Stack::with(StackOptions {
-        registry_auth,
-        gateway: GatewayOptions {
-            extra: format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}\n{extra}"),
-            ..GatewayOptions::new("")
-        },
-        ..StackOptions::default()
-    });
-    (stack, format!("http://127.0.0.1:{port}"))
-}
-
-/// The value of one series (`name{labels}` exactly as exported), if present.
-fn series(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
 
 fn push_image(stack: &Stack, dir: &Path, size: usize) -> OciImage {
     let image = OciImage::create(dir.join("image"), size);
@@ -72,7 +50,7 @@ fn refused_login(stack: &Stack) {
 
 #[test]
 fn metrics_move_after_a_push_and_a_refused_login() {
-    let (stack, ops) = ops_stack("", RegistryAuth::TrustsGateway);
+    let (stack, ops) = Stack::with_ops("", RegistryAuth::TrustsGateway);
     let health = get(&format!("{ops}/healthz")).send();
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
 
@@ -134,7 +112,7 @@ fn metrics_move_after_a_push_and_a_refused_login() {
 
 #[test]
 fn readyz_is_503_with_the_reason_while_the_registry_is_down() {
-    let (mut stack, ops) = ops_stack("", RegistryAuth::TrustsGateway);
+    let (mut stack, ops) = Stack::with_ops("", RegistryAuth::TrustsGateway);
     let ready = get(&format!("{ops}/readyz")).send();
     assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
 
@@ -324,7 +302,7 @@ fn assert_drained_and_exited_0(stack: &mut Stack, within: Duration, why: &str) {
 
 #[test]
 fn sigterm_lets_an_upload_under_way_finish_then_exits_0() {
-    let (mut stack, ops) = ops_stack(
+    let (mut stack, ops) = Stack::with_ops(
         "server: { shutdown_grace: 30s }\n",
         RegistryAuth::TrustsGateway,
     );
@@ -646,7 +624,7 @@ fn thread_names(pid: u32) -> Vec<String> {
 
 #[test]
 fn connections_are_served_on_server_workers_threads_and_all_answered() {
-    let (stack, ops) = ops_stack("server: { workers: 3 }\n", RegistryAuth::TrustsGateway);
+    let (stack, ops) = Stack::with_ops("server: { workers: 3 }\n", RegistryAuth::TrustsGateway);
     // The listener answers before the worker threads have all named themselves (a busy
     // machine shows it): look until they have, for a while.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -727,7 +705,7 @@ fn the_repository_gateway_yaml_is_the_annotated_reference_and_passes_check() {
 #[test]
 fn a_full_disk_under_the_audit_log_loses_records_not_requests() {
     // /dev/full: opening succeeds, every write fails with ENOSPC.
-    let (stack, ops) = ops_stack("audit: { path: /dev/full }\n", RegistryAuth::TrustsGateway);
+    let (stack, ops) = Stack::with_ops("audit: { path: /dev/full }\n", RegistryAuth::TrustsGateway);
     for _ in 0..3 {
         stack.token("alice", ALICE_PAT, &[&format!("repository:{REPO}:pull")]);
     }

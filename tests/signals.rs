@@ -8,10 +8,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::free_port;
 use support::gateway::secrets::*;
 use support::gateway::GatewayOptions;
-use support::http::{get, request};
+use support::http::{get, request, series};
 use support::oci::OciImage;
 use support::stack::{RegistryAuth, Stack, StackOptions};
 
@@ -21,26 +20,10 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// A stack with an operations listener, the audit log in `audit.log` and `extra` YAML; the
 /// operations base URL.
 fn stack_with(extra: &str, registry_auth: RegistryAuth) -> (Stack, String) {
-    let port = free_port();
-    let stack = Stack::with(StackOptions {
+    Stack::with_ops(
+        &format!("audit: {{ path: audit.log }}\n{extra}"),
         registry_auth,
-        gateway: GatewayOptions {
-            extra: format!(
-                "metrics: {{ listen: \"127.0.0.1:{port}\" }}\naudit: {{ path: audit.log }}\n{extra}"
-            ),
-            ..GatewayOptions::new("")
-        },
-        ..StackOptions::default()
-    });
-    (stack, format!("http://127.0.0.1:{port}"))
-}
-
-/// The value of one series (`name{labels}` exactly as exported), if present.
-fn series(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
+    )
 }
 
 /// The audit log's records, once one of them contains `until` (or after 10 s).

@@ -184,3 +184,12 @@ pub fn jwt_part(token: &str, index: usize) -> serde_json::Value {
     }
     serde_json::from_slice(&bytes).expect("JWT part is JSON")
 }
+
+/// The value of one series of a Prometheus text page (`name{labels}` exactly as exported),
+/// if present.
+pub fn series(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}

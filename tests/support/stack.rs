@@ -55,6 +55,21 @@ impl Stack {
         Stack::with(StackOptions::default())
     }
 
+    /// A stack whose gateway also has an operations listener (`metrics.listen`: metrics,
+    /// health, readiness) and `extra` YAML; the listener's base URL.
+    pub fn with_ops(extra: &str, registry_auth: RegistryAuth) -> (Stack, String) {
+        let port = super::free_port();
+        let stack = Stack::with(StackOptions {
+            registry_auth,
+            gateway: GatewayOptions {
+                extra: format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}\n{extra}"),
+                ..GatewayOptions::new("")
+            },
+            ..StackOptions::default()
+        });
+        (stack, format!("http://127.0.0.1:{port}"))
+    }
+
     pub fn with(options: StackOptions) -> Stack {
         let files = GatewayFiles::init(options.key_type, "http://127.0.0.1:1");
         let other_keys = (options.registry_auth == RegistryAuth::OtherCertificate)
