@@ -246,7 +246,6 @@ impl Tokens {
         let mut internal_header = Header::new(key.public.algorithm);
         internal_header.kid = Some(key.public.kid.clone());
         let rules = Rules::new(settings, &key.public);
-        let verdicts = Verdicts::new(header_segment(&header, &key));
         let previous = previous
             .into_iter()
             // The current key listed again as a previous one would only shadow nothing.
@@ -262,7 +261,7 @@ impl Tokens {
             internal_header,
             rules,
             previous,
-            verdicts,
+            verdicts: Verdicts::default(),
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),
             expiry: settings.expiry,
@@ -450,16 +449,6 @@ impl Tokens {
         self.verdicts.insert(token, &claims);
         Ok(claims)
     }
-}
-
-/// The first segment of every token signed with `header` and `key`: the verdict cache hashes
-/// only what follows it (see `verdicts`). Empty if signing fails (the cache then hashes
-/// tokens whole).
-fn header_segment(header: &Header, key: &SigningKey) -> String {
-    jsonwebtoken::encode(header, &serde_json::json!({}), key.encoding_key())
-        .ok()
-        .and_then(|token| token.split('.').next().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn verify_error(error: &jsonwebtoken::errors::Error) -> VerifyError {
