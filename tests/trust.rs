@@ -137,17 +137,27 @@ fn a_registry_trusting_another_certificate_is_named() {
     );
 }
 
-/// `faketime -f +10m COMMAND`: the command's clock ten minutes ahead. Debian's `faketime`
-/// (libfaketime, LD_PRELOAD) cannot slow down the registry: Go reads the clock through the
-/// vDSO, not libc. Moving the gateway ahead makes the same skew (the registry minutes behind
-/// the gateway) with the registry untouched.
+/// The gateway with its clock `minutes` ahead, through Debian's libfaketime (LD_PRELOAD). It
+/// cannot slow down the registry: Go reads the clock through the vDSO, not libc. Moving the
+/// gateway ahead makes the same skew (the registry minutes behind the gateway) with the
+/// registry untouched. The library is preloaded into the gateway itself rather than through
+/// the `faketime` wrapper, which forks: stopping the wrapper would leave the gateway running.
 fn ahead(minutes: u32, args: &[&str]) -> std::process::Command {
-    let mut command = std::process::Command::new(support::require_tool("faketime", "faketime"));
+    support::require_tool("faketime", "faketime");
+    let library = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .chain([std::path::PathBuf::from(
+            "/usr/lib/faketime/libfaketime.so.1",
+        )])
+        .find(|path| path.exists())
+        .expect("libfaketime.so.1 (Debian package faketime / libfaketime)");
+    let mut command = std::process::Command::new(support::gateway::binary());
     command
-        .arg("-f")
-        .arg(format!("+{minutes}m"))
-        .arg(support::gateway::binary())
         .args(args)
+        .env("LD_PRELOAD", library)
+        .env("FAKETIME", format!("+{minutes}m"))
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     command
 }
@@ -206,8 +216,11 @@ fn a_registry_minutes_behind_is_named_with_the_skew_and_the_fix() {
         std::thread::sleep(Duration::from_millis(100));
         text = std::fs::read_to_string(&log_path).unwrap_or_default();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    support::process::stop_or_fail(
+        &mut child,
+        "portcullis serve under libfaketime",
+        &[("TERM", Duration::from_secs(10))],
+    );
     let warn = text
         .lines()
         .find(|l| l.contains("clock skew"))
