@@ -182,22 +182,29 @@ impl UpstreamSlots {
 
     /// Keep `held` until the answer's body has been sent or dropped.
     pub fn hold(response: Response<Body>, held: Held) -> Response<Body> {
-        response.map(|body| {
-            Body::new(Holding {
-                inner: body,
-                _held: held,
-            })
-        })
+        response.map(|body| Body::new(Holding::new(body, held)))
     }
 }
 
-/// A body that keeps something alive as long as it is being sent.
-struct Holding<T> {
-    inner: Body,
+/// A body that keeps `held` alive as long as it is being sent (or until it is dropped):
+/// registry slots here, the connection's request count in `server::Connection`.
+pub struct Holding<B, T> {
+    inner: B,
     _held: T,
 }
 
-impl<T: Unpin> http_body::Body for Holding<T> {
+impl<B, T> Holding<B, T> {
+    pub fn new(inner: B, held: T) -> Holding<B, T> {
+        Holding { inner, _held: held }
+    }
+}
+
+impl<B, T> http_body::Body for Holding<B, T>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    T: Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -205,7 +212,9 @@ impl<T: Unpin> http_body::Body for Holding<T> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -278,47 +287,6 @@ impl Drop for Request {
         let now = u64::try_from(self.0.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         state.idle_since.store(now, Ordering::Relaxed);
         state.requests.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that ends its [`Request`] when it has been sent or dropped.
-pub struct Tracked<B> {
-    inner: B,
-    _request: Request,
-}
-
-impl<B> Tracked<B> {
-    pub fn new(inner: B, request: Request) -> Tracked<B> {
-        Tracked {
-            inner,
-            _request: request,
-        }
-    }
-}
-
-impl<B> http_body::Body for Tracked<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|f| f.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

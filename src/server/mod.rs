@@ -36,7 +36,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use self::activity::{Activity, LastActivity};
-use self::limits::{InFlight, Tracked, UpstreamSlots};
+use self::limits::{Holding, InFlight, UpstreamSlots};
 use self::workers::Workers;
 use crate::body::{Body, BoxError};
 use crate::config::ServerSettings;
@@ -310,7 +310,7 @@ impl Connection {
             let answer = service.clone().oneshot(request);
             async move {
                 let response = answer.await?;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, under_way)))
+                Ok::<_, Infallible>(response.map(|body| Holding::new(body, under_way)))
             }
         });
         let last = LastActivity::new();
