@@ -2,6 +2,7 @@
 //!
 //! - [`scope`]: the scope grammar and repository names.
 //! - [`directory`]: users, credentials, projects, roles.
+//! - [`identity`]: identity sources beside gateway.yaml (LDAP, federation, the token store).
 //! - [`credentials`]: turning a Basic `Authorization` header into a [`credentials::Principal`].
 //! - [`password_cache`]: remembering successful password checks, bounded.
 //! - [`brute_force`]: bans after too many failed logins.
@@ -16,6 +17,7 @@ pub mod brute_force;
 pub mod credentials;
 pub mod directory;
 pub mod endpoint;
+pub mod identity;
 pub mod keys;
 pub mod password_cache;
 pub mod policy;
