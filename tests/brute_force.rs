@@ -1,7 +1,7 @@
 //! The brute-force limits as an attacker meets them: simultaneous guesses, junk CI job
 //! tokens, unknown usernames (timing), and absurd usernames (memory).
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! CI job credentials as a job uses them: `eval "$(portcullis ci-token ...)"`, then
 //! `echo "$CI_REGISTRY_PASSWORD" | podman login $CI_REGISTRY -u $CI_REGISTRY_USER --password-stdin`.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

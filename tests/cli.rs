@@ -1,6 +1,6 @@
 //! The command line as an operator uses it: init, check, token generate, hash-password.
 
-mod support;
+use crate::support;
 
 use support::gateway::run_cli;
 

@@ -1,7 +1,7 @@
 //! Every credential of the GitLab registry doc, with GitLab's scopes, roles and refusals,
 //! through real clients against the real registry.
 
-mod support;
+use crate::support;
 
 use support::gateway::secrets::*;
 use support::http::{get, request};

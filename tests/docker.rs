@@ -1,7 +1,7 @@
 //! The docker CLI and daemon exactly as the GitLab registry doc uses them:
 //! `docker login HOST -u USER --password-stdin`, `docker push`, `docker rmi`, `docker pull`.
 
-mod support;
+use crate::support;
 
 use support::process::ImageCli;
 

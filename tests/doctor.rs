@@ -1,7 +1,7 @@
 //! `portcullis doctor`: the client-side walk, against a healthy setup and each broken one; the
 //! failing step it names is the one that is broken.
 
-mod support;
+use crate::support;
 
 use support::gateway::run_cli;
 use support::gateway::secrets::*;

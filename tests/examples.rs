@@ -5,7 +5,7 @@
 //! the nginx file passes `nginx -t` and carries a login and a chunked push; the systemd unit
 //! passes `systemd-analyze verify` and has its sandboxing.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1074,7 +1074,7 @@ fn the_embed_example_serves_the_gateway_inside_its_own_server() {
     let embed = binary().parent().unwrap().join("examples").join("embed");
     assert!(
         embed.exists(),
-        "{} was not built: `cargo test --release` builds it (`--test examples` alone does not; run `cargo build --release --examples` first)",
+        "{} was not built: `cargo test --release` builds it (`--test e2e` alone does not; run `cargo build --release --examples` first)",
         embed.display()
     );
     let stack = Stack::start();

@@ -9,7 +9,7 @@
 //! returns the repository's manifest, blob, tags or catalog entry, writes a tag, starts an
 //! upload, deletes a manifest, mounts a blob out of it) must be refused by the gateway.
 
-mod support;
+use crate::support;
 
 use std::cell::Cell;
 

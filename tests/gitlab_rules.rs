@@ -4,7 +4,7 @@
 //! `lib/gitlab/auth.rb`, `app/controllers/jwt_controller.rb`. The rules are listed in
 //! `docs/gitlab-compatibility.md`.
 
-mod support;
+use crate::support;
 
 use support::gateway::secrets::*;
 use support::http::{get, jwt_part};

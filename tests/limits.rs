@@ -2,7 +2,7 @@
 //! registry connections under an HTTP/2 fan-out, slow heads and bodies, and the requests
 //! hyper or the registry would otherwise answer without the registry's JSON shape.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

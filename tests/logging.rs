@@ -1,6 +1,6 @@
 //! Log lines cannot be forged or made to keep a secret through what a client sends.
 
-mod support;
+use crate::support;
 
 use support::gateway::secrets::*;
 use support::http::{get, request};

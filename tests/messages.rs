@@ -1,7 +1,7 @@
 //! What an operator reads when something is wrong: `portcullis check` and `serve` errors that
 //! name the key to change and the fix, in the words of the YAML file.
 
-mod support;
+use crate::support;
 
 use support::gateway::{run_cli, GatewayFiles};
 

@@ -1,7 +1,7 @@
 //! The OAuth2 form of the token endpoint and refresh tokens, as docker uses them: `docker login`
 //! stores an identity token (never the secret) and every later push refreshes with it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::docker::Dockerd;

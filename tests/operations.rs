@@ -2,7 +2,7 @@
 //! listener (metrics, health, readiness), the audit log, graceful shutdown, certificate hot
 //! reload, signing-key rotation, and the connection limits.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 //! access level, archived projects, the CI job token allowlist, two-factor, locked and
 //! external users. The fixture identities are described in tests/support/gateway.rs.
 
-mod support;
+use crate::support;
 
 use support::docker::Dockerd;
 use support::gateway::run_cli;

@@ -1,7 +1,7 @@
 //! The `/v2/` path as clients see it: the gateway's own token check, the registry's answers
 //! rewritten, what reaches the registry, and failures of the registry itself.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

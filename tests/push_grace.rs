@@ -3,7 +3,7 @@
 //! chunk as clients do (POST, PATCH, PATCH, PUT ?digest=, manifest PUT) against the real
 //! registry, with a 2 s token lifetime and the token expiring between two PATCHes.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Real clients pushing and pulling through the gateway, with the registry trusting only the
 //! gateway's tokens and its own realm pointing nowhere.
 
-mod support;
+use crate::support;
 
 use support::process::ImageCli;
 

@@ -1,7 +1,7 @@
 //! Reloading users, groups, projects and tokens without a restart: on SIGHUP and when the file
 //! changes; a broken file keeps the running configuration.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! line of a refused request, `pull` audit records that keep the tag, and the tokens as the
 //! registries behind the gateway read them (header mode, `iat`, the refresh token's lifetime).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! gateway (public_url is nginx's address, so the realm goes through it too); podman logs in
 //! through it, fails, and the gateway names the cause. A correct nginx raises no alarm.
 
-mod support;
+use crate::support;
 
 use support::gateway::secrets::*;
 use support::gateway::GatewayOptions;

@@ -1,7 +1,7 @@
 //! The test support stops what it started by pid, gracefully, and fails a test that leaves a
 //! process behind: an nginx master killed with SIGKILL left its workers listening for ever.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! TLS termination: a test CA, ALPN h2 and http/1.1 on one port, and plain HTTP sent to the TLS
 //! port answered with a clear error instead of a hang.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `/jwt/auth` as clients see it: status codes, error JSON, challenges, and the token's claims.
 
-mod support;
+use crate::support;
 
 use support::gateway::secrets::*;
 use support::http::{get, jwt_part};

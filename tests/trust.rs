@@ -1,7 +1,7 @@
 //! Does the registry trust the gateway's tokens? `portcullis check --upstream`, the start-up
 //! probe, and the runtime diagnosis when the registry refuses a token the gateway verified.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
