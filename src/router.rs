@@ -147,9 +147,8 @@ impl Gateway {
             .map_err(BuildError::PreviousKey)?;
         let mut tokens = Tokens::new(&config.token, key, previous);
         if let Some(path) = &config.ci_signing_key {
-            tokens = tokens.with_ci_key(
-                crate::auth::ci_key::CiKey::load(path).map_err(BuildError::CiKey)?,
-            );
+            tokens = tokens
+                .with_ci_key(crate::auth::ci_key::CiKey::load(path).map_err(BuildError::CiKey)?);
         }
         let tokens = Arc::new(tokens);
         let mut identities: Vec<Arc<dyn crate::auth::identity::IdentitySource>> = Vec::new();

@@ -45,7 +45,8 @@ impl CiKey {
         if key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
             return Err(KeyError::UnsupportedKey {
                 path: path.to_owned(),
-                message: "ci.signing_key must be an EC P-256 key (portcullis init makes one)".into(),
+                message: "ci.signing_key must be an EC P-256 key (portcullis init makes one)"
+                    .into(),
             });
         }
         let public = key.public_key_raw().to_vec();

@@ -280,7 +280,9 @@ pub enum AuthFailure {
     },
     /// A good ID token that no rule of its federation grants anything: 403. `failed` says
     /// which claim failed in each rule (the log only).
-    #[error("no rule of federation {federation:?} matches the ID token (sub {subject:?}): {failed}")]
+    #[error(
+        "no rule of federation {federation:?} matches the ID token (sub {subject:?}): {failed}"
+    )]
     NoFederationRule {
         federation: String,
         subject: String,

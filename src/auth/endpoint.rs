@@ -314,7 +314,10 @@ impl TokenEndpoint {
             .field("refresh_token", refresh_token.is_some())
             .field("issuer", federated(&principal).map(|f| f.issuer.clone()))
             .field("subject", federated(&principal).map(|f| f.subject.clone()))
-            .field("matched_claims", federated(&principal).map(|f| f.matched.clone()))
+            .field(
+                "matched_claims",
+                federated(&principal).map(|f| f.matched.clone()),
+            )
             .write(&self.audit);
         tracing::debug!(
             user = principal.subject(),

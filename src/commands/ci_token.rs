@@ -10,11 +10,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::auth::ci_key::CiKey;
 use crate::auth::credentials::CI_USERNAME;
 use crate::auth::directory::Role;
 use crate::auth::keys::SigningKey;
 use crate::auth::scope::RepositoryName;
-use crate::auth::ci_key::CiKey;
 use crate::auth::token::{issue_job_token, Purpose, Tokens};
 use crate::config::{parse_duration, Config};
 

@@ -128,7 +128,10 @@ pub(super) fn validate(
         if !valid_name(&f.name) {
             c.problems.push(Problem::new(
                 key("name"),
-                format!("{:?} is not a federation name: 1 to 64 lowercase letters, digits, - and _", f.name),
+                format!(
+                    "{:?} is not a federation name: 1 to 64 lowercase letters, digits, - and _",
+                    f.name
+                ),
             ));
         } else if let Some(first) = names.get(&f.name) {
             c.problems.push(Problem::new(
@@ -150,7 +153,9 @@ pub(super) fn validate(
             if let Some(first) = pairs.get(&pair) {
                 c.problems.push(Problem::new(
                     key("audience"),
-                    format!("{first} already has this issuer and audience: a token would match both"),
+                    format!(
+                        "{first} already has this issuer and audience: a token would match both"
+                    ),
                 ));
             } else {
                 pairs.insert(pair, format!("federation[{i}]"));
@@ -246,12 +251,16 @@ fn validate_rule(
         Ok(_) => {
             c.problems.push(Problem::new(
                 key("grant.path"),
-                format!("{:?} is not a group or project of this file: add it under groups or projects", rule.grant.path),
+                format!(
+                    "{:?} is not a group or project of this file: add it under groups or projects",
+                    rule.grant.path
+                ),
             ));
             None
         }
         Err(e) => {
-            c.problems.push(Problem::new(key("grant.path"), e.to_string()));
+            c.problems
+                .push(Problem::new(key("grant.path"), e.to_string()));
             None
         }
     };

@@ -81,7 +81,9 @@ impl Fetcher {
     }
 
     async fn fetch(&self, url: &str) -> Result<serde_json::Value, FetchError> {
-        let uri: http::Uri = url.parse().map_err(|_| FetchError::NotHttps { url: url.into() })?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| FetchError::NotHttps { url: url.into() })?;
         if uri.scheme_str() != Some("https") {
             return Err(FetchError::NotHttps { url: url.into() });
         }
@@ -127,7 +129,9 @@ impl Fetcher {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     FetchError::TooLarge { url: url.into() }
                 } else {
                     FetchError::Transport {

@@ -110,7 +110,8 @@ impl IssuerKeys {
                     return Ok(key.clone());
                 }
                 if quiet {
-                    return Err(KeyLookup::Unknown);
+                    // Unknown unless the issuer is down (then nobody can tell: 503).
+                    return self.cached(Some(set), kid, now);
                 }
                 // An unknown kid: perhaps the issuer rotated. One refetch, then quiet.
                 self.state().quiet_until = Some(now + REFETCH_INTERVAL);
@@ -163,19 +164,22 @@ impl IssuerKeys {
     }
 
     /// A key of the cached set, while that set has not expired.
-    fn cached(&self, set: Option<&KeySet>, kid: &str, now: Instant) -> Result<Arc<IssuerKey>, KeyLookup> {
+    fn cached(
+        &self,
+        set: Option<&KeySet>,
+        kid: &str,
+        now: Instant,
+    ) -> Result<Arc<IssuerKey>, KeyLookup> {
         let outage = || {
             self.outage()
                 .unwrap_or_else(|| "the issuer's keys were not fetched yet".into())
         };
         match set {
-            Some(set) if now.duration_since(set.fetched) < KEYS_EXPIRE => {
-                match set.keys.get(kid) {
-                    Some(key) => Ok(key.clone()),
-                    None if self.outage().is_some() => Err(KeyLookup::Unavailable(outage())),
-                    None => Err(KeyLookup::Unknown),
-                }
-            }
+            Some(set) if now.duration_since(set.fetched) < KEYS_EXPIRE => match set.keys.get(kid) {
+                Some(key) => Ok(key.clone()),
+                None if self.outage().is_some() => Err(KeyLookup::Unavailable(outage())),
+                None => Err(KeyLookup::Unknown),
+            },
             _ => Err(KeyLookup::Unavailable(outage())),
         }
     }
@@ -212,13 +216,13 @@ impl IssuerKeys {
             }
         };
         let jwks = self.fetcher.json(&jwks_uri).await?;
-        let entries = jwks
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .ok_or_else(|| FetchError::NotJson {
-                url: jwks_uri.clone(),
-                message: "it has no keys list".into(),
-            })?;
+        let entries =
+            jwks.get("keys")
+                .and_then(|k| k.as_array())
+                .ok_or_else(|| FetchError::NotJson {
+                    url: jwks_uri.clone(),
+                    message: "it has no keys list".into(),
+                })?;
         let mut keys = HashMap::new();
         for entry in entries.iter().take(MAX_KEYS) {
             let Ok(jwk) = serde_json::from_value::<Jwk>(entry.clone()) else {

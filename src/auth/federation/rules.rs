@@ -57,7 +57,8 @@ impl ClaimPattern {
 
     /// The claim's value as text, if it is there and matches; `Err` with what it was.
     fn check(&self, claims: &Map<String, Value>) -> Result<String, String> {
-        let value = lookup(claims, &self.claim).ok_or_else(|| format!("{} is absent", self.claim))?;
+        let value =
+            lookup(claims, &self.claim).ok_or_else(|| format!("{} is absent", self.claim))?;
         let texts: Vec<String> = match value {
             Value::Array(items) => items.iter().filter_map(scalar).collect(),
             other => scalar(other).into_iter().collect(),
@@ -207,9 +208,10 @@ mod tests {
         let earned = evaluate(&rules, &claims).unwrap();
         assert_eq!(earned.grants.len(), 3);
         assert!(earned.matched.contains(&"ref=refs/heads/main".to_owned()));
-        let claims: Map<String, Value> =
-            serde_json::from_str(r#"{"repository":"myorg/app","ref":"refs/heads/dev","aud":["x"]}"#)
-                .unwrap();
+        let claims: Map<String, Value> = serde_json::from_str(
+            r#"{"repository":"myorg/app","ref":"refs/heads/dev","aud":["x"]}"#,
+        )
+        .unwrap();
         let miss = evaluate(&rules, &claims).unwrap_err();
         assert_eq!(
             miss.failed[0],

@@ -118,7 +118,11 @@ pub fn peek(token: &str) -> Result<Unverified, IdTokenError> {
         "ES256" => Algorithm::ES256,
         "ES384" => Algorithm::ES384,
         "EdDSA" => Algorithm::EdDSA,
-        other => return Err(IdTokenError::AlgorithmNotAllowed(other.chars().take(32).collect())),
+        other => {
+            return Err(IdTokenError::AlgorithmNotAllowed(
+                other.chars().take(32).collect(),
+            ))
+        }
     };
     let kid = header
         .get("kid")
