@@ -548,10 +548,12 @@ fn a_key_rotated_at_the_issuer_is_picked_up_and_unknown_kids_refetch_at_most_onc
 #[test]
 fn with_the_issuer_down_cached_keys_keep_working_with_one_error_and_readyz_is_unaffected() {
     let mut issuer = issuer();
-    let (stack, ops) = Stack::with_ops(
-        &federation_yaml(&issuer),
-        support::stack::RegistryAuth::TrustsGateway,
+    // A low ban limit: an outage must not count against the clients.
+    let extra = format!(
+        "{}brute_force: {{ max_failures: 3 }}\n",
+        federation_yaml(&issuer)
     );
+    let (stack, ops) = Stack::with_ops(&extra, support::stack::RegistryAuth::TrustsGateway);
     let scope = ["repository:mygroup/myproject/app:pull"];
     let claims = github_claims(
         &issuer.url("github"),
@@ -574,7 +576,8 @@ fn with_the_issuer_down_cached_keys_keep_working_with_one_error_and_readyz_is_un
         );
     }
     // A key the cache lacks cannot be fetched: 503 in the registry's shape, one ERROR.
-    for _ in 0..3 {
+    // More times than brute_force.max_failures: an outage bans nobody.
+    for _ in 0..6 {
         let reply = ask(&stack, &issuer.sign("gh2", &claims), &scope);
         assert_eq!(reply.status, 503, "{}", reply.body);
         assert_eq!(reply.error_code(), "UNAVAILABLE");
@@ -663,4 +666,69 @@ ci: {{ signing_key: "" }}
     ] {
         assert!(err.contains(key), "{key} missing in:\n{err}");
     }
+}
+
+#[test]
+fn an_issuer_that_hangs_or_sends_too_much_is_cut_off() {
+    let mut issuer = Issuer::start();
+    issuer.add_key("b1", Algorithm::RS256);
+    issuer.publish("big", &["b1"]);
+    // A JWKS of 1 MiB: more than the gateway reads.
+    let padding = "x".repeat(1 << 20);
+    issuer.write(
+        "big/jwks",
+        format!("{{\"keys\":[],\"pad\":\"{padding}\"}}").as_bytes(),
+    );
+    // An "issuer" that accepts connections and never answers (not even the TLS handshake).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let slow_url = format!("https://127.0.0.1:{silent_port}/slow");
+    let ca = issuer.ca().display().to_string();
+    let extra = format!(
+        r#"federation:
+  - name: big
+    issuer: "{big}"
+    audience: "{AUDIENCE}"
+    ca: "{ca}"
+    rules: [{{ claims: {{ sub: "*x*" }}, grant: {{ path: mygroup, actions: [pull] }} }}]
+  - name: slow
+    issuer: "{slow_url}"
+    audience: "{AUDIENCE}"
+    rules: [{{ claims: {{ sub: "*x*" }}, grant: {{ path: mygroup, actions: [pull] }} }}]
+"#,
+        big = issuer.url("big"),
+    );
+    let stack = Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            extra,
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    });
+    let scope = ["repository:mygroup/myproject/app:pull"];
+    let big = issuer.sign(
+        "b1",
+        &github_claims(&issuer.url("big"), AUDIENCE, "myorg/app", "x"),
+    );
+    let reply = ask(&stack, &big, &scope);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    let log = stack.gateway.log();
+    assert!(log.contains("sent more than 262144 bytes"), "{log}");
+
+    let slow = issuer.sign("b1", &github_claims(&slow_url, AUDIENCE, "myorg/app", "x"));
+    let started = std::time::Instant::now();
+    let reply = ask(&stack, &slow, &scope);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "the fetch has no timeout"
+    );
+    let log = stack.gateway.log();
+    assert!(log.contains("did not answer within 5s"), "{log}");
 }

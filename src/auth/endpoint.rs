@@ -509,6 +509,13 @@ impl TokenEndpoint {
                 attempt.succeeded(Instant::now());
                 Ok(principal)
             }
+            Err(failure @ AuthFailure::SourceUnavailable { .. }) => {
+                // Not the client's fault: not counted against it.
+                attempt.abandoned();
+                tracing::info!(client = %client_text(client), user = user.name(), reason = failure.reason(), "login refused: {failure}");
+                self.refused(client, user, failure.reason());
+                Err(refusal(&failure))
+            }
             Err(failure) => {
                 for ban in attempt.failed(Instant::now()) {
                     tracing::warn!(
