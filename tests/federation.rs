@@ -35,6 +35,10 @@ federation:
         grant: {{ path: mygroup, actions: [pull] }}
       - claims: {{ repository: "myorg/reader" }}
         grant: {{ path: ci/other, actions: [pull] }}
+      - claims: {{ repository: "myorg/prot" }}
+        grant: {{ path: prot/app, actions: [pull, push, delete] }}
+      - claims: {{ repository: "myorg/prot" }}
+        grant: {{ path: frozen/app, actions: [pull, push] }}
   - name: gitlab
     issuer: "{gitlab}"
     audience: "{AUDIENCE}"
@@ -726,4 +730,45 @@ fn an_issuer_that_hangs_or_sends_too_much_is_cut_off() {
     );
     let log = stack.gateway.log();
     assert!(log.contains("did not answer within 5s"), "{log}");
+}
+
+#[test]
+fn project_settings_and_protection_rules_still_bind_a_federated_grant() {
+    let issuer = issuer();
+    let stack = stack(&issuer, "");
+    let token = issuer.sign(
+        "gh1",
+        &github_claims(
+            &issuer.url("github"),
+            AUDIENCE,
+            "myorg/prot",
+            "refs/heads/main",
+        ),
+    );
+    // The grant reaches prot/app, and an archived project stays pull-only.
+    let reply = ask(
+        &stack,
+        &token,
+        &[
+            "repository:prot/app/img:pull,push,delete",
+            "repository:frozen/app:pull,push",
+        ],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        Stack::granted(reply.json()["token"].as_str().unwrap()),
+        vec![
+            "repository:prot/app/img:pull,push,delete",
+            "repository:frozen/app:pull"
+        ]
+    );
+    // A protected repository path (maintainer+ to push): the grant has no role, so it is
+    // refused as a deploy token would be.
+    let reply = ask(&stack, &token, &["repository:prot/app/release-1:pull,push"]);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.error_message().contains("protected repository"),
+        "{}",
+        reply.body
+    );
 }
