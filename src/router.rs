@@ -57,6 +57,10 @@ pub enum BuildError {
     PreviousKey(KeyError),
     #[error("audit.path: cannot open the audit log: {0}")]
     Audit(std::io::Error),
+    #[error("ci.signing_key: {0}")]
+    CiKey(KeyError),
+    #[error("federation: {0}")]
+    FederationCa(crate::auth::federation::fetch::CaError),
 }
 
 impl BuildError {
@@ -77,9 +81,12 @@ impl BuildError {
             BuildError::PublicUrl => "public_url",
             BuildError::PreviousKey(_) => "token.previous_certificates",
             BuildError::Audit(_) => "audit.path",
+            BuildError::CiKey(_) => "ci.signing_key",
+            BuildError::FederationCa(_) => "federation.ca",
         };
         let message = match self {
-            BuildError::PreviousKey(error) => error.to_string(),
+            BuildError::PreviousKey(error) | BuildError::CiKey(error) => error.to_string(),
+            BuildError::FederationCa(error) => error.to_string(),
             BuildError::Audit(error) => format!("cannot open the audit log: {error}"),
             BuildError::PublicUrl => "does not fit in an HTTP header".to_owned(),
             BuildError::Upstream(UpstreamSetupError::Ca { path, message }) => {
@@ -138,7 +145,19 @@ impl Gateway {
             .map(|path| VerifyingKey::load(path))
             .collect::<Result<Vec<_>, _>>()
             .map_err(BuildError::PreviousKey)?;
-        let tokens = Arc::new(Tokens::new(&config.token, key, previous));
+        let mut tokens = Tokens::new(&config.token, key, previous);
+        if let Some(path) = &config.ci_signing_key {
+            tokens = tokens
+                .with_ci_key(crate::auth::ci_key::CiKey::load(path).map_err(BuildError::CiKey)?);
+        }
+        let tokens = Arc::new(tokens);
+        let mut identities: Vec<Arc<dyn crate::auth::identity::IdentitySource>> = Vec::new();
+        if !config.federation.is_empty() {
+            identities.push(Arc::new(
+                crate::auth::federation::FederationSource::new(&config.federation)
+                    .map_err(BuildError::FederationCa)?,
+            ));
+        }
         let upstream = Upstream::new(&config.upstream)?.with_body_pace(BodyPace {
             min: config.server.min_body_rate,
             window: config.server.body_rate_window,
@@ -171,7 +190,8 @@ impl Gateway {
                     BruteForce::new(config.brute_force),
                     stripped,
                     audit.clone(),
-                ),
+                )
+                .with_identities(crate::auth::identity::Identities::new(identities)),
                 proxy,
                 directory,
                 jwks,

@@ -167,3 +167,148 @@ fn ci_token_refuses_unknown_users_projects_and_blocked_users() {
     assert_eq!(code, 0);
     assert!(err.contains("can still push"), "{err}");
 }
+
+/// `portcullis ci-token` for `config`; the job token it prints.
+fn job_token_from(config: &std::path::Path, project: &str, user: &str) -> Result<String, String> {
+    let (code, out, err) = run_cli(
+        &[
+            "ci-token",
+            "--config",
+            config.to_str().unwrap(),
+            "--project",
+            project,
+            "--user",
+            user,
+        ],
+        None,
+    );
+    if code != 0 {
+        return Err(err);
+    }
+    Ok(out
+        .lines()
+        .find_map(|l| l.strip_prefix("CI_JOB_TOKEN="))
+        .expect("CI_JOB_TOKEN")
+        .trim_matches(['\'', '"'])
+        .to_owned())
+}
+
+#[test]
+fn with_ci_signing_key_job_tokens_need_only_that_key_and_rotating_it_revokes_them_only() {
+    use support::gateway::{Gateway, GatewayFiles, GatewayOptions};
+    use support::stack::StackOptions;
+    let options = GatewayOptions {
+        extra: "ci: { signing_key: ci.key }\n".into(),
+        ..GatewayOptions::new("")
+    };
+    let stack = Stack::with(StackOptions {
+        gateway: options.clone(),
+        ..StackOptions::default()
+    });
+    let scopes = ["repository:mygroup/myproject/app:pull,push"];
+    let login = |gateway: &Gateway, secret: &str| {
+        get(&format!(
+            "{}/jwt/auth?service=container_registry&scope={}",
+            gateway.url, scopes[0]
+        ))
+        .basic("gitlab-ci-token", secret)
+        .send()
+    };
+
+    // Signed with the CI key (its own kid), accepted.
+    let job = stack.ci_job_token("mygroup/myproject", "alice");
+    let kid = support::http::jwt_part(&job, 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(kid.starts_with("ci-"), "{kid}");
+    let reply = login(&stack.gateway, &job);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // The CI side needs only ci.key: a folder without the registry's key mints good tokens.
+    let ci_side = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        stack.gateway.files.path("ci.key"),
+        ci_side.path().join("ci.key"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(stack.gateway.config_path()).unwrap();
+    std::fs::write(ci_side.path().join("gateway.yaml"), &config).unwrap();
+    assert!(!ci_side.path().join("token.key").exists());
+    let from_ci_side = job_token_from(
+        &ci_side.path().join("gateway.yaml"),
+        "mygroup/myproject",
+        "alice",
+    )
+    .expect("ci-token with only ci.key");
+    assert_eq!(login(&stack.gateway, &from_ci_side).status, 200);
+
+    // The registry's key can no longer mint job tokens.
+    let registry_side = stack.gateway.files.path("registry-side.yaml");
+    std::fs::write(
+        &registry_side,
+        config.replace("ci: { signing_key: ci.key }\n", ""),
+    )
+    .unwrap();
+    let by_registry_key = job_token_from(&registry_side, "mygroup/myproject", "alice").unwrap();
+    let reply = login(&stack.gateway, &by_registry_key);
+    assert_eq!(reply.status, 401, "{}", reply.body);
+
+    // Rotate the CI key (a new ci.key from init) and restart: job tokens are revoked, and
+    // nothing else is: a registry token and a personal access token keep working.
+    let registry_token = stack.token("alice", support::gateway::secrets::ALICE_PAT, &scopes);
+    let fresh = GatewayFiles::init("ec", "http://127.0.0.1:1");
+    let rotated = stack.gateway.files.copy_keys();
+    std::fs::copy(fresh.path("ci.key"), rotated.path("ci.key")).unwrap();
+    let options = GatewayOptions {
+        upstream: stack.registry.url(),
+        ..options
+    };
+    let gateway = Gateway::start(rotated, &options);
+    let reply = login(&gateway, &job);
+    assert_eq!(
+        reply.status, 401,
+        "an old job token still works: {}",
+        reply.body
+    );
+    let reply = get(&format!(
+        "{}/v2/mygroup/myproject/app/tags/list",
+        gateway.url
+    ))
+    .bearer(&registry_token)
+    .send();
+    assert_ne!(
+        reply.status, 401,
+        "a registry token stopped working: {}",
+        reply.body
+    );
+    let pat = get(&format!(
+        "{}/jwt/auth?service=container_registry&scope={}",
+        gateway.url, scopes[0]
+    ))
+    .basic("alice", support::gateway::secrets::ALICE_PAT)
+    .send();
+    assert_eq!(pat.status, 200, "{}", pat.body);
+    let new_job = job_token_from(&gateway.config_path(), "mygroup/myproject", "alice").unwrap();
+    assert_eq!(login(&gateway, &new_job).status, 200);
+}
+
+#[test]
+fn without_ci_signing_key_job_tokens_are_signed_by_the_registry_key_as_before() {
+    let stack = Stack::start();
+    let job = stack.ci_job_token("mygroup/myproject", "alice");
+    let kid = support::http::jwt_part(&job, 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!kid.starts_with("ci-"), "{kid}");
+    let token = stack.token(
+        "gitlab-ci-token",
+        &job,
+        &["repository:mygroup/myproject:pull"],
+    );
+    assert_eq!(
+        Stack::granted(&token),
+        vec!["repository:mygroup/myproject:pull"]
+    );
+}

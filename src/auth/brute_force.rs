@@ -254,6 +254,18 @@ impl Attempt<'_> {
         self.limiter.settle(&keys, true, now);
     }
 
+    /// Nothing could be checked (an identity source down): neither a success nor a failure,
+    /// so an outage bans nobody.
+    pub fn abandoned(mut self) {
+        let keys = std::mem::take(&mut self.keys);
+        let mut records = self.limiter.records();
+        for (_, key) in &keys {
+            if let Some(record) = records.get_mut(key) {
+                record.in_flight = record.in_flight.saturating_sub(1);
+            }
+        }
+    }
+
     /// The credential was refused; returns the bans this failure started.
     pub fn failed(mut self, now: Instant) -> Vec<Ban> {
         let keys = std::mem::take(&mut self.keys);

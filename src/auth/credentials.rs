@@ -85,6 +85,9 @@ pub enum Principal {
         /// When the job token expires (Unix seconds): push grace ends there too.
         expires: u64,
     },
+    /// A CI workload that logged in with an OIDC ID token of a `federation:` issuer
+    /// (Basic user `oidc`). It acts only through the grants of the rules its claims matched.
+    Federated(Arc<super::federation::Federated>),
 }
 
 impl Principal {
@@ -95,7 +98,7 @@ impl Principal {
     /// CI jobs the `build_*_container_image` abilities.
     pub fn has_registry_ability(&self) -> bool {
         match self {
-            Principal::Anonymous | Principal::CiJob { .. } => true,
+            Principal::Anonymous | Principal::CiJob { .. } | Principal::Federated(_) => true,
             Principal::User { scopes, .. } => !scopes.is_empty(),
             Principal::Token(token) => !token.scopes.is_empty(),
         }
@@ -140,6 +143,15 @@ impl Principal {
                 }),
             ),
             Principal::CiJob { username, .. } => ("build", Some(user("build", username))),
+            Principal::Federated(f) => (
+                "oidc_id_token",
+                Some(UserInfo {
+                    token_type: "oidc_id_token".into(),
+                    username: f.account.clone(),
+                    user_id: None,
+                    deploy_token_id: None,
+                }),
+            ),
         };
         CallerInfo {
             auth_type,
@@ -153,6 +165,7 @@ impl Principal {
             Principal::User { username, .. } => username,
             Principal::Token(token) => &token.username,
             Principal::CiJob { username, .. } => username,
+            Principal::Federated(f) => &f.account,
         }
     }
 
@@ -163,6 +176,7 @@ impl Principal {
             Principal::User { credential, .. } => credential.kind(),
             Principal::Token(token) => token.kind(),
             Principal::CiJob { .. } => "ci_job_token",
+            Principal::Federated(_) => "oidc_id_token",
         }
     }
 
@@ -181,6 +195,7 @@ impl Principal {
             } => Some(name),
             Principal::Token(token) => Some(token.namespace.as_str()),
             Principal::CiJob { project, .. } => Some(project.as_str()),
+            Principal::Federated(f) => Some(&f.federation),
         }
     }
 }
@@ -257,6 +272,25 @@ pub enum AuthFailure {
         "the account has two-factor authentication: its password cannot be used, only a token"
     )]
     PasswordNeedsToken,
+    /// An OIDC ID token (`-u oidc`) that did not verify: `federation` when one was found.
+    #[error("ID token refused{}: {reason}: {error}", federation.as_deref().map(|f| format!(" by federation {f:?}")).unwrap_or_default(), reason = error.reason())]
+    IdToken {
+        federation: Option<String>,
+        error: super::federation::verify::IdTokenError,
+    },
+    /// A good ID token that no rule of its federation grants anything: 403. `failed` says
+    /// which claim failed in each rule (the log only).
+    #[error(
+        "no rule of federation {federation:?} matches the ID token (sub {subject:?}): {failed}"
+    )]
+    NoFederationRule {
+        federation: String,
+        subject: String,
+        failed: String,
+    },
+    /// The identity source could not answer (an issuer unreachable with no usable cached key).
+    #[error("{source_name} cannot answer: {why}")]
+    SourceUnavailable { source_name: String, why: String },
 }
 
 impl AuthFailure {
@@ -270,6 +304,9 @@ impl AuthFailure {
             AuthFailure::UserBlocked => "user_blocked",
             AuthFailure::UserLocked => "user_locked",
             AuthFailure::PasswordNeedsToken => "password_needs_token",
+            AuthFailure::IdToken { .. } => "invalid_id_token",
+            AuthFailure::NoFederationRule { .. } => "no_federation_rule",
+            AuthFailure::SourceUnavailable { .. } => "source_unavailable",
         }
     }
 
@@ -286,6 +323,9 @@ impl AuthFailure {
             AuthFailure::UserBlocked => "HTTP Basic: Access denied. The account is blocked.",
             AuthFailure::UserLocked => "HTTP Basic: Access denied. Your account is locked.",
             AuthFailure::PasswordNeedsToken => "HTTP Basic: Access denied. You must use a personal access token with 'read_registry' or 'write_registry' scope for the container registry: this account has two-factor authentication enabled.",
+            AuthFailure::IdToken { .. } => "HTTP Basic: Access denied. The OIDC ID token was refused (wrong audience, expired, too old, or not signed by a configured issuer).",
+            AuthFailure::NoFederationRule { .. } => "access forbidden: no rule of this federation grants the ID token anything",
+            AuthFailure::SourceUnavailable { .. } => "the identity provider cannot be reached: try again later",
         }
     }
 }
@@ -475,7 +515,8 @@ pub fn binding(
         Principal::CiJob {
             project, expires, ..
         } => Some((format!("job:{expires}:{project}"), None)),
-        Principal::Anonymous => None,
+        // A new ID token is minted per job: no refresh token, no push grace.
+        Principal::Anonymous | Principal::Federated(_) => None,
     }
 }
 

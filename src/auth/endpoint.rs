@@ -57,6 +57,8 @@ pub struct TokenEndpoint {
     /// Told about every token issued, to notice Authorization headers stripped on `/v2/`.
     stripped: Arc<StrippedDetector>,
     audit: Audit,
+    /// Identity sources beside gateway.yaml (federation: `-u oidc` with an ID token).
+    identities: super::identity::Identities,
 }
 
 /// Where the caller's identity comes from.
@@ -96,7 +98,14 @@ impl TokenEndpoint {
             brute_force,
             stripped,
             audit,
+            identities: super::identity::Identities::default(),
         }
+    }
+
+    /// Ask `identities` too (see [`super::identity`]).
+    pub fn with_identities(mut self, identities: super::identity::Identities) -> TokenEndpoint {
+        self.identities = identities;
+        self
     }
 
     /// Count and audit a refused login (the caller logs it with its detail).
@@ -303,6 +312,12 @@ impl TokenEndpoint {
                     .collect::<Vec<_>>(),
             )
             .field("refresh_token", refresh_token.is_some())
+            .field("issuer", federated(&principal).map(|f| f.issuer.clone()))
+            .field("subject", federated(&principal).map(|f| f.subject.clone()))
+            .field(
+                "matched_claims",
+                federated(&principal).map(|f| f.matched.clone()),
+            )
             .write(&self.audit);
         tracing::debug!(
             user = principal.subject(),
@@ -396,6 +411,30 @@ impl TokenEndpoint {
             return Err(unauthorized(failure.client_message())
                 .with_detail(json!({ "reason": client_reason(&failure) })));
         }
+        if credentials.username == crate::config::federation::OIDC_USERNAME
+            && !self.identities.sources().is_empty()
+        {
+            // An OIDC ID token: a signature nobody can guess, counted per address only (as
+            // job tokens), so junk tokens cannot lock every CI job out by username.
+            return self
+                .login(client, None, &user, async {
+                    use super::identity::Lookup;
+                    match self
+                        .identities
+                        .authenticate(&credentials, OffsetDateTime::now_utc())
+                        .await
+                    {
+                        Lookup::Found(principal) => Ok(principal),
+                        Lookup::Refused(failure) => Err(failure),
+                        Lookup::NotMine => Err(AuthFailure::UnknownUser),
+                        Lookup::Unavailable(why) => Err(AuthFailure::SourceUnavailable {
+                            source_name: "the OIDC issuer".into(),
+                            why,
+                        }),
+                    }
+                })
+                .await;
+        }
         if credentials.username == credentials::CI_USERNAME {
             // A job token is a signature checked without a slow hash: it cannot be guessed,
             // and banning the one username every CI job uses would let anyone stop them all.
@@ -470,6 +509,13 @@ impl TokenEndpoint {
                 attempt.succeeded(Instant::now());
                 Ok(principal)
             }
+            Err(failure @ AuthFailure::SourceUnavailable { .. }) => {
+                // Not the client's fault: not counted against it.
+                attempt.abandoned();
+                tracing::info!(client = %client_text(client), user = user.name(), reason = failure.reason(), "login refused: {failure}");
+                self.refused(client, user, failure.reason());
+                Err(refusal(&failure))
+            }
             Err(failure) => {
                 for ban in attempt.failed(Instant::now()) {
                     tracing::warn!(
@@ -483,10 +529,17 @@ impl TokenEndpoint {
                 }
                 tracing::info!(client = %client_text(client), user = user.name(), user_hash = user.hash(), user_len = user.len, reason = failure.reason(), "login refused: {failure}");
                 self.refused(client, user, failure.reason());
-                Err(unauthorized(failure.client_message())
-                    .with_detail(json!({ "reason": client_reason(&failure) })))
+                Err(refusal(&failure))
             }
         }
+    }
+}
+
+/// The federated principal's details, for the audit record.
+fn federated(principal: &Principal) -> Option<&super::federation::Federated> {
+    match principal {
+        Principal::Federated(f) => Some(f),
+        _ => None,
     }
 }
 
@@ -517,6 +570,7 @@ impl<'a> LoggedUser<'a> {
         };
         let known = name.len() <= MAX_USERNAME_BYTES
             && (name == credentials::CI_USERNAME
+                || name == crate::config::federation::OIDC_USERNAME
                 || directory.user(name).is_some()
                 || !directory.namespace_tokens(name).is_empty());
         if known {
@@ -665,6 +719,26 @@ fn signing_failed(error: jsonwebtoken::errors::Error) -> ApiError {
         ErrorCode::Unavailable,
         "the gateway could not sign a token",
     )
+}
+
+/// What a refused login answers: 401 with the reason, except a good ID token that no rule
+/// grants anything (403, naming the federation, not the claim) and an identity source that
+/// cannot answer (503).
+fn refusal(failure: &AuthFailure) -> ApiError {
+    match failure {
+        AuthFailure::NoFederationRule { federation, .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Denied,
+            format!("access forbidden: no rule of federation {federation:?} grants this ID token anything"),
+        ),
+        AuthFailure::SourceUnavailable { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            failure.client_message(),
+        ),
+        _ => unauthorized(failure.client_message())
+            .with_detail(json!({ "reason": client_reason(failure) })),
+    }
 }
 
 /// The reason given to clients: an unknown user and a wrong secret look the same.

@@ -10,13 +10,17 @@
 //! - [`policy`]: GitLab's rules and down-scoping (pure functions).
 //! - [`protection`]: project and user settings, container protection rules (pure functions).
 //! - [`keys`]: the signing key, its certificate, key ids.
+//! - [`ci_key`]: `ci.signing_key`, the CI job tokens' own key.
 //! - [`token`]: minting and verifying JWTs.
 //! - [`endpoint`]: the `/jwt/auth` endpoint.
+//! - [`federation`]: CI workload identity, an OIDC ID token as the password.
 
 pub mod brute_force;
+pub mod ci_key;
 pub mod credentials;
 pub mod directory;
 pub mod endpoint;
+pub mod federation;
 pub mod identity;
 pub mod keys;
 pub mod password_cache;

@@ -147,6 +147,9 @@ pub fn allowed_actions(
                 None => deploy_token(project, inside, token.scopes),
             }
         }
+        // A federated CI workload: the actions its matched rules grant on projects at or
+        // below their paths, nothing elsewhere (public projects included: it is no user).
+        Principal::Federated(federated) => federated.actions_in(&project.path),
     }
 }
 

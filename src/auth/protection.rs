@@ -347,6 +347,8 @@ pub fn access_level(principal: &Principal, project: &Project) -> AccessLevel {
             };
             AccessLevel::of_role(token.role.filter(|_| inside))
         }
+        // No role: like a deploy token, every protection rule applies to it.
+        Principal::Federated(_) => AccessLevel::NoAccess,
     }
 }
 
@@ -375,6 +377,8 @@ pub fn restrict(
         // Deploy tokens read whatever the visibility; a job always reads its own project.
         Principal::Token(token) => token.role.is_none(),
         Principal::CiJob { project: own, .. } => own == &project.path,
+        // A federation's grant names the path explicitly, as a deploy token's project does.
+        Principal::Federated(_) => true,
         _ => false,
     };
     let members_only = settings.registry_access == RegistryAccessLevel::Private

@@ -225,6 +225,8 @@ pub struct Tokens {
     service: String,
     expiry: Duration,
     refresh_lifetime: Duration,
+    /// `ci.signing_key`: when set, the only key CI job tokens are signed and verified with.
+    ci: Option<super::ci_key::CiKey>,
 }
 
 /// The header of a registry token in `mode` (see [`TokenHeader`]).
@@ -266,7 +268,14 @@ impl Tokens {
             service: settings.service.clone(),
             expiry: settings.expiry,
             refresh_lifetime: settings.refresh_lifetime,
+            ci: None,
         }
+    }
+
+    /// Sign and verify CI job tokens with `key` only (`ci.signing_key`), never the registry's.
+    pub fn with_ci_key(mut self, key: super::ci_key::CiKey) -> Tokens {
+        self.ci = Some(key);
+        self
     }
 
     /// How long a refresh token lives at most (`token.refresh_lifetime`).
@@ -404,6 +413,9 @@ impl Tokens {
             project: project.map(str::to_owned),
             binding,
         };
+        if let (Purpose::CiJob, Some(ci)) = (purpose, &self.ci) {
+            return ci.sign(&claims);
+        }
         jsonwebtoken::encode(&self.internal_header, &claims, self.key.encoding_key())
     }
 
@@ -416,6 +428,11 @@ impl Tokens {
         let (key, rules) = self.select(token);
         let mut validation = rules.internal.clone();
         validation.set_audience(&[purpose.audience()]);
+        if let (Purpose::CiJob, Some(ci)) = (purpose, &self.ci) {
+            return ci
+                .verify::<InternalClaims>(token, &validation)
+                .map_err(|e| verify_error(&e));
+        }
         jsonwebtoken::decode::<InternalClaims>(token, key.decoding_key(), &validation)
             .map(|data| data.claims)
             .map_err(|e| verify_error(&e))
@@ -449,6 +466,29 @@ impl Tokens {
         self.verdicts.insert(token, &claims);
         Ok(claims)
     }
+}
+
+/// A CI job token signed with `ci.signing_key` alone, for `portcullis ci-token` on the CI
+/// side, which holds no registry key: the claims [`Tokens::issue_internal`] makes.
+pub fn issue_job_token(
+    ci: &super::ci_key::CiKey,
+    issuer: &str,
+    subject: &str,
+    project: &str,
+    exp: u64,
+    now: SystemTime,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    ci.sign(&InternalClaims {
+        iss: issuer.to_owned(),
+        sub: subject.to_owned(),
+        aud: Purpose::CiJob.audience().to_owned(),
+        exp: exp.max(iat + 1),
+        iat,
+        jti: random_id(),
+        project: Some(project.to_owned()),
+        binding: None,
+    })
 }
 
 fn verify_error(error: &jsonwebtoken::errors::Error) -> VerifyError {

@@ -168,5 +168,20 @@ fn operations(config: &Config, gateway: &Gateway) -> String {
             bundle.join(" ")
         ));
     }
+    text.push_str(&match &config.ci_signing_key {
+        Some(path) => format!("  ci jobs:   job tokens signed by ci.signing_key {}\n", path.display()),
+        None => "  ci jobs:   job tokens signed by token.signing_key: whatever runs `portcullis ci-token` could mint registry tokens too; give job tokens their own key with ci: { signing_key: ci.key } (portcullis init writes one)\n".to_owned(),
+    });
+    if !config.federation.is_empty() {
+        let names: Vec<String> = config
+            .federation
+            .iter()
+            .map(|f| format!("{} ({}, {} rules)", f.name, f.issuer, f.rules.len()))
+            .collect();
+        text.push_str(&format!(
+            "  federation: {} (docker login -u oidc)\n",
+            names.join(", ")
+        ));
+    }
     text
 }

@@ -2,17 +2,20 @@
 //! `NAME=value` lines ready for `eval` (GitLab's CI_REGISTRY, CI_REGISTRY_USER,
 //! CI_REGISTRY_PASSWORD, CI_JOB_TOKEN, CI_REGISTRY_IMAGE).
 //!
-//! The token is stateless: signed with the gateway's key under the job audience, verified at
-//! `/jwt/auth` without anything stored. Rotating the signing key revokes every job token.
+//! The token is stateless: signed under the job audience with `ci.signing_key` (only that key
+//! is read, so the CI side needs no registry key), or without it with `token.signing_key` as
+//! before; verified at `/jwt/auth` without anything stored. Rotating the key that signs them
+//! revokes every job token.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::auth::ci_key::CiKey;
 use crate::auth::credentials::CI_USERNAME;
 use crate::auth::directory::Role;
 use crate::auth::keys::SigningKey;
 use crate::auth::scope::RepositoryName;
-use crate::auth::token::{Purpose, Tokens};
+use crate::auth::token::{issue_job_token, Purpose, Tokens};
 use crate::config::{parse_duration, Config};
 
 pub struct CiTokenOptions {
@@ -54,25 +57,39 @@ pub fn ci_token(options: &CiTokenOptions) -> Result<CiToken, String> {
                 options.config.display()
             )
         })?;
-    let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)
-        .map_err(|e| e.to_string())?;
-    let tokens = Tokens::new(&config.token, key, Vec::new());
     let now = SystemTime::now();
     let exp = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
         + ttl.as_secs().max(1);
-    let token = tokens
-        .issue_internal(
-            Purpose::CiJob,
-            &user.username,
-            Some(project.path.as_str()),
-            None,
-            exp,
-            now,
-        )
-        .map_err(|e| format!("signing the job token: {e}"))?;
+    let token = match &config.ci_signing_key {
+        // Only the CI key is read: the CI side needs no registry key.
+        Some(path) => {
+            let ci = CiKey::load(path).map_err(|e| format!("ci.signing_key: {e}"))?;
+            issue_job_token(
+                &ci,
+                &config.token.issuer,
+                &user.username,
+                project.path.as_str(),
+                exp,
+                now,
+            )
+        }
+        None => {
+            let key = SigningKey::load(&config.token.signing_key, &config.token.certificate)
+                .map_err(|e| e.to_string())?;
+            Tokens::new(&config.token, key, Vec::new()).issue_internal(
+                Purpose::CiJob,
+                &user.username,
+                Some(project.path.as_str()),
+                None,
+                exp,
+                now,
+            )
+        }
+    }
+    .map_err(|e| format!("signing the job token: {e}"))?;
     let registry = &config.public_url.authority;
     let warning =
         (project.members.get(&user.username).copied() < Some(Role::Developer)).then(|| {

@@ -46,8 +46,9 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
     let key_path = options.dir.join("token.key");
     let cert_path = options.dir.join("token.crt");
     let config_path = options.dir.join("gateway.yaml");
+    let ci_key_path = options.dir.join("ci.key");
     let tls_paths = TLS_FILES.map(|name| options.dir.join(name));
-    let mut written = vec![&key_path, &cert_path, &config_path];
+    let mut written = vec![&key_path, &cert_path, &config_path, &ci_key_path];
     if with_tls {
         written.extend(tls_paths.iter());
     }
@@ -83,6 +84,11 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
     };
 
     write_private(&key_path, key.serialize_pem().as_bytes())?;
+    // CI job tokens' own key (`ci.signing_key`): the CI side that mints them holds only this.
+    write_private(
+        &ci_key_path,
+        crate::auth::ci_key::CiKey::generate_pem()?.as_bytes(),
+    )?;
     write_public(&cert_path, &cert.pem())?;
     let [ca_cert_path, ca_key_path, tls_cert_path, tls_key_path] = &tls_paths;
     if let Some(material) = &material {
@@ -127,11 +133,12 @@ pub fn init(options: &InitOptions) -> Result<String, String> {
         None => String::new(),
     };
     Ok(format!(
-        "wrote {key} (signing key, keep it secret), {cert} (its certificate, valid {CERT_VALIDITY_DAYS} days) and {config}\n\n\
+        "wrote {key} (signing key, keep it secret), {cert} (its certificate, valid {CERT_VALIDITY_DAYS} days), {ci_key} (the CI job tokens' key, keep it secret) and {config}\n\n\
          Give the registry this block in its config.yml (copy {cert} to the registry host if it runs elsewhere):\n\n{block}\n\
          Then add users and projects to {config}, check it with `portcullis check --config {config}`,\n\
          and start the gateway with `portcullis serve --config {config}`.\n{tls_text}",
         key = key_path.display(),
+        ci_key = ci_key_path.display(),
         cert = cert_path.display(),
         config = config_path.display(),
         block = super::registry_auth_block(&realm, "container_registry", "portcullis", &absolute_cert),
@@ -275,6 +282,8 @@ token:
   expiry: "5m"
   signing_key: token.key
   certificate: token.crt           # = the registry's auth.token.rootcertbundle
+ci:
+  signing_key: ci.key              # signs CI job tokens (portcullis ci-token); rotating it revokes them all
 users: []
 # users:
 #   - username: alice

@@ -93,6 +93,12 @@ pub struct GatewayFile {
     pub groups: Vec<GroupFile>,
     #[serde(default)]
     pub projects: Vec<ProjectFile>,
+    /// CI workload identity: issuers whose OIDC ID tokens log in (see `super::federation`).
+    #[serde(default)]
+    pub federation: Vec<super::federation::FederationFile>,
+    /// The CI job tokens' own key.
+    #[serde(default)]
+    pub ci: Option<super::federation::CiFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 mod directory;
 mod duration;
 mod env;
+pub mod federation;
 pub mod file;
 pub mod reload;
 mod settings;
@@ -255,6 +256,10 @@ pub struct Config {
     pub audit: Option<AuditTarget>,
     /// Users, their credentials, and projects with their members.
     pub directory: Directory,
+    /// CI workload identity (`federation:`): issuers whose ID tokens log in.
+    pub federation: Vec<federation::Federation>,
+    /// `ci.signing_key`: the key CI job tokens are signed with; `None`: `token.signing_key`.
+    pub ci_signing_key: Option<PathBuf>,
 }
 
 impl Config {

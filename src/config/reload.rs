@@ -62,6 +62,16 @@ pub fn changes_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> 
         format!("{:?}{:?}", old.log_format, old.log_level),
         format!("{:?}{:?}", new.log_format, new.log_level),
     );
+    compare(
+        "federation",
+        format!("{:?}", old.federation),
+        format!("{:?}", new.federation),
+    );
+    compare(
+        "ci",
+        format!("{:?}", old.ci_signing_key),
+        format!("{:?}", new.ci_signing_key),
+    );
     changed
 }
 

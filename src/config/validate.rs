@@ -325,6 +325,19 @@ pub(super) fn validate(
         ),
     };
     let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
+    let federation = super::federation::validate(&mut c, raw.federation, &directory, base);
+    if raw
+        .ci
+        .as_ref()
+        .and_then(|ci| ci.signing_key.as_deref())
+        .is_some_and(|k| k.trim().is_empty())
+    {
+        c.problems.push(Problem::new(
+            "ci.signing_key",
+            "must not be empty: a PEM key file (portcullis init makes ci.key), or leave ci out",
+        ));
+    }
+    let ci_signing_key = super::federation::ci_signing_key(raw.ci.as_ref(), base);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -386,6 +399,8 @@ pub(super) fn validate(
         push_grace,
         log_level: raw.log.level,
         directory,
+        federation,
+        ci_signing_key,
     })
 }
 

@@ -98,7 +98,7 @@ const ROUTES: [&str; 8] = [
 ];
 
 /// Every `portcullis_auth_failures_total` reason, created at zero at start-up.
-const AUTH_FAILURE_REASONS: [&str; 18] = [
+const AUTH_FAILURE_REASONS: [&str; 21] = [
     "unknown_user",
     "wrong_secret",
     "token_expired",
@@ -117,6 +117,9 @@ const AUTH_FAILURE_REASONS: [&str; 18] = [
     "missing_token",
     "invalid_token",
     "expired_token",
+    "invalid_id_token",
+    "no_federation_rule",
+    "source_unavailable",
 ];
 
 impl Diagnosis {

@@ -11,6 +11,7 @@
 pub mod docker;
 pub mod gateway;
 pub mod http;
+pub mod issuer;
 pub mod nginx;
 pub mod oci;
 pub mod podman;
