@@ -17,6 +17,7 @@ mod credentials;
 mod docker;
 mod doctor;
 mod examples;
+mod federation;
 mod gate_requests;
 mod gitlab_rules;
 mod limits;

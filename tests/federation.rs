@@ -2,7 +2,7 @@
 //! verified against a local HTTPS issuer (nginx serving the discovery document and JWKS the
 //! test writes, with a test CA), with GitHub-, GitLab- and Kubernetes-shaped claims.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use jsonwebtoken::Algorithm;
