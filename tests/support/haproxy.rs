@@ -7,7 +7,7 @@
 //! a file the test reads with [`Haproxy::log`]. It is stopped by pid: SIGUSR1 (soft stop:
 //! close the listener, let connections finish), then SIGTERM.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -85,10 +85,7 @@ impl HaproxyConfig {
             backend = self.backend_extra,
         );
         for (i, server) in self.servers.iter().enumerate() {
-            config.push_str(&format!(
-                "  server s{i} {server} {}\n",
-                self.server_options
-            ));
+            config.push_str(&format!("  server s{i} {server} {}\n", self.server_options));
         }
         config
     }
@@ -111,32 +108,19 @@ impl Haproxy {
     /// haproxy with the whole haproxy.cfg that `config(port)` writes (it must bind
     /// `127.0.0.1:port`), for set-ups [`HaproxyConfig`] does not cover.
     pub fn start_with(config: impl Fn(u16) -> String) -> Haproxy {
-        let binary = require_tool("haproxy", "haproxy");
         let dir = tempfile::tempdir().unwrap();
         let (child, port) = process::start_on_free_port(|port| {
-            let path = dir.path().join("haproxy.cfg");
-            std::fs::write(&path, config(port)).unwrap();
-            check_config(&binary, &path);
-            let log_path = dir.path().join("haproxy.log");
-            let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(&binary)
-                .arg("-db")
-                .arg("-f")
-                .arg(&path)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start haproxy");
-            process::wait_ready(
-                &mut child,
-                "haproxy",
-                Duration::from_secs(10),
-                || std::fs::read_to_string(&log_path).unwrap_or_default(),
-                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            )
-            .map(|()| (child, port))
+            spawn(dir.path(), port, &config(port)).map(|child| (child, port))
         });
+        Haproxy { child, dir, port }
+    }
+
+    /// haproxy with `config` on `port`, chosen beforehand (with [`super::free_port`]) because
+    /// the servers behind it must know it: a gateway whose `public_url` is the balancer.
+    pub fn start_on(port: u16, config: &HaproxyConfig) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let child =
+            spawn(dir.path(), port, &config.render(port)).unwrap_or_else(|log| panic!("{log}"));
         Haproxy { child, dir, port }
     }
 
@@ -167,8 +151,36 @@ impl Haproxy {
     }
 }
 
+/// Write `config` into `dir`, check it, start haproxy and wait until `port` accepts; `Err`
+/// carries haproxy's log when it exited (a port taken meanwhile).
+fn spawn(dir: &Path, port: u16, config: &str) -> Result<Child, String> {
+    let binary = require_tool("haproxy", "haproxy");
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    check_config(&binary, &path);
+    let log_path = dir.join("haproxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(&binary)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start haproxy");
+    process::wait_ready(
+        &mut child,
+        "haproxy",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&log_path).unwrap_or_default(),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    )
+    .map(|()| child)
+}
+
 /// `haproxy -c`: a bad config fails the test with haproxy's own words, not with a timeout.
-fn check_config(binary: &Path, path: &PathBuf) {
+fn check_config(binary: &Path, path: &Path) {
     let mut command = Command::new(binary);
     command.arg("-c").arg("-q").arg("-f").arg(path);
     let out = process::run(command, None);
