@@ -78,7 +78,7 @@ fn audit(gateway: &Gateway) -> Vec<serde_json::Value> {
 /// haproxy in TCP mode with `send-proxy-v2` (and health checks, which send `LOCAL`) in front
 /// of `gateway`.
 fn haproxy_v2(gateway: &Gateway) -> Haproxy {
-    let mut config = HaproxyConfig::tcp(&[gateway.host.clone()], true);
+    let mut config = HaproxyConfig::tcp(std::slice::from_ref(&gateway.host), true);
     config.server_options.push_str(" check inter 200ms");
     Haproxy::start(&config)
 }
@@ -138,7 +138,7 @@ fn docker_login_through_haproxy_with_send_proxy_v2() {
     });
     let haproxy = Haproxy::start_on(
         port,
-        &HaproxyConfig::tcp(&[stack.gateway.host.clone()], true),
+        &HaproxyConfig::tcp(std::slice::from_ref(&stack.gateway.host), true),
     );
     let docker = Dockerd::start();
     docker.ok(
@@ -430,7 +430,10 @@ fn haproxy_http_mode_with_forwardfor_and_trusted_proxies_names_the_client() {
         "trusted_proxies: [127.0.0.1/32]",
         "brute_force: { max_failures: 5, window: 60s, ban: 1h }\n",
     );
-    let haproxy = Haproxy::start(&HaproxyConfig::http(&[stack.gateway.host.clone()], true));
+    let haproxy = Haproxy::start(&HaproxyConfig::http(
+        std::slice::from_ref(&stack.gateway.host),
+        true,
+    ));
     // The client's own X-Forwarded-For is left of the address haproxy appends.
     let reply = get(&auth_url(&haproxy.url("http")))
         .basic("alice", ALICE_PAT)
@@ -539,4 +542,54 @@ fn bad_trusted_proxies_are_refused_naming_the_key() {
     assert!(text.contains("server.trusted_proxies[2]"), "{text}");
     assert!(text.contains("server.trusted_proxies[3]"), "{text}");
     assert!(!text.contains("server.trusted_proxies[0]"), "{text}");
+}
+
+#[test]
+fn the_stripped_header_diagnosis_keys_on_the_client_behind_haproxy() {
+    let (stack, _) = stack_with("proxy_protocol: true", "");
+    let haproxy = haproxy_v2(&stack.gateway);
+    let base = haproxy.url("http");
+    let reply = get(&auth_url(&base))
+        .basic("alice", ALICE_PAT)
+        .header("User-Agent", "docker/27 (client-address test)")
+        .arg("--interface")
+        .arg("127.0.0.2")
+        .send();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v2 = |source: &str| {
+        get(&format!("{base}/v2/mygroup/myproject/tags/list"))
+            .header("User-Agent", "docker/27 (client-address test)")
+            .arg("--interface")
+            .arg(source)
+            .send()
+            .status
+    };
+    // Another client behind the same haproxy, same user agent, no token: not the one that
+    // just got a token, so no alarm (keyed on haproxy's address, this would be one).
+    assert_eq!(v2("127.0.0.3"), 401);
+    assert_eq!(
+        access_lines(&stack.gateway, "/v2/mygroup/myproject/tags/list", 1).len(),
+        1
+    );
+    assert!(
+        !stack
+            .gateway
+            .log()
+            .contains("WITHOUT an Authorization header"),
+        "{}",
+        stack.gateway.log()
+    );
+    // The client that got the token, calling without it: named.
+    assert_eq!(v2("127.0.0.2"), 401);
+    stack.gateway.wait_for_log(
+        "calls /v2/ WITHOUT an Authorization header",
+        1,
+        Duration::from_secs(5),
+    );
+    let log = stack.gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("calls /v2/ WITHOUT an Authorization header"))
+        .unwrap();
+    assert!(line.contains("client=127.0.0.2:"), "{line}");
 }
