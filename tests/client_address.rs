@@ -593,3 +593,85 @@ fn the_stripped_header_diagnosis_keys_on_the_client_behind_haproxy() {
         .unwrap();
     assert!(line.contains("client=127.0.0.2:"), "{line}");
 }
+
+#[test]
+fn the_per_client_limit_keys_on_the_address_the_proxy_header_names() {
+    let (stack, _) = stack_with(
+        "proxy_protocol: true, max_upstream_requests: 24, max_upstream_requests_per_connection: 2, max_upstream_requests_per_client: 3, upstream_queue_timeout: 1s, body_rate_window: 120s",
+        "",
+    );
+    let haproxy = haproxy_v2(&stack.gateway);
+    let base = haproxy.url("http");
+    let repo = "mygroup/myproject/app";
+    let token = get(&format!(
+        "{base}/jwt/auth?service=container_registry&scope=repository:{repo}:push,pull"
+    ))
+    .basic("alice", ALICE_PAT)
+    .send()
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Six connections whose PROXY header names 198.51.100.7, each a PATCH of an upload
+    // session whose body sends a byte and stalls: each one let through holds a registry slot.
+    let header = raw::proxy_v2_from(
+        "198.51.100.7:5000".parse().unwrap(),
+        "127.0.0.1:4567".parse().unwrap(),
+    );
+    let mut streams: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let reply = support::http::request("POST", &format!("{base}/v2/{repo}/blobs/uploads/"))
+                .bearer(&token)
+                .send();
+            assert_eq!(reply.status, 202, "{}", reply.body);
+            let location = reply.header("location").unwrap();
+            let path = &location[location.find("/v2/").unwrap()..];
+            let mut stream = std::net::TcpStream::connect(&stack.gateway.host).unwrap();
+            use std::io::Write;
+            stream.write_all(&header).unwrap();
+            stream
+                .write_all(format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\nx").as_bytes())
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut refused = 0;
+    for stream in &mut streams {
+        use std::io::Read;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut seen = [0u8; 4096];
+        if let Ok(n) = stream.read(&mut seen) {
+            let text = String::from_utf8_lossy(&seen[..n]);
+            if n > 0 {
+                assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+                assert!(
+                    text.contains("server.max_upstream_requests_per_client"),
+                    "{text}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        refused, 3,
+        "three of the six stalled uploads are over 198.51.100.7's share"
+    );
+    // That client is refused at once for anything more...
+    let url = format!("/v2/{repo}/tags/list");
+    let same = RawRequest::new("GET", &url)
+        .bearer(&token)
+        .send_after(port_of(&stack.gateway.host), &header);
+    assert_eq!(same.status, 429, "{}", same.text());
+    // ...while another client, through haproxy from the same machine, still gets its answer.
+    let other = get(&format!("{base}{url}")).bearer(&token).send();
+    assert!(
+        matches!(other.status, 200 | 404),
+        "{}: {}",
+        other.status,
+        other.body
+    );
+    drop(streams);
+}
