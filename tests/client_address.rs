@@ -542,6 +542,21 @@ fn bad_trusted_proxies_are_refused_naming_the_key() {
     assert!(text.contains("server.trusted_proxies[2]"), "{text}");
     assert!(text.contains("server.trusted_proxies[3]"), "{text}");
     assert!(!text.contains("server.trusted_proxies[0]"), "{text}");
+    // A good list: check says whose word it takes.
+    std::fs::write(
+        &path,
+        format!("{config}\nserver: {{ proxy_protocol: true, trusted_proxies: [10.0.0.0/8, \"fd00::/8\", 192.0.2.1] }}\n"),
+    )
+    .unwrap();
+    let (code, out, err) =
+        support::gateway::run_cli(&["check", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "clients:   the PROXY protocol v2 header, only from 10.0.0.0/8, fd00::/8, 192.0.2.1/32"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
