@@ -50,6 +50,9 @@ pub struct AccessLine<'a> {
     pub user: &'a str,
     /// Why the gateway refused the request (absent when it did not).
     pub reason: Option<&'a str>,
+    /// The TCP peer (the balancer) when it is not the client (PROXY protocol, a trusted
+    /// proxy's X-Forwarded-For); absent otherwise.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Log one request: directly when [`install`] was called, through tracing otherwise.
@@ -88,6 +91,7 @@ fn log_with_tracing(line: &AccessLine<'_>) {
         duration_ms = Millis(line.elapsed).as_f64(),
         user = line.user,
         reason = line.reason,
+        peer = line.peer.map(tracing::field::display),
         "request"
     );
 }
@@ -111,6 +115,10 @@ impl AccessLine<'_> {
             // Before the newline: the line stays one line.
             out.pop();
             let _ = writeln!(out, " reason={reason:?}");
+        }
+        if let Some(peer) = self.peer {
+            out.pop();
+            let _ = writeln!(out, " peer={peer}");
         }
     }
 
@@ -136,6 +144,9 @@ impl AccessLine<'_> {
         if let Some(reason) = self.reason {
             out.extend_from_slice(b",\"reason\":");
             let _ = serde_json::to_writer(&mut *out, reason);
+        }
+        if let Some(peer) = self.peer {
+            let _ = write!(out, ",\"peer\":\"{peer}\"");
         }
         out.extend_from_slice(b",\"target\":\"portcullis::access\"}\n");
     }
@@ -206,6 +217,8 @@ struct Client(Option<SocketAddr>);
 impl std::fmt::Display for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
+            // From X-Forwarded-For, which names no port: the address alone.
+            Some(address) if address.port() == 0 => address.ip().fmt(f),
             Some(address) => address.fmt(f),
             None => Ok(()),
         }
@@ -244,6 +257,7 @@ mod tests {
             elapsed: Duration::from_micros(1234),
             user,
             reason: None,
+            peer: None,
         }
     }
 
@@ -316,5 +330,32 @@ mod tests {
         );
         assert_eq!(parsed["version"], "HTTP/1.1");
         assert_eq!(parsed["client"], "127.0.0.1:36744");
+        assert!(
+            parsed.get("peer").is_none(),
+            "no peer when it is the client"
+        );
+    }
+
+    #[test]
+    fn behind_a_balancer_the_line_names_the_peer_and_a_forwarded_client_without_port() {
+        let mut behind = line("/v2/", "");
+        behind.client = Some("198.51.100.7:0".parse().unwrap());
+        behind.peer = Some("10.0.0.3:51000".parse().unwrap());
+        behind.reason = Some("missing_token");
+        let mut clock = Clock::default();
+        let mut text = Vec::new();
+        behind.text(&mut text, clock.timestamp(UNIX_EPOCH));
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains(" client=198.51.100.7 method=GET "), "{text}");
+        assert!(
+            text.ends_with(" reason=\"missing_token\" peer=10.0.0.3:51000\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1);
+        let mut json = Vec::new();
+        behind.json(&mut json, clock.timestamp(UNIX_EPOCH));
+        let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(parsed["client"], "198.51.100.7");
+        assert_eq!(parsed["peer"], "10.0.0.3:51000");
     }
 }

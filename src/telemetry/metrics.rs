@@ -165,6 +165,7 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     certificate_expiry: Family<WhichLabel, Gauge>,
     audit_write_failures: Counter,
+    proxy_protocol_refused: Family<ReasonLabel, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -195,6 +196,7 @@ impl Metrics {
             config_reloads: Family::default(),
             certificate_expiry: Family::default(),
             audit_write_failures: Counter::default(),
+            proxy_protocol_refused: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the registry.
@@ -265,6 +267,11 @@ impl Metrics {
             "Audit records that could not be written",
             m.audit_write_failures.clone(),
         );
+        registry.register(
+            "proxy_protocol_refused",
+            "Connections closed because they did not start with a valid PROXY protocol v2 header (server.proxy_protocol), by reason",
+            m.proxy_protocol_refused.clone(),
+        );
         let sent = m
             .upstream_bytes
             .get_or_create(&DirectionLabel { direction: "sent" })
@@ -307,6 +314,11 @@ impl Metrics {
         }
         for result in ["success", "failure"] {
             let _ = self.config_reloads.get_or_create(&ResultLabel { result });
+        }
+        for reason in crate::server::proxy_protocol::ProxyError::LABELS {
+            let _ = self
+                .proxy_protocol_refused
+                .get_or_create(&ReasonLabel { reason });
         }
     }
 
@@ -415,6 +427,15 @@ impl Metrics {
 
     pub fn audit_write_failure(&self) {
         self.audit_write_failures.inc();
+    }
+
+    /// A connection refused by `server.proxy_protocol`; `reason` is a [`ProxyError`] label.
+    ///
+    /// [`ProxyError`]: crate::server::proxy_protocol::ProxyError
+    pub fn proxy_protocol_refused(&self, reason: &'static str) {
+        self.proxy_protocol_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 }
 
