@@ -5,7 +5,7 @@
 //! 127.0.0.0/8 all routes to this machine, so `curl --interface 127.0.0.2` is a second client
 //! behind the same haproxy (which reaches the gateway from 127.0.0.1).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

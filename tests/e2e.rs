@@ -13,6 +13,7 @@ mod support;
 mod brute_force;
 mod ci_jobs;
 mod cli;
+mod client_address;
 mod credentials;
 mod docker;
 mod doctor;
