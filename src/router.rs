@@ -57,6 +57,8 @@ pub enum BuildError {
     PreviousKey(KeyError),
     #[error("audit.path: cannot open the audit log: {0}")]
     Audit(std::io::Error),
+    #[error(transparent)]
+    Ldap(#[from] crate::auth::ldap::SetupError),
 }
 
 impl BuildError {
@@ -77,10 +79,14 @@ impl BuildError {
             BuildError::PublicUrl => "public_url",
             BuildError::PreviousKey(_) => "token.previous_certificates",
             BuildError::Audit(_) => "audit.path",
+            BuildError::Ldap(_) => "ldap.ca",
         };
         let message = match self {
             BuildError::PreviousKey(error) => error.to_string(),
             BuildError::Audit(error) => format!("cannot open the audit log: {error}"),
+            BuildError::Ldap(crate::auth::ldap::SetupError::Ca { path, message }) => {
+                format!("cannot read {path}: {message}")
+            }
             BuildError::PublicUrl => "does not fit in an HTTP header".to_owned(),
             BuildError::Upstream(UpstreamSetupError::Ca { path, message }) => {
                 format!("cannot read {path}: {message}")
@@ -107,6 +113,8 @@ struct Inner {
     /// `server.token_request_timeout`.
     token_request_timeout: std::time::Duration,
     audit: Audit,
+    /// The identity sources beside gateway.yaml, for `/readyz` and the token endpoint.
+    identities: crate::auth::identity::Identities,
 }
 
 /// The gateway as a tower service over hyper requests.
@@ -152,6 +160,7 @@ impl Gateway {
             may_push(directory.clone()),
         );
         let stripped = Arc::new(StrippedDetector::default());
+        let identities = identity_sources(config)?;
         let proxy = Proxy::new(
             tokens.clone(),
             upstream,
@@ -171,7 +180,8 @@ impl Gateway {
                     BruteForce::new(config.brute_force),
                     stripped,
                     audit.clone(),
-                ),
+                )
+                .with_identities(identities.clone()),
                 proxy,
                 directory,
                 jwks,
@@ -184,6 +194,7 @@ impl Gateway {
                 ),
                 token_request_timeout: config.server.token_request_timeout,
                 audit,
+                identities,
             }),
         })
     }
@@ -202,6 +213,16 @@ impl Gateway {
     /// Can requests be served? `Err` says why not (the registry does not answer).
     pub async fn ready(&self) -> Result<(), String> {
         self.inner.proxy.ready().await
+    }
+
+    /// Each identity source beside gateway.yaml and whether it answers, for `/readyz`.
+    pub fn identity_health(&self) -> Vec<(String, crate::auth::identity::Health)> {
+        self.inner
+            .identities
+            .sources()
+            .iter()
+            .map(|source| (source.name().to_owned(), source.health()))
+            .collect()
     }
 
     /// The token service: signing and verifying keys.
@@ -406,4 +427,13 @@ impl tower::Service<Request<Incoming>> for Gateway {
         let gateway = self.clone();
         Box::pin(async move { Ok(gateway.handle(request).await) })
     }
+}
+
+/// The identity sources `config` turns on, in the order they are asked.
+fn identity_sources(config: &Config) -> Result<crate::auth::identity::Identities, BuildError> {
+    let mut sources: Vec<Arc<dyn crate::auth::identity::IdentitySource>> = Vec::new();
+    if let Some(ldap) = &config.ldap {
+        sources.push(Arc::new(crate::auth::ldap::LdapSource::new(ldap)?));
+    }
+    Ok(crate::auth::identity::Identities::new(sources))
 }

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use super::brute_force::{BruteForce, Refusal, Subject};
 use super::credentials::{self, AuthFailure, BasicCredentials, HeaderError, Principal};
 use super::directory::{Directory, SharedDirectory};
+use super::identity::Identities;
 use super::password_cache::PasswordCache;
 use super::policy;
 use super::scope::{Scope, ScopeError};
@@ -57,6 +58,9 @@ pub struct TokenEndpoint {
     /// Told about every token issued, to notice Authorization headers stripped on `/v2/`.
     stripped: Arc<StrippedDetector>,
     audit: Audit,
+    /// The identity sources beside gateway.yaml (the directory service), asked for usernames
+    /// gateway.yaml has no password for.
+    identities: Identities,
 }
 
 /// Where the caller's identity comes from.
@@ -96,7 +100,14 @@ impl TokenEndpoint {
             brute_force,
             stripped,
             audit,
+            identities: Identities::default(),
         }
+    }
+
+    /// Ask `identities` for usernames gateway.yaml has no password for.
+    pub fn with_identities(mut self, identities: Identities) -> TokenEndpoint {
+        self.identities = identities;
+        self
     }
 
     /// Count and audit a refused login (the caller logs it with its detail).
@@ -413,6 +424,7 @@ impl TokenEndpoint {
         self.login(client, counted, &user, async {
             credentials::authenticate(
                 directory,
+                &self.identities,
                 &self.password_cache,
                 &self.dummy_hash,
                 &credentials,
@@ -483,6 +495,16 @@ impl TokenEndpoint {
                 }
                 tracing::info!(client = %client_text(client), user = user.name(), user_hash = user.hash(), user_len = user.len, reason = failure.reason(), "login refused: {failure}");
                 self.refused(client, user, failure.reason());
+                if let AuthFailure::SourceUnavailable(_) = failure {
+                    // Not the client's fault: a registry-style 503, so clients say the
+                    // service is unavailable rather than that the password is wrong.
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::Unavailable,
+                        failure.client_message(),
+                    )
+                    .with_detail(json!({ "reason": failure.reason() })));
+                }
                 Err(unauthorized(failure.client_message())
                     .with_detail(json!({ "reason": client_reason(&failure) })))
             }

@@ -107,10 +107,15 @@ pub fn allowed_actions(
             username,
             admin,
             scopes,
+            memberships,
             ..
         } => user(
             project,
-            project.members.get(username).copied(),
+            project
+                .members
+                .get(username)
+                .copied()
+                .max(memberships.role_in(&project.path)),
             *admin,
             *scopes,
         ),
@@ -340,6 +345,7 @@ mod tests {
             admin: name == "admin",
             scopes,
             credential: Credential::Password,
+            memberships: Default::default(),
         }
     }
 

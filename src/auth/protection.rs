@@ -336,7 +336,18 @@ pub fn access_level(principal: &Principal, project: &Project) -> AccessLevel {
     match principal {
         Principal::Anonymous => AccessLevel::NoAccess,
         Principal::User { admin: true, .. } => AccessLevel::Admin,
-        Principal::User { username, .. } | Principal::CiJob { username, .. } => {
+        Principal::User {
+            username,
+            memberships,
+            ..
+        } => AccessLevel::of_role(
+            project
+                .members
+                .get(username)
+                .copied()
+                .max(memberships.role_in(&project.path)),
+        ),
+        Principal::CiJob { username, .. } => {
             AccessLevel::of_role(project.members.get(username).copied())
         }
         // A deploy token has no access level: every protection rule applies to it.
@@ -640,6 +651,7 @@ mod tests {
             admin: false,
             scopes: crate::auth::directory::RegistryScopes::ALL,
             credential: Credential::Password,
+            memberships: Default::default(),
         };
         let repo = |p: &str| RepositoryName::parse(p).unwrap();
         assert_eq!(restrict(&user("rep"), &repo("g/members"), &dir, pull), pull);

@@ -93,6 +93,9 @@ pub struct GatewayFile {
     pub groups: Vec<GroupFile>,
     #[serde(default)]
     pub projects: Vec<ProjectFile>,
+    /// The directory service users may log in with (see [`super::ldap`]).
+    #[serde(default)]
+    pub ldap: Option<super::ldap::LdapFile>,
 }
 
 #[derive(Debug, Deserialize)]

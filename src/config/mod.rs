@@ -8,6 +8,7 @@ mod directory;
 mod duration;
 mod env;
 pub mod file;
+pub mod ldap;
 pub mod reload;
 mod settings;
 mod shape;
@@ -255,6 +256,8 @@ pub struct Config {
     pub audit: Option<AuditTarget>,
     /// Users, their credentials, and projects with their members.
     pub directory: Directory,
+    /// The directory service (`ldap:`); `None` = off.
+    pub ldap: Option<ldap::LdapSettings>,
 }
 
 impl Config {

@@ -325,6 +325,7 @@ pub(super) fn validate(
         ),
     };
     let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
+    let ldap = super::ldap::validate(&mut c, raw.ldap, base, &directory);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -386,6 +387,7 @@ pub(super) fn validate(
         push_grace,
         log_level: raw.log.level,
         directory,
+        ldap,
     })
 }
 

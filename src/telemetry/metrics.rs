@@ -53,6 +53,13 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// An identity source's name (`ldap`, `federation:github`, `store`): one series per source
+/// configured in gateway.yaml, so the set is bounded by the file, never by clients.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhichLabel {
     which: &'static str,
@@ -98,7 +105,7 @@ const ROUTES: [&str; 8] = [
 ];
 
 /// Every `portcullis_auth_failures_total` reason, created at zero at start-up.
-const AUTH_FAILURE_REASONS: [&str; 18] = [
+const AUTH_FAILURE_REASONS: [&str; 19] = [
     "unknown_user",
     "wrong_secret",
     "token_expired",
@@ -117,6 +124,7 @@ const AUTH_FAILURE_REASONS: [&str; 18] = [
     "missing_token",
     "invalid_token",
     "expired_token",
+    "directory_unavailable",
 ];
 
 impl Diagnosis {
@@ -162,6 +170,7 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     certificate_expiry: Family<WhichLabel, Gauge>,
     audit_write_failures: Counter,
+    identity_source_up: Family<SourceLabel, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -192,6 +201,7 @@ impl Metrics {
             config_reloads: Family::default(),
             certificate_expiry: Family::default(),
             audit_write_failures: Counter::default(),
+            identity_source_up: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the registry.
@@ -261,6 +271,11 @@ impl Metrics {
             "audit_write_failures",
             "Audit records that could not be written",
             m.audit_write_failures.clone(),
+        );
+        registry.register(
+            "identity_source_up",
+            "Whether each identity source beside gateway.yaml (ldap, federation, the token store) answered its last request: 1 up, 0 down",
+            m.identity_source_up.clone(),
         );
         let sent = m
             .upstream_bytes
@@ -412,6 +427,15 @@ impl Metrics {
 
     pub fn audit_write_failure(&self) {
         self.audit_write_failures.inc();
+    }
+
+    /// Whether the identity source `source` answers (see `auth::identity::SourceHealth`).
+    pub fn identity_source_up(&self, source: &str, up: bool) {
+        self.identity_source_up
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .set(i64::from(up));
     }
 }
 
