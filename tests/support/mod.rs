@@ -11,6 +11,7 @@
 pub mod docker;
 pub mod gateway;
 pub mod http;
+pub mod ldap;
 pub mod nginx;
 pub mod oci;
 pub mod podman;
