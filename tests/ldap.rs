@@ -17,14 +17,18 @@ use support::stack::{Stack, StackOptions};
 
 /// A stack whose gateway logs in against `slapd`, with an operations listener; its URL.
 fn stack(slapd: &Slapd, sync_interval: &str) -> (Stack, String) {
+    stack_with(&slapd.gateway_section(sync_interval))
+}
+
+/// A stack whose gateway has the `ldap:` section `section`.
+fn stack_with(section: &str) -> (Stack, String) {
     // The gateway inherits the test's environment: `${LDAP_BIND_PASSWORD}` in gateway.yaml.
     std::env::set_var("LDAP_BIND_PASSWORD", SERVICE_PASSWORD);
     let ops_port = support::free_port();
     let stack = Stack::with(StackOptions {
         gateway: GatewayOptions {
             extra: format!(
-                "metrics: {{ listen: \"127.0.0.1:{ops_port}\" }}\nbrute_force: {{ max_failures: 1000 }}\n{}",
-                slapd.gateway_section(sync_interval)
+                "metrics: {{ listen: \"127.0.0.1:{ops_port}\" }}\nbrute_force: {{ max_failures: 1000 }}\n{section}"
             ),
             ..GatewayOptions::new("")
         },
@@ -170,7 +174,10 @@ fn every_kind_of_group_counts_and_gateway_yaml_settings_still_apply() {
     // alice is a local account (password_hash): the directory's alice may not log in as her;
     // her own password still works.
     refused(ALICE.0, ALICE.1, "invalid_credentials");
-    assert_eq!(token_reply(&stack, "alice", ALICE_PASSWORD, &[]).status, 200);
+    assert_eq!(
+        token_reply(&stack, "alice", ALICE_PASSWORD, &[]).status,
+        200
+    );
 
     // Injection in the username, with a real password of someone the filter would match:
     // each is a literal value that matches nobody.
@@ -212,10 +219,16 @@ fn a_user_deleted_or_disabled_in_the_directory_is_refused_within_sync_interval()
     std::thread::sleep(Duration::from_millis(2500));
     let reply = token_reply(&stack, UNA.0, UNA.1, &[scope]);
     assert_eq!(reply.status, 401, "{}", reply.body);
-    assert_eq!(reply.json()["errors"][0]["detail"]["reason"], "invalid_credentials");
+    assert_eq!(
+        reply.json()["errors"][0]["detail"]["reason"],
+        "invalid_credentials"
+    );
     let reply = token_reply(&stack, MONA.0, MONA.1, &[]);
     assert_eq!(reply.status, 401, "{}", reply.body);
-    assert_eq!(reply.json()["errors"][0]["detail"]["reason"], "user_blocked");
+    assert_eq!(
+        reply.json()["errors"][0]["detail"]["reason"],
+        "user_blocked"
+    );
     assert_no_secret_logged(&stack.gateway.log());
 }
 
@@ -251,7 +264,10 @@ fn the_directory_down_is_a_503_for_its_logins_only_logged_once_and_recovers() {
     // A directory login still in the password cache keeps working (its last known groups).
     assert_eq!(granted(&stack, JDOE.0, JDOE.1, scope).len(), 1);
     // Local users and tokens are not affected.
-    assert_eq!(token_reply(&stack, "alice", ALICE_PASSWORD, &[]).status, 200);
+    assert_eq!(
+        token_reply(&stack, "alice", ALICE_PASSWORD, &[]).status,
+        200
+    );
     assert_eq!(token_reply(&stack, "alice", ALICE_PAT, &[]).status, 200);
     assert_eq!(token_reply(&stack, BOB.0, BOB_PAT, &[]).status, 200);
     // The replica still serves: /readyz is 200 and names the directory as degraded.
@@ -316,4 +332,114 @@ fn check_names_every_bad_ldap_key() {
     ] {
         assert!(text.contains(key), "{key} not named:\n{text}");
     }
+}
+
+#[test]
+fn start_tls_works_and_a_directory_certificate_nobody_trusts_is_refused() {
+    let slapd = Slapd::start();
+    let start_tls = format!(
+        "url: {}\n  start_tls: true\n  ca: \"{}\"",
+        slapd.plain_url(),
+        slapd.ca().display()
+    );
+    let (stack, _) = stack_with(&slapd.gateway_section_with(&start_tls, "5m"));
+    assert_eq!(token_reply(&stack, JDOE.0, JDOE.1, &[]).status, 200);
+    drop(stack);
+
+    // ldaps without the test CA: the certificate is checked, so nothing is sent, and the
+    // login is a 503 naming the directory (never a success, never a 401 for a good password).
+    let untrusted = format!("url: {}", slapd.url());
+    let (stack, _) = stack_with(&slapd.gateway_section_with(&untrusted, "5m"));
+    let reply = token_reply(&stack, JDOE.0, JDOE.1, &[]);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.error_code(), "UNAVAILABLE");
+    assert_no_secret_logged(&stack.gateway.log());
+}
+
+#[test]
+fn a_directory_that_never_answers_costs_at_most_the_timeout_and_max_connections() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    // A "directory" that accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    {
+        let open = open.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                open.fetch_add(1, Ordering::SeqCst);
+                let open = open.clone();
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = [0u8; 1024];
+                    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+    }
+    let section = format!(
+        "ldap:\n  url: ldap://127.0.0.1:{port}\n  bind_dn: \"cn=x\"\n  bind_password: \"x\"\n  user_base: \"dc=x\"\n  timeout: 1s\n  max_connections: 2\n"
+    );
+    let (stack, _) = stack_with(&section);
+    let started = std::time::Instant::now();
+    // The gateway's sockets to the directory that are open (ESTABLISHED: the gateway has not
+    // closed its side), sampled from the kernel's table while the logins run.
+    let most = AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let replies: Vec<u16> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                most.fetch_max(established_to(port), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let stack = &stack;
+                scope.spawn(move || token_reply(stack, &format!("user{i}"), "pw", &[]).status)
+            })
+            .collect();
+        let replies = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        done.store(true, Ordering::SeqCst);
+        replies
+    });
+    assert_eq!(replies, [503; 6]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "ldap.timeout did not bound the logins: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        (1..=2).contains(&most.load(Ordering::SeqCst)),
+        "more than ldap.max_connections connections at once: {}",
+        most.load(Ordering::SeqCst)
+    );
+    // The timed-out conversations closed their connections.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "connections left open");
+}
+
+/// How many ESTABLISHED TCP connections have remote port `port` (from /proc/net/tcp): the
+/// client sides of connections to a local server on that port.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields
+                .get(2)
+                .is_some_and(|remote| remote.ends_with(&format!(":{port}")))
+                && fields.get(3) == Some(&"01")
+        })
+        .count()
 }

@@ -155,7 +155,9 @@ impl Slapd {
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .arg("-h")
-            .arg(format!("ldaps://127.0.0.1:{port}/ ldap://127.0.0.1:{plain}/"))
+            .arg(format!(
+                "ldaps://127.0.0.1:{port}/ ldap://127.0.0.1:{plain}/"
+            ))
             .args(["-d", "0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -196,6 +198,11 @@ impl Slapd {
         format!("ldaps://127.0.0.1:{}", self.port)
     }
 
+    /// `ldap://127.0.0.1:PORT` (StartTLS is offered there too).
+    pub fn plain_url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.plain_port)
+    }
+
     /// The test CA that signed the server's certificate.
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
@@ -204,10 +211,15 @@ impl Slapd {
     /// The `ldap:` section of a gateway.yaml for this directory (the bind password through
     /// `${LDAP_BIND_PASSWORD}`, which the caller sets), with `sync_interval`.
     pub fn gateway_section(&self, sync_interval: &str) -> String {
+        let transport = format!("url: {}\n  ca: \"{}\"", self.url(), self.ca().display());
+        self.gateway_section_with(&transport, sync_interval)
+    }
+
+    /// [`Slapd::gateway_section`] with `transport` for the url, ca and start_tls lines.
+    pub fn gateway_section_with(&self, transport: &str, sync_interval: &str) -> String {
         format!(
             r#"ldap:
-  url: {url}
-  ca: "{ca}"
+  {transport}
   bind_dn: "{SERVICE_DN}"
   bind_password: "${{LDAP_BIND_PASSWORD}}"
   user_base: "ou=people,{SUFFIX}"
@@ -221,9 +233,7 @@ impl Slapd {
   admin_group: registry-admins
   sync_interval: {sync_interval}
   timeout: 3s
-"#,
-            url = self.url(),
-            ca = self.ca().display(),
+"#
         )
     }
 
@@ -310,13 +320,35 @@ fn make_certificates(d: &Path) {
         assert!(out.ok, "openssl {args:?}:\n{}", out.combined());
     };
     run(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-days", "2", "-subj", "/CN=portcullis test LDAP CA", "-keyout", "ca.key", "-out",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=portcullis test LDAP CA",
+        "-keyout",
+        "ca.key",
+        "-out",
         "ca.crt",
     ]);
     run(&[
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
-        "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr",
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
     ]);
     std::fs::write(
         d.join("server.ext"),
@@ -324,7 +356,20 @@ fn make_certificates(d: &Path) {
     )
     .unwrap();
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.crt",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
     ]);
 }

@@ -3,8 +3,8 @@
 //! password they gave.
 //!
 //! Every conversation holds one of `ldap.max_connections` permits and runs, permit wait
-//! included, under `ldap.timeout`; the connection is closed at its end (and its driver task
-//! aborted if the timeout drops it midway). Nothing here logs, and no error text carries a
+//! included, under `ldap.timeout`; the connection is closed at its end, or the moment the
+//! timeout drops it. Nothing here logs, and no error text carries a
 //! password: the service password and the user's are only ever handed to `simple_bind`.
 
 use std::collections::BTreeSet;
@@ -69,15 +69,6 @@ pub struct Client {
     permits: Semaphore,
 }
 
-/// Aborts the connection's driver task however the conversation ends.
-struct Driver(tokio::task::JoinHandle<()>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Client {
     pub fn new(settings: LdapSettings, tls: Option<Arc<rustls::ClientConfig>>) -> Client {
         Client {
@@ -134,10 +125,32 @@ impl Client {
                 url: s.url.clone(),
                 reason: e.to_string(),
             })?;
-        let _driver = Driver(tokio::spawn(async move {
-            let _ = conn.drive().await;
-        }));
+        // The connection is driven inside this very future, not by a task of its own: when the
+        // timeout drops the conversation, the socket closes then and there, before the permit
+        // is given back, so `max_connections` bounds open sockets, not just conversations.
+        let driver = conn.drive();
+        tokio::pin!(driver);
+        tokio::select! {
+            biased;
+            answer = self.talk(&mut ldap, username, password) => answer,
+            ended = &mut driver => Err(DirectoryError::Operation {
+                what: "the conversation",
+                reason: match ended {
+                    Ok(()) => "the directory closed the connection".into(),
+                    Err(e) => e.to_string(),
+                },
+            }),
+        }
+    }
 
+    /// Service bind, user search, group search, user bind, on an open connection.
+    async fn talk(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        username: &str,
+        password: Option<&str>,
+    ) -> Result<Answer, DirectoryError> {
+        let s = &self.settings;
         let bound = ldap
             .simple_bind(&s.bind_dn, s.bind_password.expose())
             .await
@@ -252,7 +265,8 @@ impl Client {
                 }
             }
         }
-        let _ = ldap.unbind().await;
+        // No unbind: closing the connection ends the session (RFC 4511 4.3), and an unbind
+        // would race the driver's end against this answer.
         Ok(Answer::Account(Account {
             dn: entry.dn,
             uid,
