@@ -443,3 +443,39 @@ fn established_to(port: u16) -> usize {
         })
         .count()
 }
+
+#[test]
+fn the_annotated_ldap_section_of_gateway_yaml_passes_check_once_uncommented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("gateway.yaml")).unwrap();
+    let (before, section) = text.split_once("#ldap:").expect("the ldap section");
+    let uncommented: String = std::iter::once("ldap:".to_owned())
+        .chain(section.lines().skip(1).map(|l| {
+            l.strip_prefix('#')
+                .filter(|rest| !rest.trim_start().starts_with('#'))
+                .unwrap_or("")
+                .to_owned()
+        }))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let files = support::gateway::GatewayFiles::init("ec", "http://127.0.0.1:1");
+    for name in ["token.key", "token.crt"] {
+        std::fs::copy(files.path(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::copy(
+        files.path("token.crt"),
+        dir.path().join("previous-token.crt"),
+    )
+    .unwrap();
+    support::self_signed(dir.path(), "tls", "0x10");
+    support::self_signed(dir.path(), "ldap-ca", "0x11");
+    std::fs::create_dir_all(dir.path().join("log")).unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, format!("{before}{uncommented}\n")).unwrap();
+    std::env::set_var("LDAP_BIND_PASSWORD", SERVICE_PASSWORD);
+    let (code, out, err) =
+        support::gateway::run_cli(&["check", "--config", config.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}\n{uncommented}");
+    assert!(!format!("{out}{err}").contains(SERVICE_PASSWORD));
+}
