@@ -400,7 +400,7 @@ fn tag_guard(directory: SharedDirectory) -> TagGuard {
             .ok()
         });
         let level = principal
-            .map(|p| protection::access_level(&p, project))
+            .map(|p| protection::access_level(&p, project, &directory))
             .unwrap_or(AccessLevel::NoAccess);
         Some(GuardedTags { rules, level })
     })

@@ -81,6 +81,22 @@ impl Memberships {
             .map(|(_, role)| *role)
             .max()
     }
+
+    /// [`Memberships::role_in`] as gateway.yaml's `members:` work: a role in a GROUP reaches
+    /// every project at or below it; a role in a PROJECT is that project's alone (a project
+    /// nested below it is a project of its own, with members of its own). `is_group` says
+    /// which paths are groups.
+    pub fn role_in_project(
+        &self,
+        project: &RepositoryName,
+        is_group: impl Fn(&RepositoryName) -> bool,
+    ) -> Option<Role> {
+        self.0
+            .iter()
+            .filter(|(at, _)| at == project || (project.is_within(at) && is_group(at)))
+            .map(|(_, role)| *role)
+            .max()
+    }
 }
 
 /// The sources beside gateway.yaml, in the order they are asked.

@@ -332,7 +332,11 @@ pub fn may_sign_in(
 }
 
 /// The caller's access level on `project`.
-pub fn access_level(principal: &Principal, project: &Project) -> AccessLevel {
+pub fn access_level(
+    principal: &Principal,
+    project: &Project,
+    directory: &Directory,
+) -> AccessLevel {
     match principal {
         Principal::Anonymous => AccessLevel::NoAccess,
         Principal::User { admin: true, .. } => AccessLevel::Admin,
@@ -340,13 +344,11 @@ pub fn access_level(principal: &Principal, project: &Project) -> AccessLevel {
             username,
             memberships,
             ..
-        } => AccessLevel::of_role(
-            project
-                .members
-                .get(username)
-                .copied()
-                .max(memberships.role_in(&project.path)),
-        ),
+        } => AccessLevel::of_role(project.members.get(username).copied().max(
+            memberships.role_in_project(&project.path, |path| {
+                directory.groups().iter().any(|g| &g.path == path)
+            }),
+        )),
         Principal::CiJob { username, .. } => {
             AccessLevel::of_role(project.members.get(username).copied())
         }
@@ -380,7 +382,7 @@ pub fn restrict(
     if settings.archived {
         actions = only_pull(actions);
     }
-    let level = access_level(principal, project);
+    let level = access_level(principal, project, directory);
     let member_reads = level >= AccessLevel::Reporter;
     let exempt = match principal {
         // Deploy tokens read whatever the visibility; a job always reads its own project.
@@ -471,7 +473,7 @@ pub fn repository_protected(
     if rules.is_empty() {
         return false;
     }
-    let level = access_level(principal, project);
+    let level = access_level(principal, project, directory);
     rules
         .iter()
         .any(|rule| rule.matches(repository) && !rule.minimum_for_push.allows(level))
