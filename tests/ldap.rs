@@ -131,6 +131,14 @@ fn every_kind_of_group_counts_and_gateway_yaml_settings_still_apply() {
         ["repository:mygroup/second/app:pull,push"]
     );
     assert!(granted(&stack, UNA.0, UNA.1, &push("mygroup/myproject/app")).is_empty());
+    // The same with skopeo, a real client: una pushes where her link says, nowhere else.
+    let dir = tempfile::tempdir().unwrap();
+    let image = support::oci::OciImage::create(dir.path().join("image"), 64 * 1024);
+    let host = stack.gateway.host.as_str();
+    let (ok, out) = image.push_to(host, "mygroup/second/app", UNA.0, UNA.1);
+    assert!(ok, "skopeo push with the directory password failed:\n{out}");
+    let (ok, out) = image.push_to(host, "mygroup/myproject/app", UNA.0, UNA.1);
+    assert!(!ok, "una pushed outside her group link:\n{out}");
     // memberOf on the user's own entry (Active Directory's way).
     assert_eq!(
         granted(&stack, MONA.0, MONA.1, &push("mygroup/myproject/app")),
