@@ -253,8 +253,16 @@ fn the_directory_down_is_a_503_for_its_logins_only_logged_once_and_recovers() {
         Some(1.0)
     );
 
+    // mona logs in, then is deleted: after sync_interval she is refused, and what was kept
+    // of her is dropped, so her cached password does not carry her through the outage.
+    assert_eq!(token_reply(&stack, MONA.0, MONA.1, &[]).status, 200);
+    slapd.delete_person(MONA.0);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(token_reply(&stack, MONA.0, MONA.1, &[]).status, 401);
+
     slapd.stop();
     std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(token_reply(&stack, MONA.0, MONA.1, &[]).status, 503);
     for _ in 0..5 {
         let reply = token_reply(&stack, RITA.0, RITA.1, &[]);
         assert_eq!(reply.status, 503, "{}", reply.body);

@@ -56,7 +56,7 @@ pub enum SetupError {
 
 pub struct LdapSource {
     client: Client,
-    /// Keyed by the SHA-256 of the username; `None`: known to be gone.
+    /// Keyed by the SHA-256 of the username; `None`: was here, now gone from the directory.
     users: Mutex<BoundedMap<[u8; 32], Option<Known>>>,
     /// Directory passwords verified lately, exactly as gateway.yaml's are remembered: under
     /// an HMAC of the username, the DN (the stored side) and the password, for the cache TTL.
@@ -80,9 +80,19 @@ impl LdapSource {
         users.get(key).cloned().flatten()
     }
 
-    fn remember(&self, key: [u8; 32], known: Option<Known>) {
+    fn remember(&self, key: [u8; 32], known: Known) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.insert(key, known);
+        users.insert(key, Some(known));
+    }
+
+    /// The directory no longer vouches for this user: drop what was kept, so a cached
+    /// password cannot carry them through a later outage. Unknown usernames are not stored
+    /// (a stream of made-up names must not push real users out of the map).
+    fn forget(&self, key: &[u8; 32]) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = users.get_mut(key) {
+            *entry = None;
+        }
     }
 
     /// The principal an account stands for: its uid, the roles its groups link to, and
@@ -152,18 +162,18 @@ impl LdapSource {
     ) -> Lookup {
         match answer {
             Answer::NoSuchUser => {
-                self.remember(key, None);
+                self.forget(&key);
                 Lookup::NotMine
             }
             Answer::Ambiguous => {
                 tracing::warn!(
                     "ldap: more than one directory entry matches one username under ldap.user_base: the login is refused (make ldap.uid_attribute unique, or narrow ldap.user_filter)"
                 );
-                self.remember(key, None);
+                self.forget(&key);
                 Lookup::Refused(AuthFailure::UnknownUser)
             }
             Answer::Disabled => {
-                self.remember(key, None);
+                self.forget(&key);
                 Lookup::Refused(AuthFailure::UserBlocked)
             }
             Answer::WrongPassword => Lookup::Refused(AuthFailure::WrongSecret),
@@ -175,10 +185,10 @@ impl LdapSource {
                 let principal = self.principal(&account);
                 self.remember(
                     key,
-                    Some(Known {
+                    Known {
                         account,
                         read_at: Instant::now(),
-                    }),
+                    },
                 );
                 Lookup::Found(principal)
             }
