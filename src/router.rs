@@ -61,6 +61,8 @@ pub enum BuildError {
     CiKey(KeyError),
     #[error("federation: {0}")]
     FederationCa(crate::auth::federation::fetch::CaError),
+    #[error(transparent)]
+    Ldap(#[from] crate::auth::ldap::SetupError),
 }
 
 impl BuildError {
@@ -83,11 +85,15 @@ impl BuildError {
             BuildError::Audit(_) => "audit.path",
             BuildError::CiKey(_) => "ci.signing_key",
             BuildError::FederationCa(_) => "federation.ca",
+            BuildError::Ldap(_) => "ldap.ca",
         };
         let message = match self {
             BuildError::PreviousKey(error) | BuildError::CiKey(error) => error.to_string(),
             BuildError::FederationCa(error) => error.to_string(),
             BuildError::Audit(error) => format!("cannot open the audit log: {error}"),
+            BuildError::Ldap(crate::auth::ldap::SetupError::Ca { path, message }) => {
+                format!("cannot read {path}: {message}")
+            }
             BuildError::PublicUrl => "does not fit in an HTTP header".to_owned(),
             BuildError::Upstream(UpstreamSetupError::Ca { path, message }) => {
                 format!("cannot read {path}: {message}")
@@ -114,6 +120,8 @@ struct Inner {
     /// `server.token_request_timeout`.
     token_request_timeout: std::time::Duration,
     audit: Audit,
+    /// The identity sources beside gateway.yaml, for `/readyz` and the token endpoint.
+    identities: crate::auth::identity::Identities,
 }
 
 /// The gateway as a tower service over hyper requests.
@@ -151,13 +159,6 @@ impl Gateway {
                 .with_ci_key(crate::auth::ci_key::CiKey::load(path).map_err(BuildError::CiKey)?);
         }
         let tokens = Arc::new(tokens);
-        let mut identities: Vec<Arc<dyn crate::auth::identity::IdentitySource>> = Vec::new();
-        if !config.federation.is_empty() {
-            identities.push(Arc::new(
-                crate::auth::federation::FederationSource::new(&config.federation)
-                    .map_err(BuildError::FederationCa)?,
-            ));
-        }
         let upstream = Upstream::new(&config.upstream)?.with_body_pace(BodyPace {
             min: config.server.min_body_rate,
             window: config.server.body_rate_window,
@@ -171,6 +172,7 @@ impl Gateway {
             may_push(directory.clone()),
         );
         let stripped = Arc::new(StrippedDetector::default());
+        let identities = identity_sources(config)?;
         let proxy = Proxy::new(
             tokens.clone(),
             upstream,
@@ -191,7 +193,7 @@ impl Gateway {
                     stripped,
                     audit.clone(),
                 )
-                .with_identities(crate::auth::identity::Identities::new(identities)),
+                .with_identities(identities.clone()),
                 proxy,
                 directory,
                 jwks,
@@ -204,6 +206,7 @@ impl Gateway {
                 ),
                 token_request_timeout: config.server.token_request_timeout,
                 audit,
+                identities,
             }),
         })
     }
@@ -222,6 +225,16 @@ impl Gateway {
     /// Can requests be served? `Err` says why not (the registry does not answer).
     pub async fn ready(&self) -> Result<(), String> {
         self.inner.proxy.ready().await
+    }
+
+    /// Each identity source beside gateway.yaml and whether it answers, for `/readyz`.
+    pub fn identity_health(&self) -> Vec<(String, crate::auth::identity::Health)> {
+        self.inner
+            .identities
+            .sources()
+            .iter()
+            .map(|source| (source.name().to_owned(), source.health()))
+            .collect()
     }
 
     /// The token service: signing and verifying keys.
@@ -399,7 +412,7 @@ fn tag_guard(directory: SharedDirectory) -> TagGuard {
             .ok()
         });
         let level = principal
-            .map(|p| protection::access_level(&p, project))
+            .map(|p| protection::access_level(&p, project, &directory))
             .unwrap_or(AccessLevel::NoAccess);
         Some(GuardedTags { rules, level })
     })
@@ -426,4 +439,20 @@ impl tower::Service<Request<Incoming>> for Gateway {
         let gateway = self.clone();
         Box::pin(async move { Ok(gateway.handle(request).await) })
     }
+}
+
+/// The identity sources `config` turns on, in the order they are asked.
+fn identity_sources(config: &Config) -> Result<crate::auth::identity::Identities, BuildError> {
+    let mut sources: Vec<Arc<dyn crate::auth::identity::IdentitySource>> = Vec::new();
+    // Federation first: it takes only the username `oidc`, which no directory user may have.
+    if !config.federation.is_empty() {
+        sources.push(Arc::new(
+            crate::auth::federation::FederationSource::new(&config.federation)
+                .map_err(BuildError::FederationCa)?,
+        ));
+    }
+    if let Some(ldap) = &config.ldap {
+        sources.push(Arc::new(crate::auth::ldap::LdapSource::new(ldap)?));
+    }
+    Ok(crate::auth::identity::Identities::new(sources))
 }

@@ -21,6 +21,7 @@ mod examples;
 mod federation;
 mod gate_requests;
 mod gitlab_rules;
+mod ldap;
 mod limits;
 mod logging;
 mod messages;

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use super::directory::{
     Directory, NamespaceToken, PersonalAccessToken, RegistryScopes, TokenHolder, User,
 };
+use super::identity::{Identities, Lookup, Memberships};
 use super::password_cache::PasswordCache;
 use super::scope::{stable_id, RepositoryName};
 use super::slow_hash::{self, DummyHash};
@@ -75,6 +76,9 @@ pub enum Principal {
         /// What the credential allows (a password allows both registry scopes).
         scopes: RegistryScopes,
         credential: Credential,
+        /// Roles an identity source vouches for (LDAP group links); empty for gateway.yaml
+        /// users, whose roles are the projects' `members:`.
+        memberships: Memberships,
     },
     /// A deploy token or a project/group access token: acts only inside its namespace.
     Token(NamespaceToken),
@@ -306,6 +310,9 @@ impl AuthFailure {
             AuthFailure::PasswordNeedsToken => "password_needs_token",
             AuthFailure::IdToken { .. } => "invalid_id_token",
             AuthFailure::NoFederationRule { .. } => "no_federation_rule",
+            AuthFailure::SourceUnavailable { source_name, .. } if source_name == "ldap" => {
+                "directory_unavailable"
+            }
             AuthFailure::SourceUnavailable { .. } => "source_unavailable",
         }
     }
@@ -325,6 +332,7 @@ impl AuthFailure {
             AuthFailure::PasswordNeedsToken => "HTTP Basic: Access denied. You must use a personal access token with 'read_registry' or 'write_registry' scope for the container registry: this account has two-factor authentication enabled.",
             AuthFailure::IdToken { .. } => "HTTP Basic: Access denied. The OIDC ID token was refused (wrong audience, expired, too old, or not signed by a configured issuer).",
             AuthFailure::NoFederationRule { .. } => "access forbidden: no rule of this federation grants the ID token anything",
+            AuthFailure::SourceUnavailable { source_name, .. } if source_name == "ldap" => "The directory service (LDAP) cannot be reached, so directory passwords cannot be checked now: try again later, or use a personal access token.",
             AuthFailure::SourceUnavailable { .. } => "the identity provider cannot be reached: try again later",
         }
     }
@@ -347,13 +355,14 @@ pub fn token_digest(secret: &str) -> [u8; 32] {
 /// its timing whether the username exists.
 pub async fn authenticate(
     directory: &Arc<Directory>,
+    identities: &Identities,
     cache: &PasswordCache,
     dummy: &DummyHash,
     credentials: &BasicCredentials,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthFailure> {
     let mut hashed = false;
-    let result = check_basic(directory, cache, credentials, now, &mut hashed).await;
+    let result = check_basic(directory, identities, cache, credentials, now, &mut hashed).await;
     if result.is_err() && !hashed {
         dummy.spend(directory).await;
     }
@@ -363,6 +372,7 @@ pub async fn authenticate(
 /// [`authenticate`]'s checks; `hashed` says whether a slow hash ran.
 async fn check_basic(
     directory: &Directory,
+    identities: &Identities,
     cache: &PasswordCache,
     credentials: &BasicCredentials,
     now: OffsetDateTime,
@@ -380,7 +390,14 @@ async fn check_basic(
         // returns unless `login == token.username`), or nobody.
         let tokens = directory.namespace_tokens(&credentials.username);
         if tokens.is_empty() {
-            return Err(AuthFailure::UnknownUser);
+            return from_sources(
+                directory,
+                identities,
+                credentials,
+                now,
+                AuthFailure::UnknownUser,
+            )
+            .await;
         }
         let token = tokens
             .iter()
@@ -391,7 +408,16 @@ async fn check_basic(
     };
 
     let Some(hash) = user.password_hash.clone() else {
-        return Err(AuthFailure::WrongSecret);
+        // No password in gateway.yaml (a `users:` entry for an LDAP user's tokens, say): the
+        // identity sources may know the password.
+        return from_sources(
+            directory,
+            identities,
+            credentials,
+            now,
+            AuthFailure::WrongSecret,
+        )
+        .await;
     };
     let (username, secret) = (&credentials.username, &credentials.secret);
     if !cache.contains(username, hash.as_str(), secret, Instant::now()) {
@@ -405,6 +431,50 @@ async fn check_basic(
     // Account settings (locked, two-factor): see `protection`.
     super::protection::may_sign_in(directory, &user.username, Some(&Credential::Password))?;
     user_principal(user, RegistryScopes::ALL, Credential::Password)
+}
+
+/// gateway.yaml has no password for this username: ask the identity sources beside it (the
+/// directory service). `otherwise` is the refusal when none of them knows the username. A
+/// `users:` entry of the principal's name still applies its account settings (blocked,
+/// locked, two-factor, admin), and one WITH a password is a local account no source may
+/// log in as.
+async fn from_sources(
+    directory: &Directory,
+    identities: &Identities,
+    credentials: &BasicCredentials,
+    now: OffsetDateTime,
+    otherwise: AuthFailure,
+) -> Result<Principal, AuthFailure> {
+    let mut principal = match identities.authenticate(credentials, now).await {
+        Lookup::NotMine => return Err(otherwise),
+        Lookup::Refused(failure) => return Err(failure),
+        Lookup::Unavailable(why) => {
+            return Err(AuthFailure::SourceUnavailable {
+                source_name: "ldap".into(),
+                why,
+            })
+        }
+        Lookup::Found(principal) => principal,
+    };
+    if let Principal::User {
+        username,
+        admin,
+        credential,
+        ..
+    } = &mut principal
+    {
+        if let Some(user) = directory.user(username) {
+            if user.password_hash.is_some() {
+                return Err(otherwise);
+            }
+            if user.blocked {
+                return Err(AuthFailure::UserBlocked);
+            }
+            *admin |= user.admin;
+        }
+        super::protection::may_sign_in(directory, username, Some(credential))?;
+    }
+    Ok(principal)
 }
 
 /// A personal or access token found by its digest, as a principal if it is still good.
@@ -669,6 +739,7 @@ fn user_principal(
         admin: user.admin,
         scopes,
         credential,
+        memberships: Memberships::default(),
     })
 }
 

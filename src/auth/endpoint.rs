@@ -412,7 +412,11 @@ impl TokenEndpoint {
                 .with_detail(json!({ "reason": client_reason(&failure) })));
         }
         if credentials.username == crate::config::federation::OIDC_USERNAME
-            && !self.identities.sources().is_empty()
+            && self
+                .identities
+                .sources()
+                .iter()
+                .any(|source| source.name() == "federation")
         {
             // An OIDC ID token: a signature nobody can guess, counted per address only (as
             // job tokens), so junk tokens cannot lock every CI job out by username.
@@ -452,6 +456,7 @@ impl TokenEndpoint {
         self.login(client, counted, &user, async {
             credentials::authenticate(
                 directory,
+                &self.identities,
                 &self.password_cache,
                 &self.dummy_hash,
                 &credentials,
@@ -731,11 +736,14 @@ fn refusal(failure: &AuthFailure) -> ApiError {
             ErrorCode::Denied,
             format!("access forbidden: no rule of federation {federation:?} grants this ID token anything"),
         ),
+        // Not the client's fault: a registry-style 503, so clients say the service is
+        // unavailable rather than that the password is wrong.
         AuthFailure::SourceUnavailable { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             failure.client_message(),
-        ),
+        )
+        .with_detail(json!({ "reason": failure.reason() })),
         _ => unauthorized(failure.client_message())
             .with_detail(json!({ "reason": client_reason(failure) })),
     }

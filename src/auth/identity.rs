@@ -81,6 +81,22 @@ impl Memberships {
             .map(|(_, role)| *role)
             .max()
     }
+
+    /// [`Memberships::role_in`] as gateway.yaml's `members:` work: a role in a GROUP reaches
+    /// every project at or below it; a role in a PROJECT is that project's alone (a project
+    /// nested below it is a project of its own, with members of its own). `is_group` says
+    /// which paths are groups.
+    pub fn role_in_project(
+        &self,
+        project: &RepositoryName,
+        is_group: impl Fn(&RepositoryName) -> bool,
+    ) -> Option<Role> {
+        self.0
+            .iter()
+            .filter(|(at, _)| at == project || (project.is_within(at) && is_group(at)))
+            .map(|(_, role)| *role)
+            .max()
+    }
 }
 
 /// The sources beside gateway.yaml, in the order they are asked.
@@ -111,5 +127,52 @@ impl Identities {
             }
         }
         Lookup::NotMine
+    }
+}
+
+/// Whether a source's last exchange with its service worked: what [`IdentitySource::health`]
+/// reports, `portcullis_identity_source_up{source}` shows, and the log says ONCE per change
+/// (one ERROR when an outage starts, one INFO when it ends), never once per request.
+pub struct SourceHealth {
+    name: String,
+    /// Why the source is down; `None` while it answers.
+    down: std::sync::Mutex<Option<String>>,
+}
+
+impl SourceHealth {
+    /// A source that has not failed yet (its gauge starts at 1).
+    pub fn new(name: impl Into<String>) -> SourceHealth {
+        let name = name.into();
+        crate::telemetry::metrics::metrics().identity_source_up(&name, true);
+        SourceHealth {
+            name,
+            down: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The service answered (whatever it said).
+    pub fn answered(&self) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if down.take().is_some() {
+            crate::telemetry::metrics::metrics().identity_source_up(&self.name, true);
+            tracing::info!(source = ?self.name, "identity source {} answers again: its logins work", self.name);
+        }
+    }
+
+    /// The service could not be reached; `why` names what failed (never a secret).
+    pub fn failed(&self, why: &str) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if down.is_none() {
+            crate::telemetry::metrics::metrics().identity_source_up(&self.name, false);
+            tracing::error!(source = ?self.name, error = ?why, "identity source {} cannot be reached: its logins fail with 503 until it answers again (logins still in the password cache keep working; gateway.yaml users and tokens are not affected)", self.name);
+        }
+        *down = Some(why.to_owned());
+    }
+
+    pub fn health(&self) -> Health {
+        match &*self.down.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Health::Up,
+            Some(why) => Health::Degraded(why.clone()),
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! - [`scope`]: the scope grammar and repository names.
 //! - [`directory`]: users, credentials, projects, roles.
 //! - [`identity`]: identity sources beside gateway.yaml (LDAP, federation, the token store).
+//! - [`ldap`]: the directory service (LDAP, Active Directory) as an identity source.
 //! - [`credentials`]: turning a Basic `Authorization` header into a [`credentials::Principal`].
 //! - [`password_cache`]: remembering successful password checks, bounded.
 //! - [`brute_force`]: bans after too many failed logins.
@@ -23,6 +24,7 @@ pub mod endpoint;
 pub mod federation;
 pub mod identity;
 pub mod keys;
+pub mod ldap;
 pub mod password_cache;
 pub mod policy;
 pub mod protection;

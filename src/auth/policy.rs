@@ -107,10 +107,15 @@ pub fn allowed_actions(
             username,
             admin,
             scopes,
+            memberships,
             ..
         } => user(
             project,
-            project.members.get(username).copied(),
+            project.members.get(username).copied().max(
+                memberships.role_in_project(&project.path, |path| {
+                    directory.groups().iter().any(|g| &g.path == path)
+                }),
+            ),
             *admin,
             *scopes,
         ),
@@ -343,6 +348,7 @@ mod tests {
             admin: name == "admin",
             scopes,
             credential: Credential::Password,
+            memberships: Default::default(),
         }
     }
 
@@ -644,5 +650,34 @@ mod tests {
         let access = grant(&user("admin", API), &scopes, &directory());
         assert_eq!(access.len(), 1);
         assert_eq!(access[0].name, "g/public");
+    }
+
+    #[test]
+    fn memberships_from_an_identity_source_count_like_members_the_highest_wins() {
+        let with = |name: &str, links: &[(&str, Role)]| Principal::User {
+            username: name.into(),
+            admin: false,
+            scopes: API,
+            credential: Credential::Password,
+            memberships: crate::auth::identity::Memberships(
+                links
+                    .iter()
+                    .map(|(path, role)| (RepositoryName::parse(path).unwrap(), *role))
+                    .collect(),
+            ),
+        };
+        // A group link reaches every project below it; a project link only that project.
+        let dev_of_g = with("ldap-user", &[("g", Role::Developer)]);
+        assert_eq!(granted(&dev_of_g, "g/private/app"), "pull,push");
+        assert_eq!(granted(&dev_of_g, "g/private/vault/app"), "pull,push");
+        assert_eq!(granted(&dev_of_g, "h/private/app"), "");
+        let reporter_of_project = with("ldap-user", &[("g/private", Role::Reporter)]);
+        assert_eq!(granted(&reporter_of_project, "g/private/app"), "pull");
+        assert_eq!(granted(&reporter_of_project, "g/private/vault/app"), "");
+        // The highest of the links and the project's own members: role.
+        let both = with("reporter", &[("g", Role::Maintainer)]);
+        assert_eq!(granted(&both, "g/private/app"), "pull,push,delete");
+        let lower_link = with("maintainer", &[("g", Role::Guest)]);
+        assert_eq!(granted(&lower_link, "g/private/app"), "pull,push,delete");
     }
 }

@@ -332,11 +332,24 @@ pub fn may_sign_in(
 }
 
 /// The caller's access level on `project`.
-pub fn access_level(principal: &Principal, project: &Project) -> AccessLevel {
+pub fn access_level(
+    principal: &Principal,
+    project: &Project,
+    directory: &Directory,
+) -> AccessLevel {
     match principal {
         Principal::Anonymous => AccessLevel::NoAccess,
         Principal::User { admin: true, .. } => AccessLevel::Admin,
-        Principal::User { username, .. } | Principal::CiJob { username, .. } => {
+        Principal::User {
+            username,
+            memberships,
+            ..
+        } => AccessLevel::of_role(project.members.get(username).copied().max(
+            memberships.role_in_project(&project.path, |path| {
+                directory.groups().iter().any(|g| &g.path == path)
+            }),
+        )),
+        Principal::CiJob { username, .. } => {
             AccessLevel::of_role(project.members.get(username).copied())
         }
         // A deploy token has no access level: every protection rule applies to it.
@@ -371,7 +384,7 @@ pub fn restrict(
     if settings.archived {
         actions = only_pull(actions);
     }
-    let level = access_level(principal, project);
+    let level = access_level(principal, project, directory);
     let member_reads = level >= AccessLevel::Reporter;
     let exempt = match principal {
         // Deploy tokens read whatever the visibility; a job always reads its own project.
@@ -464,7 +477,7 @@ pub fn repository_protected(
     if rules.is_empty() {
         return false;
     }
-    let level = access_level(principal, project);
+    let level = access_level(principal, project, directory);
     rules
         .iter()
         .any(|rule| rule.matches(repository) && !rule.minimum_for_push.allows(level))
@@ -644,6 +657,7 @@ mod tests {
             admin: false,
             scopes: crate::auth::directory::RegistryScopes::ALL,
             credential: Credential::Password,
+            memberships: Default::default(),
         };
         let repo = |p: &str| RepositoryName::parse(p).unwrap();
         assert_eq!(restrict(&user("rep"), &repo("g/members"), &dir, pull), pull);

@@ -91,7 +91,11 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
     let ops = Ops::new(Arc::new(move || {
         let gateway = ready_gateway.clone();
         Box::pin(async move { gateway.ready().await })
-    }));
+    }))
+    .with_sources({
+        let gateway = gateway.clone();
+        Arc::new(move || gateway.identity_health())
+    });
     let ops_task = ops_listener.map(|listener| {
         let addr = listener.local_addr().ok();
         tracing::info!(

@@ -99,6 +99,9 @@ pub struct GatewayFile {
     /// The CI job tokens' own key.
     #[serde(default)]
     pub ci: Option<super::federation::CiFile>,
+    /// The directory service users may log in with (see [`super::ldap`]).
+    #[serde(default)]
+    pub ldap: Option<super::ldap::LdapFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ mod duration;
 mod env;
 pub mod federation;
 pub mod file;
+pub mod ldap;
 pub mod reload;
 mod settings;
 mod shape;
@@ -266,6 +267,8 @@ pub struct Config {
     pub federation: Vec<federation::Federation>,
     /// `ci.signing_key`: the key CI job tokens are signed with; `None`: `token.signing_key`.
     pub ci_signing_key: Option<PathBuf>,
+    /// The directory service (`ldap:`); `None` = off.
+    pub ldap: Option<ldap::LdapSettings>,
 }
 
 impl Config {

@@ -339,6 +339,7 @@ pub(super) fn validate(
         ));
     }
     let ci_signing_key = super::federation::ci_signing_key(raw.ci.as_ref(), base);
+    let ldap = super::ldap::validate(&mut c, raw.ldap, base, &directory);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -404,6 +405,7 @@ pub(super) fn validate(
         directory,
         federation,
         ci_signing_key,
+        ldap,
     })
 }
 

@@ -5,7 +5,10 @@
 //! - `GET /healthz`: 200 while the process serves (liveness);
 //! - `GET /readyz`: 200 when the configuration is loaded and the registry answers `/v2/`,
 //!   503 with a one-line reason otherwise, and 503 once shutdown has begun, so a load
-//!   balancer stops sending new clients while requests under way finish (readiness).
+//!   balancer stops sending new clients while requests under way finish (readiness). An
+//!   identity source that cannot be reached (the directory service) leaves it at 200: the
+//!   replica still serves gateway.yaml's users and every token. The body names it as
+//!   degraded, one line per source (`ldap: degraded: ...`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,11 +29,16 @@ use crate::telemetry::metrics::metrics;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Each identity source's name and health (see `Gateway::identity_health`).
+pub type SourceHealthCheck =
+    Arc<dyn Fn() -> Vec<(String, crate::auth::identity::Health)> + Send + Sync>;
+
 /// What the probes report; `draining` is set when shutdown begins.
 #[derive(Clone)]
 pub struct Ops {
     ready: ReadyCheck,
     draining: Arc<AtomicBool>,
+    sources: Option<SourceHealthCheck>,
 }
 
 impl Ops {
@@ -38,7 +46,25 @@ impl Ops {
         Ops {
             ready,
             draining: Arc::new(AtomicBool::new(false)),
+            sources: None,
         }
+    }
+
+    /// Name the identity sources that cannot answer in `/readyz`'s body (still a 200).
+    pub fn with_sources(mut self, sources: SourceHealthCheck) -> Ops {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// `ready`, then one line per degraded identity source.
+    fn ready_text(&self) -> String {
+        let mut body = String::from("ready\n");
+        for (name, health) in self.sources.as_ref().map(|f| f()).unwrap_or_default() {
+            if let crate::auth::identity::Health::Degraded(why) = health {
+                body.push_str(&format!("{name}: degraded: {why}\n"));
+            }
+        }
+        body
     }
 
     /// From now on `/readyz` answers 503.
@@ -65,7 +91,7 @@ impl Ops {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
                 }
                 match (self.ready)().await {
-                    Ok(()) => text(StatusCode::OK, "ready\n"),
+                    Ok(()) => text(StatusCode::OK, self.ready_text()),
                     Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                 }
             }

@@ -53,6 +53,13 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// An identity source's name (`ldap`, `federation:github`, `store`): one series per source
+/// configured in gateway.yaml, so the set is bounded by the file, never by clients.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhichLabel {
     which: &'static str,
@@ -98,7 +105,7 @@ const ROUTES: [&str; 8] = [
 ];
 
 /// Every `portcullis_auth_failures_total` reason, created at zero at start-up.
-const AUTH_FAILURE_REASONS: [&str; 21] = [
+const AUTH_FAILURE_REASONS: [&str; 22] = [
     "unknown_user",
     "wrong_secret",
     "token_expired",
@@ -120,6 +127,7 @@ const AUTH_FAILURE_REASONS: [&str; 21] = [
     "invalid_id_token",
     "no_federation_rule",
     "source_unavailable",
+    "directory_unavailable",
 ];
 
 impl Diagnosis {
@@ -166,6 +174,7 @@ pub struct Metrics {
     certificate_expiry: Family<WhichLabel, Gauge>,
     audit_write_failures: Counter,
     proxy_protocol_refused: Family<ReasonLabel, Counter>,
+    identity_source_up: Family<SourceLabel, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -197,6 +206,7 @@ impl Metrics {
             certificate_expiry: Family::default(),
             audit_write_failures: Counter::default(),
             proxy_protocol_refused: Family::default(),
+            identity_source_up: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the registry.
@@ -271,6 +281,11 @@ impl Metrics {
             "proxy_protocol_refused",
             "Connections closed because they did not start with a valid PROXY protocol v2 header (server.proxy_protocol), by reason",
             m.proxy_protocol_refused.clone(),
+        );
+        registry.register(
+            "identity_source_up",
+            "Whether each identity source beside gateway.yaml (ldap, federation, the token store) answered its last request: 1 up, 0 down",
+            m.identity_source_up.clone(),
         );
         let sent = m
             .upstream_bytes
@@ -436,6 +451,15 @@ impl Metrics {
         self.proxy_protocol_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// Whether the identity source `source` answers (see `auth::identity::SourceHealth`).
+    pub fn identity_source_up(&self, source: &str, up: bool) {
+        self.identity_source_up
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .set(i64::from(up));
     }
 }
 

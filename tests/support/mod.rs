@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod haproxy;
 pub mod http;
 pub mod issuer;
+pub mod ldap;
 pub mod nginx;
 pub mod oci;
 pub mod podman;
