@@ -92,6 +92,8 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         let gateway = ready_gateway.clone();
         Box::pin(async move { gateway.ready().await })
     }));
+    let noting = gateway.clone();
+    let ops = ops.with_note(Arc::new(move || noting.shared_state_degraded()));
     let ops_task = ops_listener.map(|listener| {
         let addr = listener.local_addr().ok();
         tracing::info!(

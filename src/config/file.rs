@@ -93,6 +93,9 @@ pub struct GatewayFile {
     pub groups: Vec<GroupFile>,
     #[serde(default)]
     pub projects: Vec<ProjectFile>,
+    /// State shared by several replicas (Redis); absent: in-process.
+    #[serde(default)]
+    pub shared_state: Option<SharedStateFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,4 +383,20 @@ pub struct AccessTokenFile {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub revoked: bool,
+}
+
+/// `shared_state:`: where several replicas keep bans, upload sessions, detector observations
+/// and revocations (see `crate::shared`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with redis, key_prefix and timeout"
+)]
+pub struct SharedStateFile {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub redis: String,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<String>,
 }

@@ -255,6 +255,8 @@ pub struct Config {
     pub audit: Option<AuditTarget>,
     /// Users, their credentials, and projects with their members.
     pub directory: Directory,
+    /// `shared_state:`: Redis for several replicas; `None` = in-process (one replica).
+    pub shared_state: Option<crate::shared::Settings>,
 }
 
 impl Config {

@@ -325,6 +325,7 @@ pub(super) fn validate(
         ),
     };
     let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
+    let shared_state = raw.shared_state.and_then(|raw| shared_state(&mut c, raw));
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -386,6 +387,60 @@ pub(super) fn validate(
         push_grace,
         log_level: raw.log.level,
         directory,
+        shared_state,
+    })
+}
+
+/// `shared_state:`: a `redis://` URL the client library accepts, a short prefix, a timeout
+/// between 1ms and 5s (every Redis call on the request path waits at most this long).
+fn shared_state(
+    c: &mut Checker,
+    raw: super::file::SharedStateFile,
+) -> Option<crate::shared::Settings> {
+    let timeout = c.duration(
+        "shared_state.timeout",
+        raw.timeout.as_deref(),
+        crate::shared::DEFAULT_TIMEOUT,
+    );
+    if !(Duration::from_millis(1)..=Duration::from_secs(5)).contains(&timeout) {
+        c.problems.push(Problem::new(
+            "shared_state.timeout",
+            "must be between 1ms and 5s: the request path waits for Redis at most this long",
+        ));
+    }
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| "portcullis:".to_owned());
+    if key_prefix.len() > 64
+        || key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.problems.push(Problem::new(
+            "shared_state.key_prefix",
+            "at most 64 characters, no spaces or control characters",
+        ));
+    }
+    let url = raw.redis.trim();
+    if !(url.starts_with("redis://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://"))
+    {
+        c.problems.push(Problem::new(
+            "shared_state.redis",
+            "must be a redis:// URL (redis://host:port/db, password as redis://:secret@host:port)",
+        ));
+        return None;
+    }
+    if let Err(error) = redis::Client::open(url) {
+        c.problems.push(Problem::new(
+            "shared_state.redis",
+            format!("not a Redis URL the client accepts ({})", error.category()),
+        ));
+        return None;
+    }
+    Some(crate::shared::Settings {
+        redis: url.to_owned(),
+        key_prefix,
+        timeout,
     })
 }
 

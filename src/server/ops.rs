@@ -5,7 +5,8 @@
 //! - `GET /healthz`: 200 while the process serves (liveness);
 //! - `GET /readyz`: 200 when the configuration is loaded and the registry answers `/v2/`,
 //!   503 with a one-line reason otherwise, and 503 once shutdown has begun, so a load
-//!   balancer stops sending new clients while requests under way finish (readiness).
+//!   balancer stops sending new clients while requests under way finish (readiness); while
+//!   Redis (`shared_state`) does not answer it stays 200 and says the shared state is degraded.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,14 +32,27 @@ pub type ReadyCheck =
 pub struct Ops {
     ready: ReadyCheck,
     draining: Arc<AtomicBool>,
+    /// Said after "ready" when the gateway serves, but not as well as it could (shared state
+    /// degraded): a reason to look, not to stop sending traffic.
+    note: Option<Note>,
 }
+
+/// What `/readyz` adds to "ready" (`None`: nothing to add).
+pub type Note = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl Ops {
     pub fn new(ready: ReadyCheck) -> Ops {
         Ops {
             ready,
             draining: Arc::new(AtomicBool::new(false)),
+            note: None,
         }
+    }
+
+    /// `/readyz` answers 200 "ready; <note>" while `note` has something to say.
+    pub fn with_note(mut self, note: Note) -> Ops {
+        self.note = Some(note);
+        self
     }
 
     /// From now on `/readyz` answers 503.
@@ -65,7 +79,10 @@ impl Ops {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
                 }
                 match (self.ready)().await {
-                    Ok(()) => text(StatusCode::OK, "ready\n"),
+                    Ok(()) => match self.note.as_ref().and_then(|note| note()) {
+                        Some(note) => text(StatusCode::OK, format!("ready; {note}\n")),
+                        None => text(StatusCode::OK, "ready\n"),
+                    },
                     Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                 }
             }

@@ -162,6 +162,7 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     certificate_expiry: Family<WhichLabel, Gauge>,
     audit_write_failures: Counter,
+    shared_state_degraded: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -192,6 +193,7 @@ impl Metrics {
             config_reloads: Family::default(),
             certificate_expiry: Family::default(),
             audit_write_failures: Counter::default(),
+            shared_state_degraded: Gauge::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the registry.
@@ -251,6 +253,11 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads, by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "shared_state_degraded",
+            "1 while shared_state.redis is set and Redis does not answer (this replica keeps its state in process), else 0",
+            m.shared_state_degraded.clone(),
         );
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -384,6 +391,11 @@ impl Metrics {
     pub fn upload_sessions(&self, open: usize) {
         self.upload_sessions_open
             .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Redis (shared_state) does not answer: 1, or answers again: 0.
+    pub fn shared_state_degraded(&self, degraded: bool) {
+        self.shared_state_degraded.set(i64::from(degraded));
     }
 
     pub fn push_grace_extension(&self) {
