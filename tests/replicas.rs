@@ -1,0 +1,336 @@
+//! Several replicas, one gateway: bans, upload sessions (push grace) and the stripped-header
+//! detector hold across replicas through one Redis (`shared_state`), and an outage of Redis
+//! (restarted, or frozen with SIGSTOP) fails no request and delays none past the timeout
+//! budget: every replica falls back to its in-process state, says so once, and recovers.
+//!
+//! Real parts: Debian's `redis-server` and `docker-registry`, three `portcullis serve`
+//! processes with one signing key, all on loopback ports.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::gateway::secrets::*;
+use support::http::{get, request, Reply};
+use support::process;
+use support::replicas::Replicas;
+
+const REPO: &str = "mygroup/myproject/spread";
+const CHUNK: usize = 1 << 20;
+
+/// The generous upper bound of one request while Redis misbehaves: the 100 ms timeout, plus
+/// a slow hash, plus a loaded CI machine. Far below the seconds Redis stays frozen.
+const BUDGET: Duration = Duration::from_millis(1500);
+
+#[test]
+fn a_ban_earned_on_replica_1_refuses_on_replica_3_and_redis_never_holds_the_username() {
+    let replicas = Replicas::start(
+        3,
+        "brute_force: { max_failures: 3, window: 60s, ban: 1h }\n",
+        None,
+    );
+    for _ in 0..3 {
+        let reply = replicas.login(0, "alice", "wrong-password", "");
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+    // A good password from the same client, on another replica: banned.
+    let reply = replicas.login(2, "alice", ALICE_PAT, "");
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.error_message().contains("too many failed logins"),
+        "{}",
+        reply.body
+    );
+    assert!(replicas.gateways[0]
+        .log()
+        .contains("banned after too many failed logins"));
+    assert!(
+        replicas.gateways[2].log().contains("reason=\"banned\"")
+            || replicas.gateways[2].log().contains("reason=banned"),
+        "{}",
+        replicas.gateways[2].log()
+    );
+    // Keys are fixed-size keyed hashes with TTLs: no username, no address in Redis.
+    let keys = replicas.redis.cli(&["--scan", "--pattern", "test:*"]);
+    assert!(!keys.is_empty(), "nothing in Redis");
+    assert!(
+        !keys.contains("alice") && !keys.contains("127.0.0.1"),
+        "{keys}"
+    );
+    for key in keys.lines() {
+        assert!(key.len() <= "test:bf:c:b:".len() + 32, "{key}");
+        let ttl: i64 = replicas.redis.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[test]
+fn the_stripped_header_warning_comes_from_the_replica_the_stripped_request_reached() {
+    let replicas = Replicas::start(2, "", None);
+    let agent = "docker/27.0 (replicas test)";
+    let url = format!(
+        "{}/jwt/auth?service=container_registry&account=alice",
+        replicas.gateways[0].url
+    );
+    let reply = get(&url)
+        .basic("alice", ALICE_PAT)
+        .header("User-Agent", agent)
+        .send();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // The next /v2/ request, Authorization stripped, reaches the other replica.
+    let ping = || {
+        get(&format!("{}/v2/", replicas.gateways[1].url))
+            .header("User-Agent", agent)
+            .send()
+    };
+    assert_eq!(ping().status, 401);
+    assert_eq!(ping().status, 401);
+    let needle = "calls /v2/ WITHOUT an Authorization header";
+    let log = replicas.gateways[1].log();
+    assert_eq!(log.matches(needle).count(), 1, "once per token:\n{log}");
+    assert!(!replicas.gateways[0].log().contains(needle));
+
+    // A client that used its token (on replica 1) and then pings (on replica 2) is normal.
+    let reply = get(&url)
+        .basic("alice", ALICE_PAT)
+        .header("User-Agent", "podman/5 (normal)")
+        .send();
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let authed = get(&format!("{}/v2/", replicas.gateways[0].url))
+        .header("User-Agent", "podman/5 (normal)")
+        .bearer(&token)
+        .send();
+    assert_eq!(authed.status, 200, "{}", authed.body);
+    let later = get(&format!("{}/v2/", replicas.gateways[1].url))
+        .header("User-Agent", "podman/5 (normal)")
+        .send();
+    assert_eq!(later.status, 401);
+    assert_eq!(replicas.gateways[1].log().matches(needle).count(), 1);
+}
+
+fn chunk(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, process::random_bytes(CHUNK)).unwrap();
+    path
+}
+
+fn sha256_of(files: &[&Path]) -> String {
+    let names: Vec<String> = files.iter().map(|f| format!("'{}'", f.display())).collect();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("cat {} | sha256sum", names.join(" ")));
+    process::run(command, None)
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn patch(location: &str, token: &str, data: &Path) -> Reply {
+    request("PATCH", location)
+        .bearer(token)
+        .header("Content-Type", "application/octet-stream")
+        .arg("--data-binary")
+        .arg(&format!("@{}", data.display()))
+        .send()
+}
+
+/// `location` (on the replica that answered) sent to replica `to` instead.
+fn on(replicas: &Replicas, location: &str, to: usize) -> String {
+    let path = &location[location.find("/v2/").expect("a /v2/ Location")..];
+    format!("{}{path}", replicas.gateways[to].url)
+}
+
+#[test]
+fn a_token_expiring_mid_push_is_graced_by_replicas_that_did_not_issue_it() {
+    let mut replicas = Replicas::start(0, "", None);
+    replicas.options_expiry("2s");
+    for _ in 0..3 {
+        replicas.add();
+    }
+    for ops in replicas.ops.clone() {
+        replicas.wait_shared(&ops);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Token from replica 1, POST and first PATCH on replica 1.
+    let reply = replicas.login(
+        0,
+        "alice",
+        ALICE_PAT,
+        &format!("repository:{REPO}:pull,push"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let reply = request(
+        "POST",
+        &format!("{}/v2/{REPO}/blobs/uploads/", replicas.gateways[0].url),
+    )
+    .bearer(&token)
+    .send();
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let first = chunk(dir.path(), "first");
+    let reply = patch(
+        &on(&replicas, reply.header("location").unwrap(), 0),
+        &token,
+        &first,
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    std::thread::sleep(Duration::from_millis(3200));
+    // The token has expired: the second PATCH reaches replica 2, the PUT replica 3, the
+    // manifest PUT replica 2 again. None of them issued the token or saw the POST.
+    let second = chunk(dir.path(), "second");
+    let reply = patch(
+        &on(&replicas, reply.header("location").unwrap(), 1),
+        &token,
+        &second,
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let digest = format!("sha256:{}", sha256_of(&[&first, &second]));
+    let location = on(&replicas, reply.header("location").unwrap(), 2);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let reply = request("PUT", &format!("{location}{sep}digest={digest}"))
+        .bearer(&token)
+        .send();
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": 2 * CHUNK },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": 2 * CHUNK }],
+    })
+    .to_string();
+    let reply = request(
+        "PUT",
+        &format!("{}/v2/{REPO}/manifests/v1", replicas.gateways[1].url),
+    )
+    .bearer(&token)
+    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+    .body(&manifest)
+    .send();
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let graced = |i: usize| {
+        replicas.gateways[i]
+            .log()
+            .matches("push grace: the token expired during the push")
+            .count()
+    };
+    assert_eq!((graced(0), graced(1), graced(2)), (0, 2, 1));
+
+    // The blob reads back whole, from replica 1.
+    let fresh = replicas.login(0, "alice", ALICE_PAT, &format!("repository:{REPO}:pull"));
+    let fresh = fresh.json()["token"].as_str().unwrap().to_owned();
+    let pulled = dir.path().join("pulled");
+    let reply = get(&format!(
+        "{}/v2/{REPO}/blobs/{digest}",
+        replicas.gateways[0].url
+    ))
+    .bearer(&fresh)
+    .arg("-L")
+    .arg("-o")
+    .arg(pulled.to_str().unwrap())
+    .send();
+    assert_eq!(reply.status, 200);
+    assert_eq!(format!("sha256:{}", sha256_of(&[&pulled])), digest);
+    // The expired token still starts nothing new, on any replica.
+    for gateway in &replicas.gateways {
+        let reply = request("POST", &format!("{}/v2/{REPO}/blobs/uploads/", gateway.url))
+            .bearer(&token)
+            .send();
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+}
+
+/// Logins and authenticated `/v2/` requests, round robin over the replicas, each timed.
+fn traffic(replicas: &Replicas, rounds: usize, slowest: &mut Duration) {
+    for round in 0..rounds {
+        let i = round % replicas.gateways.len();
+        let started = Instant::now();
+        let reply = replicas.login(
+            i,
+            "alice",
+            ALICE_PAT,
+            "repository:mygroup/myproject/app:pull",
+        );
+        assert_eq!(
+            reply.status, 200,
+            "login refused on replica {i}: {}",
+            reply.body
+        );
+        let token = reply.json()["token"].as_str().unwrap().to_owned();
+        let reply = get(&format!(
+            "{}/v2/",
+            replicas.gateways[(i + 1) % replicas.gateways.len()].url
+        ))
+        .bearer(&token)
+        .send();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = get(&format!("{}/v2/", replicas.gateways[i].url)).send();
+        assert_eq!(reply.status, 401);
+        // Two requests and a login, each within the budget.
+        *slowest = (*slowest).max(started.elapsed() / 3);
+        assert!(
+            started.elapsed() < BUDGET * 3,
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn redis_restarted_and_frozen_fails_no_request_and_each_replica_says_so_once() {
+    let mut replicas = Replicas::start(2, "", None);
+    let mut slowest = Duration::ZERO;
+    traffic(&replicas, 6, &mut slowest);
+
+    // Frozen: connections stay open and nothing answers.
+    replicas.redis.freeze();
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(4) {
+        traffic(&replicas, 2, &mut slowest);
+    }
+    for ops in &replicas.ops {
+        let ready = get(&format!("{ops}/readyz")).send();
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert!(
+            ready.body.contains("shared state degraded"),
+            "{}",
+            ready.body
+        );
+        let metrics = get(&format!("{ops}/metrics")).send().body;
+        assert_eq!(
+            support::http::series(&metrics, "portcullis_shared_state_degraded"),
+            Some(1.0),
+            "{metrics}"
+        );
+    }
+    replicas.redis.thaw();
+    for ops in replicas.ops.clone() {
+        replicas.wait_shared(&ops);
+    }
+    traffic(&replicas, 4, &mut slowest);
+
+    // Restarted: everything in it is gone, the connections are cut.
+    replicas.redis.restart();
+    traffic(&replicas, 6, &mut slowest);
+    for ops in replicas.ops.clone() {
+        replicas.wait_shared(&ops);
+    }
+    traffic(&replicas, 4, &mut slowest);
+
+    for gateway in &replicas.gateways {
+        let log = gateway.log();
+        let errors = log.matches("shared state: Redis does not answer").count();
+        let back = log.matches("shared state: Redis answers again").count();
+        // One outage (frozen); the restart is a second one unless no call fell between the
+        // stop and the start.
+        assert!((1..=2).contains(&errors), "{errors} ERROR lines:\n{log}");
+        assert_eq!(errors, back, "each outage ends with one INFO line:\n{log}");
+        for line in log.lines().filter(|l| l.contains("Redis does not answer")) {
+            assert!(line.contains("ERROR"), "{line}");
+        }
+    }
+    eprintln!("slowest request while Redis misbehaved: {slowest:?}");
+}
