@@ -181,6 +181,13 @@ pub struct ServerFile {
     /// is then intended, and `check`/`serve` do not warn about it.
     #[serde(default)]
     pub behind_tls_proxy: Option<bool>,
+    /// Address blocks (CIDRs) of the balancers and proxies whose word about the client's
+    /// address is taken (X-Forwarded-For, and who may send the PROXY protocol header).
+    #[serde(default)]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Every connection starts with a PROXY protocol v2 header (a TCP balancer in front).
+    #[serde(default)]
+    pub proxy_protocol: Option<bool>,
 }
 
 /// The operations listener: `/metrics`, `/healthz`, `/readyz`.

@@ -223,6 +223,12 @@ pub struct ServerSettings {
     /// TLS is terminated by a proxy in front of the gateway (nginx, a load balancer), so an
     /// https `public_url` with no `tls:` here is intended rather than a mistake.
     pub behind_tls_proxy: bool,
+    /// `server.trusted_proxies`: whose X-Forwarded-For names the client (see
+    /// `server::client_addr`), and who may send a PROXY protocol header.
+    pub trusted_proxies: crate::server::client_addr::TrustedProxies,
+    /// `server.proxy_protocol`: every connection must start with a PROXY protocol v2 header
+    /// (see `server::proxy_protocol`).
+    pub proxy_protocol: bool,
 }
 
 /// Where audit records go.

@@ -245,6 +245,7 @@ pub(super) fn validate(
         raw.server.body_rate_window.as_deref(),
         DEFAULT_BODY_RATE_WINDOW,
     );
+    let trusted_proxies = trusted_proxies(&mut c, raw.server.trusted_proxies.as_deref());
     let token_request_timeout = c.duration(
         "server.token_request_timeout",
         raw.server.token_request_timeout.as_deref(),
@@ -379,6 +380,8 @@ pub(super) fn validate(
             body_rate_window,
             token_request_timeout,
             behind_tls_proxy: raw.server.behind_tls_proxy.unwrap_or(false),
+            trusted_proxies,
+            proxy_protocol: raw.server.proxy_protocol.unwrap_or(false),
         },
         metrics_listen,
         audit,
@@ -442,6 +445,21 @@ fn shared_state(
         key_prefix,
         timeout,
     })
+}
+
+/// `server.trusted_proxies`: each entry a CIDR (`10.0.0.0/8`, `fd00::/8`) or one address; a
+/// bad one is named by its index.
+fn trusted_proxies(
+    c: &mut Checker,
+    entries: Option<&[String]>,
+) -> crate::server::client_addr::TrustedProxies {
+    let blocks = entries
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| c.check(format!("server.trusted_proxies[{i}]"), text.parse()))
+        .collect();
+    crate::server::client_addr::TrustedProxies::new(blocks)
 }
 
 /// An `address:port` to listen on. Also what Go servers (the registry itself) take: `:4567`

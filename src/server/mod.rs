@@ -12,8 +12,10 @@
 //!   (keep-alive off, GOAWAY), and waits up to `server.shutdown_grace` for them.
 
 mod activity;
+pub mod client_addr;
 pub mod limits;
 pub mod ops;
+pub mod proxy_protocol;
 pub mod tls;
 mod workers;
 
@@ -118,9 +120,16 @@ fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body
     .into_response()
 }
 
-/// The client's address, attached to every request.
+/// The client's address, attached to every request: the TCP peer, or whom the PROXY
+/// protocol header or a trusted proxy's `X-Forwarded-For` named (see [`client_addr`]).
+/// Everything that keys on the client reads this.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
+
+/// The TCP peer of the connection a request came on (the balancer, behind one), attached to
+/// every request beside [`ClientAddr`] for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// How a [`serve`] call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,17 +303,36 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<S>(self, stream: tokio::net::TcpStream, service: S)
+    async fn run<S>(self, mut stream: tokio::net::TcpStream, service: S)
     where
         S: HttpService,
     {
         let peer = self.peer;
+        // Before TLS and HTTP: the balancer's header naming the client, when it sends one.
+        let source = if self.settings.proxy_protocol {
+            let timeout = self
+                .settings
+                .header_read_timeout
+                .min(proxy_protocol::HEADER_TIMEOUT);
+            match proxy_protocol::accept(&mut stream, peer, &self.settings.trusted_proxies, timeout)
+                .await
+            {
+                Ok(source) => source,
+                // Counted and logged by `accept`; dropping the stream closes it.
+                Err(_) => return,
+            }
+        } else {
+            peer
+        };
+        let trusted = self.settings.trusted_proxies.clone();
         let share =
             UpstreamSlots::connection_share(self.settings.max_upstream_requests_per_connection);
         let in_flight = InFlight::new();
         let requests = in_flight.clone();
         let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ClientAddr(peer));
+            let client = client_addr::resolve(source, request.headers(), &trusted);
+            request.extensions_mut().insert(ClientAddr(client));
+            request.extensions_mut().insert(PeerAddr(peer));
             request.extensions_mut().insert(share.clone());
             let under_way = requests.start();
             let answer = service.clone().oneshot(request);

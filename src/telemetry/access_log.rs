@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use super::line::{self, AccessLine};
 use super::metrics::metrics;
 use super::{RefusalReason, RequestUser, RouteLabel};
-use crate::server::ClientAddr;
+use crate::server::{ClientAddr, PeerAddr};
 
 /// Adds [`AccessLog`] around a service.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,6 +53,11 @@ where
         // A reference-counted clone: the path is logged without copying it per request.
         let uri = request.uri().clone();
         let client: Option<SocketAddr> = request.extensions().get::<ClientAddr>().map(|c| c.0);
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0)
+            .filter(|p| Some(*p) != client);
         let version = request.version();
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -84,6 +89,7 @@ where
                     elapsed,
                     user,
                     reason,
+                    peer,
                 });
             }
             result

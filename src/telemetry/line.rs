@@ -50,6 +50,9 @@ pub struct AccessLine<'a> {
     pub user: &'a str,
     /// Why the gateway refused the request (absent when it did not).
     pub reason: Option<&'a str>,
+    /// The TCP peer (the balancer) when it is not the client (PROXY protocol, a trusted
+    /// proxy's X-Forwarded-For); absent otherwise.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Log one request: directly when [`install`] was called, through tracing otherwise.
@@ -88,6 +91,7 @@ fn log_with_tracing(line: &AccessLine<'_>) {
         duration_ms = Millis(line.elapsed).as_f64(),
         user = line.user,
         reason = line.reason,
+        peer = line.peer.map(tracing::field::display),
         "request"
     );
 }
@@ -111,6 +115,10 @@ impl AccessLine<'_> {
             // Before the newline: the line stays one line.
             out.pop();
             let _ = writeln!(out, " reason={reason:?}");
+        }
+        if let Some(peer) = self.peer {
+            out.pop();
+            let _ = writeln!(out, " peer={peer}");
         }
     }
 
@@ -136,6 +144,9 @@ impl AccessLine<'_> {
         if let Some(reason) = self.reason {
             out.extend_from_slice(b",\"reason\":");
             let _ = serde_json::to_writer(&mut *out, reason);
+        }
+        if let Some(peer) = self.peer {
+            let _ = write!(out, ",\"peer\":\"{peer}\"");
         }
         out.extend_from_slice(b",\"target\":\"portcullis::access\"}\n");
     }
@@ -206,6 +217,8 @@ struct Client(Option<SocketAddr>);
 impl std::fmt::Display for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
+            // From X-Forwarded-For, which names no port: the address alone.
+            Some(address) if address.port() == 0 => address.ip().fmt(f),
             Some(address) => address.fmt(f),
             None => Ok(()),
         }
@@ -244,6 +257,7 @@ mod tests {
             elapsed: Duration::from_micros(1234),
             user,
             reason: None,
+            peer: None,
         }
     }
 

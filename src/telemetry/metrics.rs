@@ -163,6 +163,7 @@ pub struct Metrics {
     certificate_expiry: Family<WhichLabel, Gauge>,
     audit_write_failures: Counter,
     shared_state_degraded: Gauge,
+    proxy_protocol_refused: Family<ReasonLabel, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -194,6 +195,7 @@ impl Metrics {
             certificate_expiry: Family::default(),
             audit_write_failures: Counter::default(),
             shared_state_degraded: Gauge::default(),
+            proxy_protocol_refused: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the registry.
@@ -269,6 +271,11 @@ impl Metrics {
             "Audit records that could not be written",
             m.audit_write_failures.clone(),
         );
+        registry.register(
+            "proxy_protocol_refused",
+            "Connections closed because they did not start with a valid PROXY protocol v2 header (server.proxy_protocol), by reason",
+            m.proxy_protocol_refused.clone(),
+        );
         let sent = m
             .upstream_bytes
             .get_or_create(&DirectionLabel { direction: "sent" })
@@ -311,6 +318,11 @@ impl Metrics {
         }
         for result in ["success", "failure"] {
             let _ = self.config_reloads.get_or_create(&ResultLabel { result });
+        }
+        for reason in crate::server::proxy_protocol::ProxyError::LABELS {
+            let _ = self
+                .proxy_protocol_refused
+                .get_or_create(&ReasonLabel { reason });
         }
     }
 
@@ -424,6 +436,15 @@ impl Metrics {
 
     pub fn audit_write_failure(&self) {
         self.audit_write_failures.inc();
+    }
+
+    /// A connection refused by `server.proxy_protocol`; `reason` is a [`ProxyError`] label.
+    ///
+    /// [`ProxyError`]: crate::server::proxy_protocol::ProxyError
+    pub fn proxy_protocol_refused(&self, reason: &'static str) {
+        self.proxy_protocol_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod gateway;
+pub mod haproxy;
 pub mod http;
 pub mod nginx;
 pub mod oci;

@@ -42,10 +42,16 @@ impl RawRequest {
 
     /// Send to `127.0.0.1:port` and read the answer to the end.
     pub fn send(&self, port: u16) -> RawReply {
+        self.send_after(port, &[])
+    }
+
+    /// Like [`RawRequest::send`], with `prefix` written first (a PROXY protocol header).
+    pub fn send_after(&self, port: u16, prefix: &[u8]) -> RawReply {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
+        stream.write_all(prefix).unwrap();
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n",
             self.method, self.target
@@ -134,4 +140,91 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
         body = body.get(start + size + 2..).unwrap_or_default();
     }
     out
+}
+
+/// The PROXY protocol v2 signature.
+pub const PROXY_V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+/// A PROXY protocol v2 header as a balancer writes it: `command` 0 (LOCAL) or 1 (PROXY),
+/// `family` (0x11 TCP over IPv4, 0x21 over IPv6, 0x00 unspecified) and its payload.
+pub fn proxy_v2(command: u8, family: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = PROXY_V2_SIGNATURE.to_vec();
+    bytes.push(0x20 | command);
+    bytes.push(family);
+    bytes.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A PROXY header saying the connection came from `source` to `destination` (same family).
+pub fn proxy_v2_from(source: std::net::SocketAddr, destination: std::net::SocketAddr) -> Vec<u8> {
+    use std::net::IpAddr;
+    let mut payload = Vec::new();
+    let family = match (source.ip(), destination.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            payload.extend_from_slice(&s.octets());
+            payload.extend_from_slice(&d.octets());
+            0x11
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            payload.extend_from_slice(&s.octets());
+            payload.extend_from_slice(&d.octets());
+            0x21
+        }
+        _ => panic!("source and destination of one family"),
+    };
+    payload.extend_from_slice(&source.port().to_be_bytes());
+    payload.extend_from_slice(&destination.port().to_be_bytes());
+    proxy_v2(1, family, &payload)
+}
+
+/// What became of a connection that sent some bytes and then waited.
+#[derive(Debug)]
+pub struct Ending {
+    /// The server closed (or reset) it after this long; `None` if it was still open at the
+    /// limit.
+    pub closed_after: Option<Duration>,
+    /// What the server sent before closing.
+    pub received: Vec<u8>,
+}
+
+/// Connect to `127.0.0.1:port`, write `bytes` (and keep the connection open, sending nothing
+/// more), and wait up to `limit` for the server to close it.
+pub fn send_and_wait(port: u16, bytes: &[u8], limit: Duration) -> Ending {
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // A server that closes before reading everything resets; that is an ending too.
+    let _ = stream.write_all(bytes);
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ending {
+                closed_after: None,
+                received,
+            };
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ending {
+                    closed_after: None,
+                    received,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ending {
+        closed_after: Some(started.elapsed()),
+        received,
+    }
 }
