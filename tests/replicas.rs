@@ -11,9 +11,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::docker::Dockerd;
 use support::gateway::secrets::*;
+use support::haproxy::{Haproxy, HaproxyConfig};
 use support::http::{get, request, Reply};
-use support::process;
+use support::process::{self, ImageCli};
 use support::replicas::Replicas;
 
 const REPO: &str = "mygroup/myproject/spread";
@@ -333,4 +335,205 @@ fn redis_restarted_and_frozen_fails_no_request_and_each_replica_says_so_once() {
         }
     }
     eprintln!("slowest request while Redis misbehaved: {slowest:?}");
+}
+
+/// Three replicas with `server.proxy_protocol` behind haproxy (TCP, round robin, no
+/// stickiness, `send-proxy-v2`, health checks so a killed replica is taken out), whose
+/// address is every replica's `public_url`.
+fn behind_haproxy(extra: &str) -> (Replicas, Haproxy) {
+    let port = support::free_port();
+    let replicas = Replicas::start(
+        3,
+        &format!("server: {{ proxy_protocol: true }}\n{extra}"),
+        Some(format!("http://127.0.0.1:{port}")),
+    );
+    let servers: Vec<String> = replicas.gateways.iter().map(|g| g.host.clone()).collect();
+    let mut config = HaproxyConfig::tcp(&servers, true);
+    config.server_options = "send-proxy-v2 check inter 200ms fall 1 rise 2".into();
+    config.backend_extra = "  retries 3\n  option redispatch\n".into();
+    config.timeout = Duration::from_secs(120);
+    let haproxy = Haproxy::start_on(port, &config);
+    (replicas, haproxy)
+}
+
+/// `/v2/` requests of `repository` in replica `i`'s access log.
+fn served(replicas: &Replicas, i: usize, repository: &str) -> usize {
+    let needle = format!(" path=/v2/{repository}/");
+    replicas.gateways[i]
+        .log()
+        .lines()
+        .filter(|l| l.contains("portcullis::access") && l.contains(&needle))
+        .count()
+}
+
+/// A docker-archive (what `docker save` writes) with `layers` layers of `size` random bytes
+/// each, tagged `reference`: a multi-layer image without any registry or network.
+fn multi_layer_archive(dir: &Path, reference: &str, layers: usize, size: usize) -> PathBuf {
+    let mut diff_ids = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..layers {
+        let root = dir.join(format!("root{i}"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            root.join(format!("layer{i}.bin")),
+            process::random_bytes(size),
+        )
+        .unwrap();
+        let name = format!("layer{i}.tar");
+        let mut tar = std::process::Command::new("tar");
+        tar.args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-cf"])
+            .arg(dir.join(&name))
+            .arg("-C")
+            .arg(&root)
+            .arg(".");
+        assert!(process::run(tar, None).ok, "tar");
+        diff_ids.push(format!("sha256:{}", sha256_of(&[&dir.join(&name)])));
+        names.push(name);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    })
+    .to_string();
+    std::fs::write(dir.join("config.json"), &config).unwrap();
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": [reference],
+        "Layers": names,
+    }])
+    .to_string();
+    std::fs::write(dir.join("manifest.json"), manifest).unwrap();
+    let archive = dir.join("image.tar");
+    let mut tar = std::process::Command::new("tar");
+    tar.arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir)
+        .arg("manifest.json")
+        .arg("config.json");
+    for name in &names {
+        tar.arg(name);
+    }
+    assert!(process::run(tar, None).ok, "tar");
+    archive
+}
+
+#[test]
+fn docker_push_through_haproxy_is_spread_over_replicas_and_survives_one_killed_mid_push() {
+    let (mut replicas, haproxy) = behind_haproxy("");
+    let docker = Dockerd::start();
+    docker.ok(
+        &["login", &haproxy.host(), "-u", "alice", "--password-stdin"],
+        Some(ALICE_PAT),
+    );
+    let staging = tempfile::tempdir().unwrap();
+
+    // A multi-layer push, its requests spread over the replicas.
+    let first = format!("{}/{REPO}:v1", haproxy.host());
+    let archive = multi_layer_archive(staging.path(), &first, 4, 2 << 20);
+    docker.ok(&["load", "-i", archive.to_str().unwrap()], None);
+    docker.ok(&["push", &first], None);
+    let counts: Vec<usize> = (0..3).map(|i| served(&replicas, i, REPO)).collect();
+    assert!(
+        counts.iter().filter(|c| **c > 0).count() >= 2,
+        "one replica served the whole push: {counts:?}\n{}",
+        haproxy.log()
+    );
+
+    // Another push; replica 2 is killed (SIGKILL) as soon as it has an upload under way.
+    let second_repo = "mygroup/myproject/survivor";
+    let second = format!("{}/{second_repo}:v1", haproxy.host());
+    let dir = staging.path().join("second");
+    std::fs::create_dir_all(&dir).unwrap();
+    let archive = multi_layer_archive(&dir, &second, 4, 12 << 20);
+    docker.ok(&["load", "-i", archive.to_str().unwrap()], None);
+    let (ok, out) = std::thread::scope(|scope| {
+        let pushing = scope.spawn(|| docker.run(&["push", &second], None));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let needle = format!("path=/v2/{second_repo}/blobs/uploads/");
+        let victim = loop {
+            let found = (0..3).find(|i| {
+                replicas.gateways[*i]
+                    .log()
+                    .lines()
+                    .any(|l| l.contains("portcullis::access") && l.contains(&needle))
+            });
+            if let Some(i) = found {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "no upload reached any replica");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        replicas.kill(victim);
+        pushing.join().unwrap()
+    });
+    assert!(ok, "the push did not survive the replica's death:\n{out}");
+
+    // The manifest landed; both images read back whole (docker checks every digest).
+    docker.ok(&["rmi", &first, &second], None);
+    docker.ok(&["pull", &second], None);
+    docker.ok(&["pull", &first], None);
+}
+
+#[test]
+fn two_clients_behind_haproxy_one_brute_forcing_only_that_one_is_banned_on_every_replica() {
+    let (replicas, haproxy) =
+        behind_haproxy("brute_force: { max_failures: 6, window: 60s, ban: 1h }\n");
+    let url = format!(
+        "{}/jwt/auth?service=container_registry&scope=repository:mygroup/myproject:pull",
+        haproxy.url("http")
+    );
+    let from = |source: &str, secret: &str| {
+        get(&url)
+            .basic("bob", secret)
+            .arg("--interface")
+            .arg(source)
+            .send()
+    };
+    // 127.0.0.2 guesses bob's token; each guess is a new connection, so haproxy spreads them.
+    for i in 0..12 {
+        let reply = from("127.0.0.2", &format!("guess-{i}"));
+        assert!(matches!(reply.status, 401 | 403 | 429), "{}", reply.body);
+    }
+    let guessed_on = (0..3)
+        .filter(|i| {
+            replicas.gateways[*i].log().contains("guess")
+                || replicas.gateways[*i]
+                    .log()
+                    .contains("reason=invalid_credentials")
+                || replicas.gateways[*i].log().contains("login refused")
+        })
+        .count();
+    assert!(guessed_on >= 2, "the guesses were not spread");
+    // Banned everywhere: three more tries with the right token, one per replica.
+    for _ in 0..3 {
+        let reply = get(&format!(
+            "{}/jwt/auth?service=container_registry&scope=repository:mygroup/myproject:pull",
+            haproxy.url("http")
+        ))
+        .basic("alice", ALICE_PAT)
+        .arg("--interface")
+        .arg("127.0.0.2")
+        .send();
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        assert!(
+            reply.error_message().contains("from this client"),
+            "{}",
+            reply.body
+        );
+    }
+    // The other client behind the same haproxy is not banned, on any replica.
+    for _ in 0..3 {
+        let reply = get(&format!(
+            "{}/jwt/auth?service=container_registry&scope=repository:mygroup/myproject:pull",
+            haproxy.url("http")
+        ))
+        .basic("alice", ALICE_PAT)
+        .arg("--interface")
+        .arg("127.0.0.3")
+        .send();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
 }

@@ -75,6 +75,16 @@ impl Replicas {
         self.ops.push(format!("http://127.0.0.1:{port}"));
     }
 
+    /// SIGKILL replica `i`: no drain, no goodbye (a node lost).
+    pub fn kill(&mut self, i: usize) {
+        let status = std::process::Command::new("kill")
+            .arg("-KILL")
+            .arg(self.gateways[i].pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL");
+    }
+
     /// Wait until the replica at `ops` says Redis answers (`/readyz` without "degraded").
     pub fn wait_shared(&self, ops: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
