@@ -466,6 +466,11 @@ fn docker_push_through_haproxy_is_spread_over_replicas_and_survives_one_killed_m
             assert!(Instant::now() < deadline, "no upload reached any replica");
             std::thread::sleep(Duration::from_millis(20));
         };
+        let manifest = format!("path=/v2/{second_repo}/manifests/");
+        assert!(
+            (0..3).all(|i| !replicas.gateways[i].log().contains(&manifest)),
+            "the push was over before the kill"
+        );
         replicas.kill(victim);
         pushing.join().unwrap()
     });
@@ -536,4 +541,84 @@ fn two_clients_behind_haproxy_one_brute_forcing_only_that_one_is_banned_on_every
         .send();
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
+}
+
+#[test]
+fn a_refresh_token_revoked_through_redis_is_refused_by_every_replica_within_the_bound() {
+    let replicas = Replicas::start(2, "", None);
+    let login = request(
+        "POST",
+        &format!("{}/jwt/auth", replicas.gateways[0].url),
+    )
+    .header("Content-Type", "application/x-www-form-urlencoded")
+    .body(&format!(
+        "grant_type=password&username=alice&password={ALICE_PAT}&service=container_registry&access_type=offline&client_id=test"
+    ))
+    .send();
+    assert_eq!(login.status, 200, "{}", login.body);
+    let refresh = login.json()["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_on = |i: usize| {
+        request("POST", &format!("{}/jwt/auth", replicas.gateways[i].url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(&format!(
+                "grant_type=refresh_token&refresh_token={refresh}&service=container_registry&client_id=test"
+            ))
+            .send()
+    };
+    assert_eq!(refresh_on(1).status, 200);
+    // What Revocations::revoke appends on one replica (the token store's hook).
+    let claims = support::http::jwt_part(&refresh, 1);
+    let (jti, exp) = (
+        claims["jti"].as_str().unwrap().to_owned(),
+        claims["exp"].as_u64().unwrap().to_string(),
+    );
+    replicas
+        .redis
+        .cli(&["XADD", "test:revoked", "*", "id", &jti, "until", &exp]);
+    // The bound: the poll interval (1 s) plus the timeout; 3 s here for a loaded machine.
+    std::thread::sleep(Duration::from_millis(3000));
+    for i in 0..2 {
+        let reply = refresh_on(i);
+        assert_eq!(reply.status, 401, "replica {i}: {}", reply.body);
+        assert!(reply.body.contains("revoked"), "{}", reply.body);
+    }
+}
+
+#[test]
+fn a_redis_that_never_answers_changes_nothing_but_readyz_and_one_error_line() {
+    // A port nothing listens on.
+    let port = support::free_port();
+    let mut replicas = Replicas::start(0, "", None);
+    replicas.options_extra(&format!(
+        "shared_state: {{ redis: \"redis://127.0.0.1:{port}/0\", timeout: 50ms }}\n"
+    ));
+    replicas.add();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let reply = replicas.login(
+            0,
+            "alice",
+            ALICE_PAT,
+            "repository:mygroup/myproject/app:pull",
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = replicas.login(0, "alice", "wrong", "");
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+    assert!(started.elapsed() < BUDGET * 10, "{:?}", started.elapsed());
+    std::thread::sleep(Duration::from_millis(1500));
+    let ready = get(&format!("{}/readyz", replicas.ops[0])).send();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(
+        ready.body.contains("shared state degraded"),
+        "{}",
+        ready.body
+    );
+    assert!(!ready.body.contains("redis://"), "{}", ready.body);
+    let log = replicas.gateways[0].log();
+    assert_eq!(
+        log.matches("shared state: Redis does not answer").count(),
+        1,
+        "{log}"
+    );
 }

@@ -62,6 +62,11 @@ impl Replicas {
         self.options.expiry = expiry.to_owned();
     }
 
+    /// Replace the replicas' extra YAML (`shared_state:` included) for those started from now.
+    pub fn options_extra(&mut self, extra: &str) {
+        self.options.extra = extra.to_owned();
+    }
+
     /// Start one more replica.
     pub fn add(&mut self) {
         let port = free_port();
