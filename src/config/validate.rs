@@ -592,6 +592,52 @@ token: { signing_key: token.key, certificate: token.crt }
     }
 
     #[test]
+    fn shared_state_is_checked_and_names_its_keys_without_echoing_a_password() {
+        assert!(load(MINIMAL).unwrap().shared_state.is_none());
+        let config = load(&format!(
+            "{MINIMAL}shared_state: {{ redis: \"redis://:s3cret@10.0.0.5:6379/2\" }}\n"
+        ))
+        .unwrap();
+        let shared = config.shared_state.unwrap();
+        assert_eq!(shared.key_prefix, "portcullis:");
+        assert_eq!(shared.timeout, crate::shared::DEFAULT_TIMEOUT);
+        for (yaml, expected) in [
+            (
+                "{ redis: \"http://:s3cret@x:6379\" }",
+                "shared_state.redis: must be a redis:// URL",
+            ),
+            (
+                "{ redis: \"redis://:s3cret@[::1:6379\" }",
+                "shared_state.redis: not a Redis URL",
+            ),
+            (
+                "{ redis: \"redis://x\", timeout: 10s }",
+                "shared_state.timeout: must be between 1ms and 5s",
+            ),
+            (
+                "{ redis: \"redis://x\", timeout: 0ms }",
+                "shared_state.timeout: must be between 1ms and 5s",
+            ),
+            (
+                "{ redis: \"redis://x\", key_prefix: \"a b\" }",
+                "shared_state.key_prefix:",
+            ),
+            (
+                "{ redis: \"redis://x\", sentinel: true }",
+                "shared_state.sentinel: unknown field",
+            ),
+            ("{ key_prefix: x }", "shared_state.redis: is required"),
+        ] {
+            let found = problems(&format!("{MINIMAL}shared_state: {yaml}\n"));
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{yaml}: {found:?}"
+            );
+            assert!(found.iter().all(|p| !p.contains("s3cret")), "{found:?}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_path() {
         let text = format!("{MINIMAL}users:\n  - username: alice\n    passwrd: x\n");
         let found = problems(&text);
