@@ -513,3 +513,41 @@ echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) a
 echo "settings: --runs $runs --duration ${duration}s --blob-mib $blob_mib --upload-mib $upload_mib$([ "$smoke" = 1 ] && echo ' (--smoke)'); cells: min / median / max of $runs run(s); ratios of medians"
 echo
 python3 "$helper" table "$results"
+
+# --- issue 19: shared_state.redis off vs on --------------------------------------------------------
+# The same gateway config with and without shared_state (a redis-server of its own, on loopback):
+# ES256 PAT token issuance (each login: the brute-force reservation and settlement, and the
+# stripped-header record, in Redis) and the gateway's CPU per 1 KiB blob GET (64 conns; one
+# Redis write per client and token). Redis's own CPU is shown apart. Skipped without redis-server.
+shared_state_rows() {
+  command -v redis-server > /dev/null || { echo; echo "shared_state rows: skipped (no redis-server)"; return 0; }
+  local redis_port on_port on_pid redis_pid off_tok on_tok off_cpu on_cpu redis_cpu p0 p1 r0 r1 basic url
+  redis_port=$(port) on_port=$(port)
+  mkdir -p "$work/redis" "$work/shared-gateway"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work/redis" > "$work/redis/log" 2>&1 &
+  redis_pid=$!; pids+=("$redis_pid")
+  cp "$work/ec/token.key" "$work/ec/token.crt" "$work/shared-gateway/"
+  gateway_yaml "$work/shared-gateway" "$on_port"
+  echo "shared_state: { redis: \"redis://127.0.0.1:$redis_port/0\", timeout: 100ms }" >> "$work/shared-gateway/gateway.yaml"
+  read -r on_pid _ < <(python3 "$helper" spawn "$on_port" "$work/shared-gateway.log" "$bin" serve --config "$work/shared-gateway/gateway.yaml")
+  pids+=("$on_pid")
+  sleep 1.5 # the first PING
+  grep -q "Redis answers" "$work/shared-gateway.log" || die "the shared_state gateway never reached Redis"
+  basic="Authorization: Basic $(printf %s "alice:$pat" | base64 -w0)"
+  url="/jwt/auth?service=$service&scope=repository:$repo:pull,push"
+  wrk_run "$gateway$url" 64 2 -H "$basic"; off_tok=$w_rps
+  wrk_run "http://127.0.0.1:$on_port$url" 64 2 -H "$basic"; on_tok=$w_rps
+  p0=$(cpu_ticks "$gateway_pid"); wrk_run "$gateway/v2/$repo/blobs/$small" 64 2 -H "$auth"; p1=$(cpu_ticks "$gateway_pid")
+  off_cpu=$(per_request_us "$p0" "$p1" "$w_requests")
+  p0=$(cpu_ticks "$on_pid") r0=$(cpu_ticks "$redis_pid")
+  wrk_run "http://127.0.0.1:$on_port/v2/$repo/blobs/$small" 64 2 -H "$auth"
+  p1=$(cpu_ticks "$on_pid") r1=$(cpu_ticks "$redis_pid")
+  on_cpu=$(per_request_us "$p0" "$p1" "$w_requests") redis_cpu=$(per_request_us "$r0" "$r1" "$w_requests")
+  echo
+  echo "| shared_state.redis (one run) | off | on | on/off |"
+  echo "|---|---|---|---|"
+  awk -v a="$off_tok" -v b="$on_tok" 'BEGIN{printf "| tokens, PAT, ES256, 64 conns (tokens/s) | %.0f | %.0f | %.2fx |\n", a, b, b / a}'
+  awk -v a="$off_cpu" -v b="$on_cpu" -v r="$redis_cpu" 'BEGIN{printf "| 1 KiB blob GET, 64 conns: gateway CPU per request (us) | %.1f | %.1f (Redis: %.1f) | %.2fx |\n", a, b, r, b / a}'
+  stop "$on_pid"; stop "$redis_pid"
+}
+shared_state_rows
