@@ -622,3 +622,83 @@ fn a_redis_that_never_answers_changes_nothing_but_readyz_and_one_error_line() {
         "{log}"
     );
 }
+
+#[test]
+fn hostile_clients_keep_redis_keys_fixed_size_and_never_borrow_another_users_session() {
+    let mut replicas = Replicas::start(0, "", None);
+    replicas.options_expiry("2s");
+    replicas.add();
+    replicas.add();
+    for ops in replicas.ops.clone() {
+        replicas.wait_shared(&ops);
+    }
+    let scope = format!("repository:{REPO}:pull,push");
+    let token_of = |i: usize, user: &str, secret: &str| {
+        let reply = replicas.login(i, user, secret, &scope);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["token"].as_str().unwrap().to_owned()
+    };
+    // alice's upload, started on replica 1; root's token (an administrator, allowed to push
+    // there) taken at the same time.
+    let alice = token_of(0, "alice", ALICE_PAT);
+    let root = token_of(0, "root", ROOT_PAT);
+    let reply = request(
+        "POST",
+        &format!("{}/v2/{REPO}/blobs/uploads/", replicas.gateways[0].url),
+    )
+    .bearer(&alice)
+    .send();
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let location = reply.header("location").unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(3200));
+    let dir = tempfile::tempdir().unwrap();
+    let data = chunk(dir.path(), "data");
+    // root's expired token on another replica: not the token of that push, no grace.
+    let reply = patch(&on(&replicas, &location, 1), &root, &data);
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    // A UUID of 4 KiB that no registry gave out: refused or unknown, never stored.
+    let junk = format!(
+        "{}/v2/{REPO}/blobs/uploads/{}",
+        replicas.gateways[1].url,
+        "u".repeat(4096)
+    );
+    let reply = patch(&junk, &alice, &data);
+    assert!(matches!(reply.status, 401 | 404), "{}", reply.body);
+    // An 8 KiB User-Agent: hashed like any other.
+    let agent = "a".repeat(8 << 10);
+    let reply = get(&format!(
+        "{}/jwt/auth?service=container_registry",
+        replicas.gateways[0].url
+    ))
+    .basic("alice", ALICE_PAT)
+    .header("User-Agent", &agent)
+    .send();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = get(&format!("{}/v2/", replicas.gateways[1].url))
+        .header("User-Agent", &agent)
+        .send();
+    assert_eq!(reply.status, 401);
+    replicas.gateways[1].wait_for_log(
+        "calls /v2/ WITHOUT an Authorization header",
+        1,
+        Duration::from_secs(5),
+    );
+    // Every key is the prefix, a short kind and 32 hex digits (the stream excepted); every one
+    // expires; no user name, address or User-Agent is stored in clear.
+    let keys = replicas.redis.cli(&["--scan", "--pattern", "test:*"]);
+    assert!(keys.lines().count() >= 4, "{keys}");
+    for key in keys.lines().filter(|k| *k != "test:revoked") {
+        let hash = key.rsplit(':').next().unwrap();
+        assert!(
+            key.len() <= 16 + 32 && hash.len() == 32,
+            "not a fixed-size key: {key}"
+        );
+        let ttl: i64 = replicas.redis.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key}: PTTL {ttl}");
+        let dump = replicas.redis.cli(&["--no-raw", "DUMP", key]);
+        assert!(
+            !dump.contains("aaaaaaaa") && !dump.contains("127.0.0.1"),
+            "{key}"
+        );
+    }
+}
