@@ -449,7 +449,7 @@ fn docker_push_through_haproxy_is_spread_over_replicas_and_survives_one_killed_m
     std::fs::create_dir_all(&dir).unwrap();
     let archive = multi_layer_archive(&dir, &second, 4, 12 << 20);
     docker.ok(&["load", "-i", archive.to_str().unwrap()], None);
-    let (ok, out) = std::thread::scope(|scope| {
+    let ((ok, out), victim) = std::thread::scope(|scope| {
         let pushing = scope.spawn(|| docker.run(&["push", &second], None));
         let deadline = Instant::now() + Duration::from_secs(120);
         let needle = format!("path=/v2/{second_repo}/blobs/uploads/");
@@ -472,9 +472,11 @@ fn docker_push_through_haproxy_is_spread_over_replicas_and_survives_one_killed_m
             "the push was over before the kill"
         );
         replicas.kill(victim);
-        pushing.join().unwrap()
+        (pushing.join().unwrap(), victim)
     });
     assert!(ok, "the push did not survive the replica's death:\n{out}");
+    // What docker said (a "Retrying in N seconds" when the victim had a layer in flight).
+    eprintln!("the push, replica {victim} killed under it:\n{out}");
 
     // The manifest landed; both images read back whole (docker checks every digest).
     docker.ok(&["rmi", &first, &second], None);
