@@ -62,6 +62,21 @@ pub fn changes_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> 
         format!("{:?}{:?}", old.log_format, old.log_level),
         format!("{:?}{:?}", new.log_format, new.log_level),
     );
+    compare(
+        "shared_state",
+        format!(
+            "{:?}",
+            old.shared_state
+                .as_ref()
+                .map(|s| (&s.redis, &s.key_prefix, s.timeout))
+        ),
+        format!(
+            "{:?}",
+            new.shared_state
+                .as_ref()
+                .map(|s| (&s.redis, &s.key_prefix, s.timeout))
+        ),
+    );
     changed
 }
 

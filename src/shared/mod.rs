@@ -39,13 +39,23 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// while nobody logs in is noticed within this, and so is its end.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// `shared_state:`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `shared_state:`, validated. Its `Debug` leaves the URL out (it may hold a password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The Redis URL (may hold a password: never logged whole).
     pub redis: String,
     pub key_prefix: String,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("redis", &"(redacted)")
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 const STARTING: u8 = 0;
@@ -253,4 +263,25 @@ pub(crate) fn instant_of(ms: u64) -> std::time::Instant {
 /// Wall-clock milliseconds of an `Instant`.
 pub(crate) fn ms_of(at: std::time::Instant) -> u64 {
     unix_ms().saturating_sub(at.elapsed().as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_never_show_the_url_and_wall_clock_round_trips() {
+        let settings = Settings {
+            redis: "redis://:s3cret@10.0.0.5:6379/0".into(),
+            key_prefix: "portcullis:".into(),
+            timeout: DEFAULT_TIMEOUT,
+        };
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        let earlier = std::time::Instant::now() - Duration::from_secs(5);
+        let back = instant_of(ms_of(earlier));
+        let drift = back.max(earlier) - back.min(earlier);
+        assert!(drift < Duration::from_millis(50), "{drift:?}");
+        // A time in the future (another replica's clock ahead) is now, never later.
+        assert!(instant_of(unix_ms() + 60_000) <= std::time::Instant::now());
+    }
 }

@@ -230,3 +230,46 @@ fn parse(fields: &HashMap<String, String>) -> Option<Session> {
         token_lifetime: Duration::from_secs(number("lifetime")?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(token: &str) -> HashMap<String, String> {
+        [
+            ("repository", "g/app"),
+            ("subject", "alice"),
+            ("token", token),
+            ("started", "1000"),
+            ("bytes", "42"),
+            ("lifetime", "300"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn a_record_read_back_is_whole_or_nothing() {
+        let hex = "00112233445566778899aabbccddeeff";
+        let session = parse(&fields(hex)).unwrap();
+        assert_eq!(session.token.bytes()[15], 0xff);
+        assert_eq!((session.bytes, session.subject.as_str()), (42, "alice"));
+        // Anything malformed (another writer, a truncated record) is no session at all.
+        for bad in [
+            "",
+            "00",
+            &hex[..31],
+            "zz112233445566778899aabbccddeeff",
+            "é0112233445566778899aabbccddeef",
+        ] {
+            assert!(parse(&fields(bad)).is_none(), "{bad:?}");
+        }
+        let mut missing = fields(hex);
+        missing.remove("started");
+        assert!(parse(&missing).is_none());
+        let mut bad_repo = fields(hex);
+        bad_repo.insert("repository".into(), "../../etc".into());
+        assert!(parse(&bad_repo).is_none());
+    }
+}
