@@ -78,7 +78,7 @@ fn audit(gateway: &Gateway) -> Vec<serde_json::Value> {
 /// haproxy in TCP mode with `send-proxy-v2` (and health checks, which send `LOCAL`) in front
 /// of `gateway`.
 fn haproxy_v2(gateway: &Gateway) -> Haproxy {
-    let mut config = HaproxyConfig::tcp(&[gateway.host.clone()], true);
+    let mut config = HaproxyConfig::tcp(std::slice::from_ref(&gateway.host), true);
     config.server_options.push_str(" check inter 200ms");
     Haproxy::start(&config)
 }
@@ -138,7 +138,7 @@ fn docker_login_through_haproxy_with_send_proxy_v2() {
     });
     let haproxy = Haproxy::start_on(
         port,
-        &HaproxyConfig::tcp(&[stack.gateway.host.clone()], true),
+        &HaproxyConfig::tcp(std::slice::from_ref(&stack.gateway.host), true),
     );
     let docker = Dockerd::start();
     docker.ok(
@@ -430,7 +430,10 @@ fn haproxy_http_mode_with_forwardfor_and_trusted_proxies_names_the_client() {
         "trusted_proxies: [127.0.0.1/32]",
         "brute_force: { max_failures: 5, window: 60s, ban: 1h }\n",
     );
-    let haproxy = Haproxy::start(&HaproxyConfig::http(&[stack.gateway.host.clone()], true));
+    let haproxy = Haproxy::start(&HaproxyConfig::http(
+        std::slice::from_ref(&stack.gateway.host),
+        true,
+    ));
     // The client's own X-Forwarded-For is left of the address haproxy appends.
     let reply = get(&auth_url(&haproxy.url("http")))
         .basic("alice", ALICE_PAT)
@@ -539,4 +542,151 @@ fn bad_trusted_proxies_are_refused_naming_the_key() {
     assert!(text.contains("server.trusted_proxies[2]"), "{text}");
     assert!(text.contains("server.trusted_proxies[3]"), "{text}");
     assert!(!text.contains("server.trusted_proxies[0]"), "{text}");
+    // A good list: check says whose word it takes.
+    std::fs::write(
+        &path,
+        format!("{config}\nserver: {{ proxy_protocol: true, trusted_proxies: [10.0.0.0/8, \"fd00::/8\", 192.0.2.1] }}\n"),
+    )
+    .unwrap();
+    let (code, out, err) =
+        support::gateway::run_cli(&["check", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "clients:   the PROXY protocol v2 header, only from 10.0.0.0/8, fd00::/8, 192.0.2.1/32"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_stripped_header_diagnosis_keys_on_the_client_behind_haproxy() {
+    let (stack, _) = stack_with("proxy_protocol: true", "");
+    let haproxy = haproxy_v2(&stack.gateway);
+    let base = haproxy.url("http");
+    let reply = get(&auth_url(&base))
+        .basic("alice", ALICE_PAT)
+        .header("User-Agent", "docker/27 (client-address test)")
+        .arg("--interface")
+        .arg("127.0.0.2")
+        .send();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v2 = |source: &str| {
+        get(&format!("{base}/v2/mygroup/myproject/tags/list"))
+            .header("User-Agent", "docker/27 (client-address test)")
+            .arg("--interface")
+            .arg(source)
+            .send()
+            .status
+    };
+    // Another client behind the same haproxy, same user agent, no token: not the one that
+    // just got a token, so no alarm (keyed on haproxy's address, this would be one).
+    assert_eq!(v2("127.0.0.3"), 401);
+    assert_eq!(
+        access_lines(&stack.gateway, "/v2/mygroup/myproject/tags/list", 1).len(),
+        1
+    );
+    assert!(
+        !stack
+            .gateway
+            .log()
+            .contains("WITHOUT an Authorization header"),
+        "{}",
+        stack.gateway.log()
+    );
+    // The client that got the token, calling without it: named.
+    assert_eq!(v2("127.0.0.2"), 401);
+    stack.gateway.wait_for_log(
+        "calls /v2/ WITHOUT an Authorization header",
+        1,
+        Duration::from_secs(5),
+    );
+    let log = stack.gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("calls /v2/ WITHOUT an Authorization header"))
+        .unwrap();
+    assert!(line.contains("client=127.0.0.2:"), "{line}");
+}
+
+#[test]
+fn the_per_client_limit_keys_on_the_address_the_proxy_header_names() {
+    let (stack, _) = stack_with(
+        "proxy_protocol: true, max_upstream_requests: 24, max_upstream_requests_per_connection: 2, max_upstream_requests_per_client: 3, upstream_queue_timeout: 1s, body_rate_window: 120s",
+        "",
+    );
+    let haproxy = haproxy_v2(&stack.gateway);
+    let base = haproxy.url("http");
+    let repo = "mygroup/myproject/app";
+    let token = get(&format!(
+        "{base}/jwt/auth?service=container_registry&scope=repository:{repo}:push,pull"
+    ))
+    .basic("alice", ALICE_PAT)
+    .send()
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Six connections whose PROXY header names 198.51.100.7, each a PATCH of an upload
+    // session whose body sends a byte and stalls: each one let through holds a registry slot.
+    let header = raw::proxy_v2_from(
+        "198.51.100.7:5000".parse().unwrap(),
+        "127.0.0.1:4567".parse().unwrap(),
+    );
+    let mut streams: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let reply = support::http::request("POST", &format!("{base}/v2/{repo}/blobs/uploads/"))
+                .bearer(&token)
+                .send();
+            assert_eq!(reply.status, 202, "{}", reply.body);
+            let location = reply.header("location").unwrap();
+            let path = &location[location.find("/v2/").unwrap()..];
+            let mut stream = std::net::TcpStream::connect(&stack.gateway.host).unwrap();
+            use std::io::Write;
+            stream.write_all(&header).unwrap();
+            stream
+                .write_all(format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\nx").as_bytes())
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut refused = 0;
+    for stream in &mut streams {
+        use std::io::Read;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut seen = [0u8; 4096];
+        if let Ok(n) = stream.read(&mut seen) {
+            let text = String::from_utf8_lossy(&seen[..n]);
+            if n > 0 {
+                assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+                assert!(
+                    text.contains("server.max_upstream_requests_per_client"),
+                    "{text}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        refused, 3,
+        "three of the six stalled uploads are over 198.51.100.7's share"
+    );
+    // That client is refused at once for anything more...
+    let url = format!("/v2/{repo}/tags/list");
+    let same = RawRequest::new("GET", &url)
+        .bearer(&token)
+        .send_after(port_of(&stack.gateway.host), &header);
+    assert_eq!(same.status, 429, "{}", same.text());
+    // ...while another client, through haproxy from the same machine, still gets its answer.
+    let other = get(&format!("{base}{url}")).bearer(&token).send();
+    assert!(
+        matches!(other.status, 200 | 404),
+        "{}: {}",
+        other.status,
+        other.body
+    );
+    drop(streams);
 }

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parse(&data[..used]), Ok((header, used)));
     for cut in [0, 1, 11, 12, 15, FIXED_LEN, used - 1] {
         if cut < used {
-            assert_eq!(parse(&data[..cut]), Err(ProxyError::Truncated), "prefix of {cut} bytes");
+            assert_eq!(
+                parse(&data[..cut]),
+                Err(ProxyError::Truncated),
+                "prefix of {cut} bytes"
+            );
         }
     }
 });

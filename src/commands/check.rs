@@ -100,6 +100,7 @@ pub fn check(path: &Path) -> Result<Report, Vec<Problem>> {
         config.directory.users().count(),
         config.directory.projects().len(),
     ) + &operations(&config, &gateway)
+        + &client_addresses(&config)
         + &plain_listener_warning(&config)
             .map(|w| format!("WARNING: {w}\n"))
             .unwrap_or_default();
@@ -169,4 +170,29 @@ fn operations(config: &Config, gateway: &Gateway) -> String {
         ));
     }
     text
+}
+
+/// The summary line saying whose word about the client's address is taken (README: "Behind a
+/// load balancer").
+fn client_addresses(config: &Config) -> String {
+    let trusted = config.server.trusted_proxies.blocks();
+    let list = trusted
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let how = match (config.server.proxy_protocol, trusted.is_empty()) {
+        (false, true) => {
+            "the TCP peer (no server.trusted_proxies, no server.proxy_protocol)".to_owned()
+        }
+        (false, false) => format!("X-Forwarded-For from {list}; any other peer is the client"),
+        (true, true) => {
+            "the PROXY protocol v2 header, from any peer (only the balancer may reach the port)"
+                .to_owned()
+        }
+        (true, false) => format!(
+            "the PROXY protocol v2 header, only from {list}; then X-Forwarded-For from {list}"
+        ),
+    };
+    format!("  clients:   {how}\n")
 }

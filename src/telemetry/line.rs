@@ -330,5 +330,32 @@ mod tests {
         );
         assert_eq!(parsed["version"], "HTTP/1.1");
         assert_eq!(parsed["client"], "127.0.0.1:36744");
+        assert!(
+            parsed.get("peer").is_none(),
+            "no peer when it is the client"
+        );
+    }
+
+    #[test]
+    fn behind_a_balancer_the_line_names_the_peer_and_a_forwarded_client_without_port() {
+        let mut behind = line("/v2/", "");
+        behind.client = Some("198.51.100.7:0".parse().unwrap());
+        behind.peer = Some("10.0.0.3:51000".parse().unwrap());
+        behind.reason = Some("missing_token");
+        let mut clock = Clock::default();
+        let mut text = Vec::new();
+        behind.text(&mut text, clock.timestamp(UNIX_EPOCH));
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains(" client=198.51.100.7 method=GET "), "{text}");
+        assert!(
+            text.ends_with(" reason=\"missing_token\" peer=10.0.0.3:51000\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1);
+        let mut json = Vec::new();
+        behind.json(&mut json, clock.timestamp(UNIX_EPOCH));
+        let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(parsed["client"], "198.51.100.7");
+        assert_eq!(parsed["peer"], "10.0.0.3:51000");
     }
 }
