@@ -513,3 +513,48 @@ echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) a
 echo "settings: --runs $runs --duration ${duration}s --blob-mib $blob_mib --upload-mib $upload_mib$([ "$smoke" = 1 ] && echo ' (--smoke)'); cells: min / median / max of $runs run(s); ratios of medians"
 echo
 python3 "$helper" table "$results"
+
+# --- issue 19: shared_state.redis off vs on --------------------------------------------------------
+# The same gateway config with and without shared_state (a redis-server of its own, on loopback):
+# ES256 PAT token issuance (each login: the brute-force reservation and settlement, and the
+# stripped-header record, in Redis) and the gateway's CPU per 1 KiB blob GET (64 conns; one
+# Redis write per client and token). Redis's own CPU is shown apart. Skipped without redis-server.
+shared_state_rows() {
+  command -v redis-server > /dev/null || { echo; echo "shared_state rows: skipped (no redis-server)"; return 0; }
+  local redis_port on_port on_pid redis_pid off_tok on_tok off_cpu on_cpu redis_cpu p0 p1 r0 r1 basic url
+  redis_port=$(port) on_port=$(port)
+  mkdir -p "$work/redis" "$work/shared-gateway"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work/redis" > "$work/redis/log" 2>&1 &
+  redis_pid=$!; pids+=("$redis_pid")
+  cp "$work/ec/token.key" "$work/ec/token.crt" "$work/shared-gateway/"
+  gateway_yaml "$work/shared-gateway" "$on_port"
+  echo "shared_state: { redis: \"redis://127.0.0.1:$redis_port/0\", timeout: 100ms }" >> "$work/shared-gateway/gateway.yaml"
+  read -r on_pid _ < <(python3 "$helper" spawn "$on_port" "$work/shared-gateway.log" "$bin" serve --config "$work/shared-gateway/gateway.yaml")
+  pids+=("$on_pid")
+  sleep 1.5 # the first PING
+  grep -q "Redis answers" "$work/shared-gateway.log" || die "the shared_state gateway never reached Redis"
+  basic="Authorization: Basic $(printf %s "alice:$pat" | base64 -w0)"
+  url="/jwt/auth?service=$service&scope=repository:$repo:pull,push"
+  # Interleaved off, on, off, on: each figure is the mean of its two runs.
+  local n off_req=0 on_req=0 off_ticks=0 on_ticks=0 redis_ticks=0 on_base="http://127.0.0.1:$on_port"
+  off_tok=0 on_tok=0
+  for n in 1 2; do
+    wrk_run "$gateway$url" 64 2 -H "$basic"; off_tok=$(awk -v a="$off_tok" -v b="$w_rps" 'BEGIN{print a + b / 2}')
+    wrk_run "$on_base$url" 64 2 -H "$basic"; on_tok=$(awk -v a="$on_tok" -v b="$w_rps" 'BEGIN{print a + b / 2}')
+    p0=$(cpu_ticks "$gateway_pid"); wrk_run "$gateway/v2/$repo/blobs/$small" 64 2 -H "$auth"; p1=$(cpu_ticks "$gateway_pid")
+    off_ticks=$((off_ticks + p1 - p0)) off_req=$((off_req + w_requests))
+    p0=$(cpu_ticks "$on_pid") r0=$(cpu_ticks "$redis_pid")
+    wrk_run "$on_base/v2/$repo/blobs/$small" 64 2 -H "$auth"
+    p1=$(cpu_ticks "$on_pid") r1=$(cpu_ticks "$redis_pid")
+    on_ticks=$((on_ticks + p1 - p0)) redis_ticks=$((redis_ticks + r1 - r0)) on_req=$((on_req + w_requests))
+  done
+  off_cpu=$(per_request_us 0 "$off_ticks" "$off_req") on_cpu=$(per_request_us 0 "$on_ticks" "$on_req")
+  redis_cpu=$(per_request_us 0 "$redis_ticks" "$on_req")
+  echo
+  echo "| shared_state.redis (mean of 2 interleaved runs) | off | on | on/off |"
+  echo "|---|---|---|---|"
+  awk -v a="$off_tok" -v b="$on_tok" 'BEGIN{printf "| tokens, PAT, ES256, 64 conns (tokens/s) | %.0f | %.0f | %.2fx |\n", a, b, b / a}'
+  awk -v a="$off_cpu" -v b="$on_cpu" -v r="$redis_cpu" 'BEGIN{printf "| 1 KiB blob GET, 64 conns: gateway CPU per request (us) | %.1f | %.1f (Redis: %.1f) | %.2fx |\n", a, b, r, b / a}'
+  stop "$on_pid"; stop "$redis_pid"
+}
+shared_state_rows

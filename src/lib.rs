@@ -14,6 +14,8 @@
 //! - [`auth`]: credentials, scopes, GitLab's policy, JWT signing and verification, the endpoint.
 //! - [`proxy`]: what a `/v2/` request needs, streaming forwarding, header rewriting.
 //! - [`diagnose`]: upload sessions, expired-mid-push diagnosis, push grace.
+//! - [`shared`]: state several replicas share on Redis (bans, upload sessions, detector
+//!   observations, revocations), in process when there is no Redis or it does not answer.
 //! - [`telemetry`]: logging set-up and the one-line-per-request access log layer.
 //! - [`pem`]: reading PEM certificate files.
 //! - [`bounded`]: the capped map every client-grown bookkeeping table is kept in.
@@ -31,6 +33,7 @@ pub mod pem;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod shared;
 pub mod telemetry;
 
 pub use router::Gateway;

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::auth::brute_force::BruteForce;
 use crate::auth::credentials;
 use crate::auth::directory::SharedDirectory;
 use crate::auth::endpoint::TokenEndpoint;
@@ -24,7 +23,6 @@ use crate::auth::token::Tokens;
 use crate::body::{Body, BodyPace};
 use crate::config::{Config, Problem};
 use crate::diagnose::grace::{MayPush, PushGrace};
-use crate::diagnose::stripped::StrippedDetector;
 use crate::diagnose::trust::Trust;
 use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
@@ -122,6 +120,8 @@ struct Inner {
     audit: Audit,
     /// The identity sources beside gateway.yaml, for `/readyz` and the token endpoint.
     identities: crate::auth::identity::Identities,
+    /// `shared_state`'s Redis, when configured.
+    shared: Option<Arc<crate::shared::Redis>>,
 }
 
 /// The gateway as a tower service over hyper requests.
@@ -166,13 +166,15 @@ impl Gateway {
         let directory = SharedDirectory::new(config.directory.clone());
         let keys: Vec<_> = tokens.verifying_keys().map(VerifyingKey::jwk).collect();
         let jwks = serde_json::json!({ "keys": keys }).to_string().into();
+        let shared = shared_state(config);
         let grace = PushGrace::new(
             config.push_grace,
             tokens.clone(),
             may_push(directory.clone()),
+            shared.clone(),
         );
-        let stripped = Arc::new(StrippedDetector::default());
         let identities = identity_sources(config)?;
+        let stripped = Arc::new(crate::shared::stripped::Detector::new(shared.clone()));
         let proxy = Proxy::new(
             tokens.clone(),
             upstream,
@@ -189,11 +191,12 @@ impl Gateway {
                 token_endpoint: TokenEndpoint::new(
                     directory.clone(),
                     tokens,
-                    BruteForce::new(config.brute_force),
+                    crate::shared::brute_force::Limiter::new(config.brute_force, shared.clone()),
                     stripped,
                     audit.clone(),
                 )
-                .with_identities(identities.clone()),
+                .with_identities(identities.clone())
+                .with_revocations(crate::shared::revocations::Revocations::new(shared.clone())),
                 proxy,
                 directory,
                 jwks,
@@ -207,6 +210,7 @@ impl Gateway {
                 token_request_timeout: config.server.token_request_timeout,
                 audit,
                 identities,
+                shared,
             }),
         })
     }
@@ -235,6 +239,20 @@ impl Gateway {
             .iter()
             .map(|source| (source.name().to_owned(), source.health()))
             .collect()
+    }
+
+    /// `Some(why)` while `shared_state` is set and Redis does not answer: `/readyz` still says
+    /// ready (every replica goes on alone), and says this too.
+    pub fn shared_state_degraded(&self) -> Option<String> {
+        self.inner
+            .shared
+            .as_ref()
+            .and_then(|redis| redis.degraded())
+    }
+
+    /// Revocations every replica learns of within `shared::revocations::POLL_INTERVAL`.
+    pub fn revocations(&self) -> &crate::shared::revocations::Revocations {
+        self.inner.token_endpoint.revocations()
     }
 
     /// The token service: signing and verifying keys.
@@ -455,4 +473,18 @@ fn identity_sources(config: &Config) -> Result<crate::auth::identity::Identities
         sources.push(Arc::new(crate::auth::ldap::LdapSource::new(ldap)?));
     }
     Ok(crate::auth::identity::Identities::new(sources))
+}
+
+/// `shared_state.redis`'s connection, keyed by the token signing key every replica holds (the
+/// key hash of usernames and clients must agree across replicas, and Redis must not hold it).
+fn shared_state(config: &Config) -> Option<Arc<crate::shared::Redis>> {
+    let settings = config.shared_state.as_ref()?;
+    let secret = match std::fs::read(&config.token.signing_key) {
+        Ok(secret) => secret,
+        Err(error) => {
+            tracing::error!("shared state: cannot read token.signing_key again ({error}); running on in-process state");
+            return None;
+        }
+    };
+    crate::shared::Redis::connect(settings, &secret)
 }

@@ -32,6 +32,7 @@ mod proxy;
 mod push_grace;
 mod push_pull;
 mod reload;
+mod replicas;
 mod signals;
 mod stripped_authorization;
 mod teardown;

@@ -157,6 +157,7 @@ fn every_yaml_example_parses() {
         "kubernetes/deployment.yaml",
         "kubernetes/kustomization.yaml",
         "kubernetes/pdb.yaml",
+        "kubernetes/redis.yaml",
         "kubernetes/secret.yaml",
         "kubernetes/service.yaml",
         "registry-config.yml",
@@ -236,7 +237,8 @@ fn kubernetes_objects_fit_together() {
             "Deployment",
             "PodDisruptionBudget",
             "Secret",
-            "Service"
+            "Service",
+            "StatefulSet"
         ])
     );
     let gateway: Value = serde_yaml::from_str(&configmap_gateway_yaml()).unwrap();
@@ -432,9 +434,43 @@ fn kubernetes_objects_fit_together() {
         );
     }
 
+    // Redis (shared_state): the StatefulSet's pods, behind a ClusterIP Service that
+    // shared_state.redis names by host and port.
+    let redis = the_one(&objects, "StatefulSet");
+    let redis_labels = redis["spec"]["template"]["metadata"]["labels"].clone();
+    assert_ne!(redis_labels, pod_labels);
+    let url = string(&gateway["shared_state"]["redis"], "shared_state.redis");
+    let (services, redis_services): (Vec<&Value>, Vec<&Value>) = objects["Service"]
+        .iter()
+        .partition(|s| s["spec"]["selector"] != redis_labels);
+    assert_eq!(redis_services.len(), 1, "one Service for Redis");
+    let redis_service = redis_services[0];
+    assert_eq!(redis_service["spec"]["type"].as_str(), Some("ClusterIP"));
+    let redis_port = integer(&redis_service["spec"]["ports"][0]["port"], "redis port");
+    assert_eq!(
+        url,
+        format!(
+            "redis://{}:{redis_port}/0",
+            string(&redis_service["metadata"]["name"], "redis Service name")
+        ),
+        "shared_state.redis names the Redis Service"
+    );
+    let redis_container = &redis["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        redis_container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    // No stickiness: any replica may serve any request of a push.
+    for service in &services {
+        assert!(
+            service["spec"]["sessionAffinity"].is_null()
+                || service["spec"]["sessionAffinity"].as_str() == Some("None"),
+            "sessionAffinity is not needed with shared_state"
+        );
+    }
+
     // Services select the pods and target the named ports; the ops port stays inside.
-    let services = &objects["Service"];
-    for service in services {
+    for service in &services {
         let name = service["metadata"]["name"].as_str().unwrap();
         for (label, value) in service["spec"]["selector"].as_mapping().unwrap() {
             assert_eq!(&pod_labels[label], value, "Service {name} selects the pods");

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::brute_force::{BruteForce, Refusal, Subject};
+use super::brute_force::{Refusal, Subject};
 use super::credentials::{self, AuthFailure, BasicCredentials, HeaderError, Principal};
 use super::directory::{Directory, SharedDirectory};
 use super::password_cache::PasswordCache;
@@ -31,8 +31,8 @@ use super::scope::{Scope, ScopeError};
 use super::slow_hash::DummyHash;
 use super::token::{Purpose, Tokens};
 use crate::body::{full, Body};
-use crate::diagnose::stripped::StrippedDetector;
 use crate::error::{ApiError, ErrorCode};
+use crate::shared::stripped::Detector as StrippedDetector;
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::{metrics, Diagnosis};
 use crate::telemetry::RequestUser;
@@ -53,12 +53,14 @@ pub struct TokenEndpoint {
     pub password_cache: PasswordCache,
     /// What a failed login that ran no slow hash verifies against (see [`super::slow_hash`]).
     dummy_hash: DummyHash,
-    pub brute_force: BruteForce,
+    pub brute_force: crate::shared::brute_force::Limiter,
     /// Told about every token issued, to notice Authorization headers stripped on `/v2/`.
     stripped: Arc<StrippedDetector>,
     audit: Audit,
     /// Identity sources beside gateway.yaml (federation: `-u oidc` with an ID token).
     identities: super::identity::Identities,
+    /// Refresh tokens revoked on any replica (see `crate::shared::revocations`).
+    revocations: crate::shared::revocations::Revocations,
 }
 
 /// Where the caller's identity comes from.
@@ -86,7 +88,7 @@ impl TokenEndpoint {
     pub fn new(
         directory: SharedDirectory,
         tokens: Arc<Tokens>,
-        brute_force: BruteForce,
+        brute_force: crate::shared::brute_force::Limiter,
         stripped: Arc<StrippedDetector>,
         audit: Audit,
     ) -> TokenEndpoint {
@@ -99,6 +101,7 @@ impl TokenEndpoint {
             stripped,
             audit,
             identities: super::identity::Identities::default(),
+            revocations: crate::shared::revocations::Revocations::new(None),
         }
     }
 
@@ -106,6 +109,20 @@ impl TokenEndpoint {
     pub fn with_identities(mut self, identities: super::identity::Identities) -> TokenEndpoint {
         self.identities = identities;
         self
+    }
+
+    /// Refresh tokens are checked against `revocations` (shared by the replicas).
+    pub fn with_revocations(
+        mut self,
+        revocations: crate::shared::revocations::Revocations,
+    ) -> TokenEndpoint {
+        self.revocations = revocations;
+        self
+    }
+
+    /// Revoke refresh token ids (`jti`) on every replica.
+    pub fn revocations(&self) -> &crate::shared::revocations::Revocations {
+        &self.revocations
     }
 
     /// Count and audit a refused login (the caller logs it with its detail).
@@ -228,7 +245,16 @@ impl TokenEndpoint {
             }
             Login::Refresh(token) => {
                 let now = OffsetDateTime::now_utc();
+                let revoked = self
+                    .tokens
+                    .verify_internal(Purpose::Refresh, &token)
+                    .is_ok_and(|claims| self.revocations.is_revoked(&claims.jti));
                 self.login(client, None, &LoggedUser::NONE, async {
+                    if revoked {
+                        return Err(AuthFailure::TokenRevoked {
+                            name: "refresh token".into(),
+                        });
+                    }
                     credentials::authenticate_refresh(&directory, &self.tokens, &token, now)
                 })
                 .await?
@@ -343,7 +369,8 @@ impl TokenEndpoint {
         }
         if let Some(addr) = client {
             self.stripped
-                .token_issued(addr.ip(), &caller.user_agent, Instant::now());
+                .token_issued(addr.ip(), &caller.user_agent)
+                .await;
         }
         let mut response = Response::new(full(body.to_string()));
         let headers = response.headers_mut();
@@ -483,7 +510,7 @@ impl TokenEndpoint {
             .into_iter()
             .chain(username.map(Subject::Username))
             .collect();
-        let attempt = match self.brute_force.begin(&subjects, Instant::now()) {
+        let attempt = match self.brute_force.begin(&subjects).await {
             Ok(attempt) => attempt,
             Err(Refusal::Banned { subject, remaining }) => {
                 let who = subject.noun();
@@ -511,18 +538,22 @@ impl TokenEndpoint {
         };
         match check.await {
             Ok(principal) => {
-                attempt.succeeded(Instant::now());
+                attempt.succeeded().await;
                 Ok(principal)
             }
-            Err(failure @ AuthFailure::SourceUnavailable { .. }) => {
-                // Not the client's fault: not counted against it.
-                attempt.abandoned();
+            // An issuer down: not the client's fault, and an ID token is a signature no one
+            // can guess, so it is not counted. A directory (LDAP) outage IS counted: its
+            // password was still compared with the password cache, and uncounted 503s would
+            // let anyone guess against that cache at no cost.
+            Err(failure @ AuthFailure::SourceUnavailable { .. }) if !matches!(&failure, AuthFailure::SourceUnavailable { source_name, .. } if source_name == "ldap") =>
+            {
+                attempt.abandoned().await;
                 tracing::info!(client = %client_text(client), user = user.name(), reason = failure.reason(), "login refused: {failure}");
                 self.refused(client, user, failure.reason());
                 Err(refusal(&failure))
             }
             Err(failure) => {
-                for ban in attempt.failed(Instant::now()) {
+                for ban in attempt.failed().await {
                     tracing::warn!(
                         client = %client_text(client),
                         user = user.name(),

@@ -96,6 +96,8 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         let gateway = gateway.clone();
         Arc::new(move || gateway.identity_health())
     });
+    let noting = gateway.clone();
+    let ops = ops.with_note(Arc::new(move || noting.shared_state_degraded()));
     let ops_task = ops_listener.map(|listener| {
         let addr = listener.local_addr().ok();
         tracing::info!(

@@ -102,6 +102,9 @@ pub struct GatewayFile {
     /// The directory service users may log in with (see [`super::ldap`]).
     #[serde(default)]
     pub ldap: Option<super::ldap::LdapFile>,
+    /// State shared by several replicas (Redis); absent: in-process.
+    #[serde(default)]
+    pub shared_state: Option<SharedStateFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,4 +399,20 @@ pub struct AccessTokenFile {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub revoked: bool,
+}
+
+/// `shared_state:`: where several replicas keep bans, upload sessions, detector observations
+/// and revocations (see `crate::shared`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with redis, key_prefix and timeout"
+)]
+pub struct SharedStateFile {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub redis: String,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<String>,
 }

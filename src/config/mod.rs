@@ -269,6 +269,8 @@ pub struct Config {
     pub ci_signing_key: Option<PathBuf>,
     /// The directory service (`ldap:`); `None` = off.
     pub ldap: Option<ldap::LdapSettings>,
+    /// `shared_state:`: Redis for several replicas; `None` = in-process (one replica).
+    pub shared_state: Option<crate::shared::Settings>,
 }
 
 impl Config {

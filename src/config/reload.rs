@@ -72,6 +72,21 @@ pub fn changes_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> 
         format!("{:?}", old.ci_signing_key),
         format!("{:?}", new.ci_signing_key),
     );
+    compare(
+        "shared_state",
+        format!(
+            "{:?}",
+            old.shared_state
+                .as_ref()
+                .map(|s| (&s.redis, &s.key_prefix, s.timeout))
+        ),
+        format!(
+            "{:?}",
+            new.shared_state
+                .as_ref()
+                .map(|s| (&s.redis, &s.key_prefix, s.timeout))
+        ),
+    );
     changed
 }
 

@@ -340,6 +340,7 @@ pub(super) fn validate(
     }
     let ci_signing_key = super::federation::ci_signing_key(raw.ci.as_ref(), base);
     let ldap = super::ldap::validate(&mut c, raw.ldap, base, &directory);
+    let shared_state = raw.shared_state.and_then(|raw| shared_state(&mut c, raw));
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -406,6 +407,60 @@ pub(super) fn validate(
         federation,
         ci_signing_key,
         ldap,
+        shared_state,
+    })
+}
+
+/// `shared_state:`: a `redis://` URL the client library accepts, a short prefix, a timeout
+/// between 1ms and 5s (every Redis call on the request path waits at most this long).
+fn shared_state(
+    c: &mut Checker,
+    raw: super::file::SharedStateFile,
+) -> Option<crate::shared::Settings> {
+    let timeout = c.duration(
+        "shared_state.timeout",
+        raw.timeout.as_deref(),
+        crate::shared::DEFAULT_TIMEOUT,
+    );
+    if !(Duration::from_millis(1)..=Duration::from_secs(5)).contains(&timeout) {
+        c.problems.push(Problem::new(
+            "shared_state.timeout",
+            "must be between 1ms and 5s: the request path waits for Redis at most this long",
+        ));
+    }
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| "portcullis:".to_owned());
+    if key_prefix.len() > 64
+        || key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.problems.push(Problem::new(
+            "shared_state.key_prefix",
+            "at most 64 characters, no spaces or control characters",
+        ));
+    }
+    let url = raw.redis.trim();
+    if !(url.starts_with("redis://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://"))
+    {
+        c.problems.push(Problem::new(
+            "shared_state.redis",
+            "must be a redis:// URL (redis://host:port/db, password as redis://:secret@host:port)",
+        ));
+        return None;
+    }
+    if let Err(error) = redis::Client::open(url) {
+        c.problems.push(Problem::new(
+            "shared_state.redis",
+            format!("not a Redis URL the client accepts ({})", error.category()),
+        ));
+        return None;
+    }
+    Some(crate::shared::Settings {
+        redis: url.to_owned(),
+        key_prefix,
+        timeout,
     })
 }
 
@@ -551,6 +606,52 @@ token: { signing_key: token.key, certificate: token.crt }
             Path::new("/etc/portcullis/token.key")
         );
         assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn shared_state_is_checked_and_names_its_keys_without_echoing_a_password() {
+        assert!(load(MINIMAL).unwrap().shared_state.is_none());
+        let config = load(&format!(
+            "{MINIMAL}shared_state: {{ redis: \"redis://:s3cret@10.0.0.5:6379/2\" }}\n"
+        ))
+        .unwrap();
+        let shared = config.shared_state.unwrap();
+        assert_eq!(shared.key_prefix, "portcullis:");
+        assert_eq!(shared.timeout, crate::shared::DEFAULT_TIMEOUT);
+        for (yaml, expected) in [
+            (
+                "{ redis: \"http://:s3cret@x:6379\" }",
+                "shared_state.redis: must be a redis:// URL",
+            ),
+            (
+                "{ redis: \"redis://:s3cret@[::1:6379\" }",
+                "shared_state.redis: not a Redis URL",
+            ),
+            (
+                "{ redis: \"redis://x\", timeout: 10s }",
+                "shared_state.timeout: must be between 1ms and 5s",
+            ),
+            (
+                "{ redis: \"redis://x\", timeout: 0ms }",
+                "shared_state.timeout: must be between 1ms and 5s",
+            ),
+            (
+                "{ redis: \"redis://x\", key_prefix: \"a b\" }",
+                "shared_state.key_prefix:",
+            ),
+            (
+                "{ redis: \"redis://x\", sentinel: true }",
+                "shared_state.sentinel: unknown field",
+            ),
+            ("{ key_prefix: x }", "shared_state.redis: is required"),
+        ] {
+            let found = problems(&format!("{MINIMAL}shared_state: {yaml}\n"));
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{yaml}: {found:?}"
+            );
+            assert!(found.iter().all(|p| !p.contains("s3cret")), "{found:?}");
+        }
     }
 
     #[test]

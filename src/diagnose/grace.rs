@@ -27,6 +27,7 @@ use crate::auth::scope::{Action, Actions, RepositoryName, Resource, ResourceAcce
 use crate::auth::token::{Claims, Tokens};
 use crate::config::PushGrace as Settings;
 use crate::proxy::access::{Need, Route};
+use crate::shared::uploads::SharedUploads;
 use crate::telemetry::metrics::{metrics, Diagnosis};
 
 /// "May `subject`, with the credential fingerprinted `credential`, still push to `repository`?"
@@ -44,7 +45,8 @@ pub enum Verdict {
 
 pub struct PushGrace {
     settings: Settings,
-    uploads: Uploads,
+    /// Upload sessions: shared by the replicas when `shared_state` is set.
+    uploads: SharedUploads,
     may_push: MayPush,
     tokens: Arc<Tokens>,
 }
@@ -54,21 +56,33 @@ fn push_pull() -> Actions {
 }
 
 impl PushGrace {
-    pub fn new(settings: Settings, tokens: Arc<Tokens>, may_push: MayPush) -> PushGrace {
+    pub fn new(
+        settings: Settings,
+        tokens: Arc<Tokens>,
+        may_push: MayPush,
+        shared: Option<Arc<crate::shared::Redis>>,
+    ) -> PushGrace {
         PushGrace {
-            uploads: Uploads::new(settings.max_session),
+            uploads: SharedUploads::new(settings.max_session, shared),
             settings,
             may_push,
             tokens,
         }
     }
 
+    /// The sessions this replica saw (the audit's durations).
     pub fn uploads(&self) -> &Uploads {
-        &self.uploads
+        self.uploads.local()
     }
 
     /// Decide about a request that came with a genuine but expired token.
-    pub fn expired(&self, claims: &Claims, method: &Method, need: &Need, now: Instant) -> Verdict {
+    pub async fn expired(
+        &self,
+        claims: &Claims,
+        method: &Method,
+        need: &Need,
+        now: Instant,
+    ) -> Verdict {
         let Some(Resource::Repository(repository)) = need.scopes.first().map(|s| &s.resource)
         else {
             return Verdict::Refuse;
@@ -77,21 +91,21 @@ impl PushGrace {
         // this very token took part in.
         let token = TokenKey::of(claims);
         let (started, upload, bytes) = match (need.route, &need.upload, method) {
-            (Route::Upload, Some(uuid), _) => match self.uploads.session(uuid) {
+            (Route::Upload, Some(uuid), _) => match self.uploads.session(uuid).await {
                 Some(s) if &s.repository == repository && s.token == token => {
                     (s.started, Some(uuid.as_str()), Some(s.bytes))
                 }
                 _ => return Verdict::Refuse,
             },
             (Route::Manifest, None, &Method::PUT) => {
-                match self.uploads.push_started_by(token, repository, now) {
+                match self.uploads.push_started_by(token, repository).await {
                     Some(started) => (started, None, None),
                     None => return Verdict::Refuse,
                 }
             }
             _ => return Verdict::Refuse,
         };
-        let age = now.duration_since(started);
+        let age = now.saturating_duration_since(started);
         let lifetime = claims.lifetime();
         let expired_ago = unix_now().saturating_sub(claims.exp);
 
@@ -160,7 +174,7 @@ impl PushGrace {
     /// `claims`: each session and push record is the token's, not merely its subject's.
     ///
     /// Gives back the session a successful `PUT` completed, for the audit log.
-    pub fn observe(
+    pub async fn observe(
         &self,
         method: &Method,
         need: &Need,
@@ -180,14 +194,15 @@ impl PushGrace {
             (&Method::POST, None, 202) => {
                 if let Some(uuid) = header("docker-upload-uuid") {
                     let lifetime = claims.lifetime();
-                    self.uploads.started(
-                        uuid,
-                        repository.clone(),
-                        TokenKey::of(claims),
-                        &claims.sub,
-                        lifetime,
-                        Instant::now(),
-                    );
+                    self.uploads
+                        .started(
+                            uuid,
+                            repository.clone(),
+                            TokenKey::of(claims),
+                            &claims.sub,
+                            lifetime,
+                        )
+                        .await;
                     metrics().upload_sessions(self.uploads.open_sessions());
                 }
                 None
@@ -195,14 +210,13 @@ impl PushGrace {
             (&Method::PATCH, Some(uuid), 202) => {
                 if let Some(bytes) = header("range").and_then(bytes_from_range) {
                     self.uploads
-                        .progress(uuid, TokenKey::of(claims), bytes, Instant::now());
+                        .progress(uuid, TokenKey::of(claims), bytes)
+                        .await;
                 }
                 None
             }
             (&Method::PUT, Some(uuid), 201) | (&Method::DELETE, Some(uuid), 204) => {
-                let session = self
-                    .uploads
-                    .finished(uuid, TokenKey::of(claims), Instant::now());
+                let session = self.uploads.finished(uuid, TokenKey::of(claims)).await;
                 metrics().upload_sessions(self.uploads.open_sessions());
                 session.filter(|_| method == Method::PUT)
             }

@@ -89,6 +89,18 @@ impl TokenKey {
     }
 }
 
+impl TokenKey {
+    /// The 128 bits, for a shared store's record (see `crate::shared::uploads`).
+    pub fn bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
+    /// A key read back from a shared store.
+    pub fn from_bytes(bytes: [u8; 16]) -> TokenKey {
+        TokenKey(bytes)
+    }
+}
+
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TokenKey(..)")

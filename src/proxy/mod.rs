@@ -36,10 +36,10 @@ use crate::auth::token::{Claims, Tokens, VerifyError};
 use crate::body::{self, Body};
 use crate::config::PublicUrl;
 use crate::diagnose::grace::{PushGrace, Verdict};
-use crate::diagnose::stripped::StrippedDetector;
 use crate::diagnose::trust::{self, RuntimeCheck, Trust};
 use crate::error::{ApiError, ErrorCode};
 use crate::server::ClientAddr;
+use crate::shared::stripped::Detector as StrippedDetector;
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::{metrics, Diagnosis};
 use crate::telemetry::{RefusalReason, RequestUser, RouteLabel};
@@ -131,9 +131,11 @@ impl Proxy {
     /// Check the token, then stream the request to the registry and its answer back.
     async fn forward(&self, request: Request<Incoming>, need: Need) -> Response<Body> {
         let method = request.method().clone();
-        self.notice_stripped(&request);
+        self.notice_stripped(&request).await;
         let exchange = record::Exchange::of(&request, need, &self.audit);
-        let (claims, replacement) = match self.authorize(&method, request.headers(), &exchange.need)
+        let (claims, replacement) = match self
+            .authorize(&method, request.headers(), &exchange.need)
+            .await
         {
             Ok(authorized) => authorized,
             Err(refusal) => {
@@ -167,13 +169,16 @@ impl Proxy {
                 if response.status() == StatusCode::UNAUTHORIZED {
                     self.registry_refused_a_verified_token();
                 }
-                let finished = self.grace.observe(
-                    &method,
-                    need,
-                    &claims,
-                    response.status().as_u16(),
-                    response.headers(),
-                );
+                let finished = self
+                    .grace
+                    .observe(
+                        &method,
+                        need,
+                        &claims,
+                        response.status().as_u16(),
+                        response.headers(),
+                    )
+                    .await;
                 exchange.answered(
                     &self.audit,
                     &claims.sub,
@@ -219,7 +224,7 @@ impl Proxy {
     }
 
     /// A client just given a token that calls without any Authorization: say so, once.
-    fn notice_stripped(&self, request: &Request<Incoming>) {
+    async fn notice_stripped(&self, request: &Request<Incoming>) {
         let Some(client) = request.extensions().get::<ClientAddr>() else {
             return;
         };
@@ -228,10 +233,14 @@ impl Proxy {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let authenticated = request.headers().contains_key(header::AUTHORIZATION);
-        if let Some(since) =
-            self.stripped
-                .request(client.0.ip(), user_agent, authenticated, Instant::now())
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        if let Some(since) = self
+            .stripped
+            .request(client.0.ip(), user_agent, authorization)
+            .await
         {
             metrics().diagnosis(Diagnosis::StrippedV2);
             tracing::warn!(
@@ -247,7 +256,7 @@ impl Proxy {
     /// Verify the Bearer token and that its `access` covers what the request needs. A genuine
     /// token that expired is handed to push grace, which may give a replacement Authorization
     /// for the upstream request.
-    fn authorize(
+    async fn authorize(
         &self,
         method: &Method,
         headers: &http::HeaderMap,
@@ -309,7 +318,11 @@ impl Proxy {
                     .tokens
                     .verify_ignoring_expiry(token)
                     .map_err(|_| refuse(Some("invalid_token"), "invalid_token", None))?;
-                return match self.grace.expired(&claims, method, need, Instant::now()) {
+                return match self
+                    .grace
+                    .expired(&claims, method, need, Instant::now())
+                    .await
+                {
                     Verdict::Extend(fresh) => {
                         let value = HeaderValue::from_str(&format!("Bearer {fresh}"))
                             .map_err(|_| refuse(Some("invalid_token"), "invalid_token", None))?;

@@ -9,6 +9,8 @@
 //!   identity source that cannot be reached (the directory service) leaves it at 200: the
 //!   replica still serves gateway.yaml's users and every token. The body names it as
 //!   degraded, one line per source (`ldap: degraded: ...`).
+//!   balancer stops sending new clients while requests under way finish (readiness); while
+//!   Redis (`shared_state`) does not answer it stays 200 and says the shared state is degraded.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,7 +41,13 @@ pub struct Ops {
     ready: ReadyCheck,
     draining: Arc<AtomicBool>,
     sources: Option<SourceHealthCheck>,
+    /// Said after "ready" when the gateway serves, but not as well as it could (shared state
+    /// degraded): a reason to look, not to stop sending traffic.
+    note: Option<Note>,
 }
+
+/// What `/readyz` adds to "ready" (`None`: nothing to add).
+pub type Note = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl Ops {
     pub fn new(ready: ReadyCheck) -> Ops {
@@ -47,6 +55,8 @@ impl Ops {
             ready,
             draining: Arc::new(AtomicBool::new(false)),
             sources: None,
+
+            note: None,
         }
     }
 
@@ -58,13 +68,22 @@ impl Ops {
 
     /// `ready`, then one line per degraded identity source.
     fn ready_text(&self) -> String {
-        let mut body = String::from("ready\n");
+        let mut body = match self.note.as_ref().and_then(|note| note()) {
+            Some(note) => format!("ready; {note}\n"),
+            None => String::from("ready\n"),
+        };
         for (name, health) in self.sources.as_ref().map(|f| f()).unwrap_or_default() {
             if let crate::auth::identity::Health::Degraded(why) = health {
                 body.push_str(&format!("{name}: degraded: {why}\n"));
             }
         }
         body
+    }
+
+    /// `/readyz` answers 200 "ready; <note>" while `note` has something to say.
+    pub fn with_note(mut self, note: Note) -> Ops {
+        self.note = Some(note);
+        self
     }
 
     /// From now on `/readyz` answers 503.

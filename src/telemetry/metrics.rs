@@ -173,6 +173,7 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     certificate_expiry: Family<WhichLabel, Gauge>,
     audit_write_failures: Counter,
+    shared_state_degraded: Gauge,
     proxy_protocol_refused: Family<ReasonLabel, Counter>,
     identity_source_up: Family<SourceLabel, Gauge>,
 }
@@ -205,6 +206,7 @@ impl Metrics {
             config_reloads: Family::default(),
             certificate_expiry: Family::default(),
             audit_write_failures: Counter::default(),
+            shared_state_degraded: Gauge::default(),
             proxy_protocol_refused: Family::default(),
             identity_source_up: Family::default(),
             registry: Registry::default(),
@@ -266,6 +268,11 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads, by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "shared_state_degraded",
+            "1 while shared_state.redis is set and Redis does not answer (this replica keeps its state in process), else 0",
+            m.shared_state_degraded.clone(),
         );
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -414,6 +421,11 @@ impl Metrics {
     pub fn upload_sessions(&self, open: usize) {
         self.upload_sessions_open
             .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Redis (shared_state) does not answer: 1, or answers again: 0.
+    pub fn shared_state_degraded(&self, degraded: bool) {
+        self.shared_state_degraded.set(i64::from(degraded));
     }
 
     pub fn push_grace_extension(&self) {

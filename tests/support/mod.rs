@@ -19,6 +19,8 @@ pub mod oci;
 pub mod podman;
 pub mod process;
 pub mod raw;
+pub mod redis;
+pub mod replicas;
 pub mod stack;
 pub mod wire;
 
