@@ -262,3 +262,271 @@ fn python_gitlab_makes_tokens_that_docker_logs_in_and_pushes_with_and_revokes_th
         assert!(!ok, "{user}: a revoked token must not log in: {out}");
     }
 }
+
+/// A stack whose gateway keeps its tokens in `store_url` and writes an audit log.
+fn stack_with_store(store_url: &str) -> Stack {
+    use support::gateway::GatewayOptions;
+    use support::stack::StackOptions;
+    Stack::with(StackOptions {
+        gateway: GatewayOptions {
+            extra: format!("store: {{ url: \"{store_url}\" }}\naudit: {{ path: audit.log }}\n"),
+            ..GatewayOptions::new("")
+        },
+        ..StackOptions::default()
+    })
+}
+
+fn audit_log(stack: &Stack) -> String {
+    // The audit writer is a thread of its own: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text =
+            std::fs::read_to_string(stack.gateway.dir().join("audit.log")).unwrap_or_default();
+        if text.contains("token_") || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn user_id(stack: &Stack, username: &str) -> u64 {
+    let reply = send(
+        "GET",
+        &api(stack, &format!("users?username={username}")),
+        ADA_API_PAT,
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()[0]["id"].as_u64().unwrap()
+}
+
+/// An `api` token for `username`, made by the admin.
+fn api_token_for(stack: &Stack, username: &str) -> (u64, String) {
+    let id = user_id(stack, username);
+    let made = send(
+        "POST",
+        &api(stack, &format!("users/{id}/personal_access_tokens")),
+        ADA_API_PAT,
+        Some(json!({ "name": format!("{username}-api"), "scopes": ["api"] })),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let body = made.json();
+    (
+        body["id"].as_u64().unwrap(),
+        body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// What every store must do: deploy and access tokens of projects and groups made, listed,
+/// used and revoked by a maintainer; a developer refused as GitLab refuses; pagination.
+fn the_api_round_trip(stack: &Stack) {
+    let project = api(stack, "projects/mygroup%2Fmyproject");
+    let found = send("GET", &project, CAROL_API_PAT, None);
+    assert_eq!(found.status, 200, "{}", found.body);
+    let project_id = found.json()["id"].as_u64().unwrap();
+    // The same project by its numeric id.
+    let by_id = send(
+        "GET",
+        &api(stack, &format!("projects/{project_id}")),
+        CAROL_API_PAT,
+        None,
+    );
+    assert_eq!(by_id.json()["path_with_namespace"], "mygroup/myproject");
+
+    let deploy = send(
+        "POST",
+        &format!("{project}/deploy_tokens"),
+        CAROL_API_PAT,
+        Some(
+            json!({ "name": "ci", "scopes": "read_registry,write_registry", "username": "ci-pusher" }),
+        ),
+    );
+    assert_eq!(deploy.status, 201, "{}", deploy.body);
+    let deploy = deploy.json();
+    assert_eq!(deploy["username"], "ci-pusher");
+    assert_eq!(
+        deploy["expires_at"],
+        Value::Null,
+        "deploy tokens may not expire, as in GitLab"
+    );
+    let deploy_secret = deploy["token"].as_str().unwrap();
+    assert!(login(
+        stack,
+        "ci-pusher",
+        deploy_secret,
+        "repository:mygroup/myproject/app:push,pull"
+    )
+    .is_ok());
+    let listed = send(
+        "GET",
+        &format!("{project}/deploy_tokens"),
+        CAROL_API_PAT,
+        None,
+    )
+    .json();
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["username"].clone(), t["source"].clone()))
+        .collect();
+    assert!(
+        names.contains(&(json!("ci-pusher"), json!("store"))),
+        "{listed}"
+    );
+    assert!(
+        names.contains(&(json!("gitlab+deploy-token-1"), json!("config"))),
+        "{listed}"
+    );
+
+    let group = api(stack, "groups/mygroup");
+    let access = send(
+        "POST",
+        &format!("{group}/access_tokens"),
+        CAROL_API_PAT,
+        Some(
+            json!({ "name": "group-bot", "scopes": ["read_registry"], "access_level": 30, "expires_at": in_days(30) }),
+        ),
+    );
+    assert_eq!(access.status, 201, "{}", access.body);
+    let access = access.json();
+    assert_eq!(access["access_level"], 30);
+    assert_eq!(access["expires_at"], in_days(30));
+    let access_secret = access["token"].as_str().unwrap();
+    assert!(login(
+        stack,
+        "",
+        access_secret,
+        "repository:mygroup/second/app:pull"
+    )
+    .is_ok());
+
+    // A developer (alice, with an api token the admin made her) is refused as GitLab refuses.
+    let (_, alice) = api_token_for(stack, "alice");
+    let listed = send("GET", &format!("{project}/deploy_tokens"), &alice, None);
+    assert_eq!(
+        (listed.status, listed.json()),
+        (403, json!({ "message": "403 Forbidden" }))
+    );
+    let listed = send("GET", &format!("{project}/access_tokens"), &alice, None);
+    assert_eq!(
+        (listed.status, listed.json()),
+        (401, json!({ "message": "401 Unauthorized" }))
+    );
+    let made = send(
+        "POST",
+        &format!("{project}/access_tokens"),
+        &alice,
+        Some(json!({ "name": "mine", "scopes": ["api"] })),
+    );
+    assert_eq!(made.status, 400, "{}", made.body);
+    assert_eq!(
+        made.json()["message"],
+        "400 Bad request - User does not have permission to create project access token"
+    );
+
+    let id = deploy["id"].as_u64().unwrap();
+    let gone = send(
+        "DELETE",
+        &format!("{project}/deploy_tokens/{id}"),
+        CAROL_API_PAT,
+        None,
+    );
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert_eq!(
+        login(
+            stack,
+            "ci-pusher",
+            deploy_secret,
+            "repository:mygroup/myproject/app:pull"
+        ),
+        Err(401)
+    );
+    let id = access["id"].as_u64().unwrap();
+    let gone = send(
+        "DELETE",
+        &format!("{group}/access_tokens/{id}"),
+        CAROL_API_PAT,
+        None,
+    );
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert_eq!(
+        login(
+            stack,
+            "",
+            access_secret,
+            "repository:mygroup/second/app:pull"
+        ),
+        Err(401)
+    );
+
+    // Pagination, as GitLab's offset pagination.
+    for n in 0..3 {
+        let made = send(
+            "POST",
+            &api(stack, "user/personal_access_tokens"),
+            CAROL_API_PAT,
+            Some(json!({ "name": format!("page-{n}"), "scopes": ["read_registry"] })),
+        );
+        assert_eq!(made.status, 201);
+    }
+    let page = send(
+        "GET",
+        &api(stack, "personal_access_tokens?per_page=2&page=2"),
+        CAROL_API_PAT,
+        None,
+    );
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("x-total"),
+        Some("4"),
+        "three made and gateway.yaml's"
+    );
+    assert_eq!(page.header("x-total-pages"), Some("2"));
+    assert_eq!(page.header("x-page"), Some("2"));
+    assert_eq!(page.header("x-prev-page"), Some("1"));
+    assert_eq!(page.header("x-next-page"), Some(""));
+    let link = page.header("link").unwrap();
+    assert!(link.contains("page=1&per_page=2>; rel=\"prev\""), "{link}");
+    assert!(
+        link.contains("rel=\"first\"") && link.contains("rel=\"last\""),
+        "{link}"
+    );
+    assert_eq!(page.json().as_array().unwrap().len(), 2);
+
+    let audit = audit_log(stack);
+    assert!(audit.contains(r#""event":"token_created""#), "{audit}");
+    assert!(audit.contains(r#""event":"token_revoked""#), "{audit}");
+    assert!(audit.contains(r#""token_name":"group-bot""#), "{audit}");
+    for secret in [deploy_secret, access_secret, alice.as_str()] {
+        assert!(!audit.contains(secret) && !stack.gateway.log().contains(secret));
+    }
+}
+
+#[test]
+fn sqlite_store_passes_the_api_round_trip_and_keeps_tokens_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
+    let first = stack_with_store(&url);
+    the_api_round_trip(&first);
+    let (id, secret) = api_token_for(&first, "erin");
+    drop(first);
+    let second = stack_with_store(&url);
+    let me = send(
+        "GET",
+        &api(&second, "personal_access_tokens/self"),
+        &secret,
+        None,
+    );
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["id"], id);
+    assert!(login(&second, "erin", &secret, "repository:erin/app:pull").is_ok());
+}
+
+#[test]
+fn the_default_store_is_a_file_beside_gateway_yaml() {
+    let stack = Stack::start();
+    let (_, secret) = api_token_for(&stack, "erin");
+    assert!(stack.gateway.dir().join("portcullis.db").exists());
+    assert!(login(&stack, "erin", &secret, "repository:erin/app:pull").is_ok());
+}

@@ -234,9 +234,13 @@ impl StoreMirror {
     }
 
     /// Open `url` and keep the mirror in step with it, on a thread of its own (the store's
-    /// connections and polls never run on a request worker). Returns at once; until the
-    /// store opens, only gateway.yaml's credentials work and API writes answer 503.
+    /// connections and polls never run on a request worker). Waits for the first attempt to
+    /// open and load it (at most [`STORE_TIMEOUT`] and a little), so a gateway whose store
+    /// answers serves its tokens from the first request; a store that does not answer is
+    /// retried in the background, and until it opens only gateway.yaml's credentials work
+    /// and API writes answer 503.
     pub fn start(self: &Arc<Self>, url: String) -> std::io::Result<()> {
+        let (opened, first) = std::sync::mpsc::sync_channel::<()>(1);
         let mirror = Arc::clone(self);
         std::thread::Builder::new()
             .name("portcullis-store".into())
@@ -251,23 +255,37 @@ impl StoreMirror {
                         return;
                     }
                 };
-                runtime.block_on(mirror.run(url));
-            })
-            .map(|_| ())
+                runtime.block_on(mirror.run(url, opened));
+            })?;
+        let _ = first.recv_timeout(STORE_TIMEOUT * 2 + std::time::Duration::from_secs(1));
+        Ok(())
     }
 
     /// Open the store (retrying while it is down), then poll it.
-    async fn run(self: Arc<Self>, url: String) {
+    async fn run(self: Arc<Self>, url: String, opened: std::sync::mpsc::SyncSender<()>) {
+        let mut first = Some(opened);
         let store = loop {
             match tokio::time::timeout(STORE_TIMEOUT, super::open(&url)).await {
                 Ok(Ok(store)) => break store,
-                Ok(Err(error)) => self.degraded(error.to_string()),
+                Ok(Err(error)) => {
+                    if first.is_some() {
+                        tracing::warn!(store = %redact_url(&url), "token store: cannot open it: {error}; gateway.yaml's credentials work, API writes answer 503; retrying every {SYNC_INTERVAL:?}");
+                    }
+                    self.degraded(error.to_string())
+                }
                 Err(_) => self.degraded("opening the token store timed out".into()),
+            }
+            if let Some(opened) = first.take() {
+                let _ = opened.try_send(());
             }
             tokio::time::sleep(SYNC_INTERVAL).await;
         };
         let _ = self.store.set(store.clone());
-        tracing::info!(store = %redact_url(&url), "token store open");
+        self.sync(&store).await;
+        tracing::info!(store = %redact_url(&url), tokens = self.state().tokens.len(), "token store open");
+        if let Some(opened) = first.take() {
+            let _ = opened.try_send(());
+        }
         loop {
             self.sync(&store).await;
             self.flush(&store).await;

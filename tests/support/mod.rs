@@ -14,6 +14,7 @@ pub mod http;
 pub mod nginx;
 pub mod oci;
 pub mod podman;
+pub mod postgres;
 pub mod process;
 pub mod raw;
 pub mod stack;
