@@ -530,3 +530,80 @@ fn the_default_store_is_a_file_beside_gateway_yaml() {
     assert!(stack.gateway.dir().join("portcullis.db").exists());
     assert!(login(&stack, "erin", &secret, "repository:erin/app:pull").is_ok());
 }
+
+#[test]
+fn postgres_store_passes_the_api_round_trip_and_keeps_tokens_across_a_restart() {
+    let postgres = support::postgres::Postgres::start();
+    let first = stack_with_store(&postgres.url());
+    the_api_round_trip(&first);
+    let (id, secret) = api_token_for(&first, "erin");
+    drop(first);
+    let second = stack_with_store(&postgres.url());
+    let me = send("GET", &api(&second, "personal_access_tokens/self"), &secret, None);
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["id"], id);
+    assert!(login(&second, "erin", &secret, "repository:erin/app:pull").is_ok());
+}
+
+/// The bound the README states for a change on one replica to reach another.
+const REPLICA_BOUND: Duration = Duration::from_secs(5);
+
+/// Poll `check` until it holds; the time it took, or a failure after the bound (and slack
+/// for a loaded machine).
+fn within_bound(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < REPLICA_BOUND * 3,
+            "{what}: not seen within {:?}",
+            REPLICA_BOUND * 3
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn two_gateways_on_one_postgres_see_each_others_creations_and_revocations() {
+    let postgres = support::postgres::Postgres::start();
+    let a = stack_with_store(&postgres.url());
+    let b = stack_with_store(&postgres.url());
+    let (id, secret) = api_token_for(&a, "erin");
+    let seen = within_bound("a token made on A works on B", || {
+        login(&b, "erin", &secret, "repository:erin/app:pull").is_ok()
+    });
+    eprintln!("creation reached the other replica in {seen:?}");
+    assert!(seen < REPLICA_BOUND, "{seen:?}");
+    // B revokes it; A stops it within the bound.
+    let revoked = send("DELETE", &api(&b, &format!("personal_access_tokens/{id}")), &secret, None);
+    assert_eq!(revoked.status, 204, "{}", revoked.body);
+    assert_eq!(login(&b, "erin", &secret, "repository:erin/app:pull"), Err(401), "at once on B");
+    let stopped = within_bound("a token revoked on B stops on A", || {
+        login(&a, "erin", &secret, "repository:erin/app:pull") == Err(401)
+    });
+    eprintln!("revocation reached the other replica in {stopped:?}");
+    assert!(stopped < REPLICA_BOUND, "{stopped:?}");
+}
+
+#[test]
+fn store_down_keeps_known_tokens_and_gateway_yaml_working_and_writes_answer_503() {
+    let mut postgres = support::postgres::Postgres::start();
+    let stack = stack_with_store(&postgres.url());
+    let (_, secret) = api_token_for(&stack, "erin");
+    postgres.stop();
+    assert!(login(&stack, "erin", &secret, "repository:erin/app:pull").is_ok(), "a known store token");
+    assert!(login(&stack, "alice", ALICE_PASSWORD, "repository:mygroup/myproject:pull").is_ok());
+    assert!(login(&stack, "alice", ALICE_PAT, "repository:mygroup/myproject:pull").is_ok());
+    let made = send(
+        "POST",
+        &api(&stack, "user/personal_access_tokens"),
+        ERIN_API_PAT,
+        Some(json!({ "name": "while-down", "scopes": ["read_registry"] })),
+    );
+    assert_eq!(made.status, 503, "{}", made.body);
+    let message = made.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("503 Service Unavailable - the token store is unavailable"), "{message}");
+    // Reads still answer from memory.
+    let list = send("GET", &api(&stack, "personal_access_tokens"), ERIN_API_PAT, None);
+    assert_eq!(list.status, 200);
+}
