@@ -539,7 +539,12 @@ fn postgres_store_passes_the_api_round_trip_and_keeps_tokens_across_a_restart() 
     let (id, secret) = api_token_for(&first, "erin");
     drop(first);
     let second = stack_with_store(&postgres.url());
-    let me = send("GET", &api(&second, "personal_access_tokens/self"), &secret, None);
+    let me = send(
+        "GET",
+        &api(&second, "personal_access_tokens/self"),
+        &secret,
+        None,
+    );
     assert_eq!(me.status, 200, "{}", me.body);
     assert_eq!(me.json()["id"], id);
     assert!(login(&second, "erin", &secret, "repository:erin/app:pull").is_ok());
@@ -575,9 +580,18 @@ fn two_gateways_on_one_postgres_see_each_others_creations_and_revocations() {
     eprintln!("creation reached the other replica in {seen:?}");
     assert!(seen < REPLICA_BOUND, "{seen:?}");
     // B revokes it; A stops it within the bound.
-    let revoked = send("DELETE", &api(&b, &format!("personal_access_tokens/{id}")), &secret, None);
+    let revoked = send(
+        "DELETE",
+        &api(&b, &format!("personal_access_tokens/{id}")),
+        &secret,
+        None,
+    );
     assert_eq!(revoked.status, 204, "{}", revoked.body);
-    assert_eq!(login(&b, "erin", &secret, "repository:erin/app:pull"), Err(401), "at once on B");
+    assert_eq!(
+        login(&b, "erin", &secret, "repository:erin/app:pull"),
+        Err(401),
+        "at once on B"
+    );
     let stopped = within_bound("a token revoked on B stops on A", || {
         login(&a, "erin", &secret, "repository:erin/app:pull") == Err(401)
     });
@@ -591,9 +605,24 @@ fn store_down_keeps_known_tokens_and_gateway_yaml_working_and_writes_answer_503(
     let stack = stack_with_store(&postgres.url());
     let (_, secret) = api_token_for(&stack, "erin");
     postgres.stop();
-    assert!(login(&stack, "erin", &secret, "repository:erin/app:pull").is_ok(), "a known store token");
-    assert!(login(&stack, "alice", ALICE_PASSWORD, "repository:mygroup/myproject:pull").is_ok());
-    assert!(login(&stack, "alice", ALICE_PAT, "repository:mygroup/myproject:pull").is_ok());
+    assert!(
+        login(&stack, "erin", &secret, "repository:erin/app:pull").is_ok(),
+        "a known store token"
+    );
+    assert!(login(
+        &stack,
+        "alice",
+        ALICE_PASSWORD,
+        "repository:mygroup/myproject:pull"
+    )
+    .is_ok());
+    assert!(login(
+        &stack,
+        "alice",
+        ALICE_PAT,
+        "repository:mygroup/myproject:pull"
+    )
+    .is_ok());
     let made = send(
         "POST",
         &api(&stack, "user/personal_access_tokens"),
@@ -602,8 +631,223 @@ fn store_down_keeps_known_tokens_and_gateway_yaml_working_and_writes_answer_503(
     );
     assert_eq!(made.status, 503, "{}", made.body);
     let message = made.json()["message"].as_str().unwrap().to_owned();
-    assert!(message.starts_with("503 Service Unavailable - the token store is unavailable"), "{message}");
+    assert!(
+        message.starts_with("503 Service Unavailable - the token store is unavailable"),
+        "{message}"
+    );
     // Reads still answer from memory.
-    let list = send("GET", &api(&stack, "personal_access_tokens"), ERIN_API_PAT, None);
+    let list = send(
+        "GET",
+        &api(&stack, "personal_access_tokens"),
+        ERIN_API_PAT,
+        None,
+    );
     assert_eq!(list.status, 200);
+}
+
+#[test]
+fn hostile_requests_are_refused_with_gitlabs_status_and_message_and_create_nothing() {
+    let stack = Stack::start();
+    let unauthorized = json!({ "message": "401 Unauthorized" });
+    let user = api(&stack, "user");
+    // No credential, a password, a deploy token, Basic, an unknown token: 401.
+    assert_eq!(get(&user).send().status, 401);
+    for secret in [ALICE_PASSWORD, DEPLOY_READ_ONLY, "glpat-not-a-token", ""] {
+        let reply = send("GET", &user, secret, None);
+        assert_eq!(
+            (reply.status, reply.json()),
+            (401, unauthorized.clone()),
+            "{secret:?}"
+        );
+    }
+    let basic = get(&user).basic("alice", ALICE_PASSWORD).send();
+    assert_eq!(basic.status, 401);
+    // A token without api: 403 insufficient_scope, GitLab's body.
+    let reply = send("GET", &user, ALICE_PAT, None);
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.json()["error"], "insufficient_scope");
+    // Bearer works like PRIVATE-TOKEN.
+    assert_eq!(get(&user).bearer(ERIN_API_PAT).send().status, 200);
+    // An expired token is told so.
+    let reply = send("GET", &user, ALICE_EXPIRED_PAT, None);
+    assert_eq!(
+        (reply.status, reply.json()["error"].clone()),
+        (401, json!("invalid_token"))
+    );
+
+    let mine = api(&stack, "user/personal_access_tokens");
+    let post = |body: Value| send("POST", &mine, ERIN_API_PAT, Some(body));
+    let cases = [
+        (
+            json!({ "scopes": ["api"] }),
+            400,
+            json!({ "error": "name is missing" }),
+        ),
+        (
+            json!({ "name": "x" }),
+            400,
+            json!({ "error": "scopes is missing" }),
+        ),
+        (
+            json!({ "name": "x", "scopes": ["api", "sudo_everything"] }),
+            400,
+            json!({ "error": "scopes does not have a valid value" }),
+        ),
+        (
+            json!({ "name": "x", "scopes": 5 }),
+            400,
+            json!({ "error": "scopes is invalid" }),
+        ),
+        (
+            json!({ "name": "x", "scopes": ["api"], "expires_at": "2020-01-01" }),
+            400,
+            json!({ "message": "400 Bad request - Expiration date must be in the future" }),
+        ),
+        (
+            json!({ "name": "x", "scopes": ["api"], "expires_at": in_days(366) }),
+            400,
+            json!({ "message": format!("400 Bad request - Expiration date must be before {}", in_days(365)) }),
+        ),
+        (
+            json!({ "name": "x", "scopes": ["api"], "expires_at": "tomorrow" }),
+            400,
+            json!({ "error": "expires_at is invalid" }),
+        ),
+        (
+            json!({ "name": "x".repeat(300), "scopes": ["api"] }),
+            400,
+            json!({ "error": "name is too long or has control characters (at most 255 characters)" }),
+        ),
+    ];
+    for (body, status, answer) in cases {
+        let reply = post(body.clone());
+        assert_eq!((reply.status, reply.json()), (status, answer), "{body}");
+    }
+    let huge = json!({ "name": "x", "scopes": ["api"], "description": "d".repeat(20_000) });
+    let reply = post(huge);
+    assert_eq!(
+        (reply.status, reply.json()),
+        (413, json!({ "message": "413 Request Entity Too Large" }))
+    );
+    let reply = request("POST", &mine)
+        .header("PRIVATE-TOKEN", ERIN_API_PAT)
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send();
+    assert_eq!(reply.status, 400);
+
+    // Another user's token: carol's, by id.
+    let carol_tokens = send(
+        "GET",
+        &api(&stack, "personal_access_tokens"),
+        CAROL_API_PAT,
+        None,
+    )
+    .json();
+    let carols = carol_tokens[0]["id"].as_u64().unwrap();
+    let reply = send(
+        "DELETE",
+        &api(&stack, &format!("personal_access_tokens/{carols}")),
+        ERIN_API_PAT,
+        None,
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let reply = send(
+        "POST",
+        &api(&stack, &format!("personal_access_tokens/{carols}/rotate")),
+        ERIN_API_PAT,
+        None,
+    );
+    assert_eq!((reply.status, reply.json()), (401, unauthorized.clone()));
+    let carol_id = user_id(&stack, "carol");
+    let reply = send(
+        "POST",
+        &api(&stack, &format!("users/{carol_id}/personal_access_tokens")),
+        ERIN_API_PAT,
+        Some(json!({ "name": "x", "scopes": ["api"] })),
+    );
+    assert_eq!(
+        (reply.status, reply.json()),
+        (403, json!({ "message": "403 Forbidden" }))
+    );
+    assert_eq!(
+        send("GET", &user, CAROL_API_PAT, None).status,
+        200,
+        "carol's token is untouched"
+    );
+
+    // Projects and groups that are not ours, or not there, by id and by path.
+    let not_found = json!({ "message": "404 Project Not Found" });
+    for path in [
+        "projects/999999/deploy_tokens",
+        "projects/mygroup%2Fmyproject/deploy_tokens",
+        "projects/..%2F..%2Fetc%2Fpasswd/access_tokens",
+        "projects/mygroup%2Fnope/access_tokens",
+    ] {
+        let reply = send(
+            "POST",
+            &api(&stack, path),
+            ERIN_API_PAT,
+            Some(json!({ "name": "x", "scopes": ["read_registry"] })),
+        );
+        assert_eq!(
+            (reply.status, reply.json()),
+            (404, not_found.clone()),
+            "{path}"
+        );
+    }
+    let reply = send(
+        "GET",
+        &api(&stack, "groups/mygroup/access_tokens"),
+        ERIN_API_PAT,
+        None,
+    );
+    assert_eq!(
+        (reply.status, reply.json()),
+        (404, json!({ "message": "404 Group Not Found" }))
+    );
+    // A maintainer may not give a token more than her own role; ids of other projects'
+    // tokens are not found under hers.
+    let reply = send(
+        "POST",
+        &api(&stack, "projects/mygroup%2Fmyproject/access_tokens"),
+        CAROL_API_PAT,
+        Some(json!({ "name": "x", "scopes": ["api"], "access_level": 50 })),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let reply = send(
+        "DELETE",
+        &api(&stack, "projects/mygroup%2Fmyproject/deploy_tokens/1"),
+        CAROL_API_PAT,
+        None,
+    );
+    assert_eq!(
+        (reply.status, reply.json()),
+        (404, json!({ "message": "404 Deploy Token Not Found" }))
+    );
+    // Unknown routes are GitLab's 404, whoever asks.
+    assert_eq!(get(&api(&stack, "projects/1/variables")).send().status, 404);
+
+    // Nothing was made.
+    let listed = send(
+        "GET",
+        &api(&stack, "personal_access_tokens"),
+        ERIN_API_PAT,
+        None,
+    );
+    assert_eq!(listed.header("x-total"), Some("3"), "{}", listed.body);
+    let deploy = send(
+        "GET",
+        &api(&stack, "projects/mygroup%2Fmyproject/deploy_tokens"),
+        CAROL_API_PAT,
+        None,
+    );
+    assert_eq!(deploy.header("x-total"), Some("1"), "{}", deploy.body);
+    let access = send(
+        "GET",
+        &api(&stack, "projects/mygroup%2Fmyproject/access_tokens"),
+        CAROL_API_PAT,
+        None,
+    );
+    assert_eq!(access.header("x-total"), Some("2"), "{}", access.body);
 }
