@@ -126,7 +126,7 @@ fn sqlite_sql(sql: &str) -> String {
 /// A SQL store.
 pub enum SqlStore {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(Postgres),
+    Postgres(Box<Postgres>),
 }
 
 impl SqlStore {
@@ -141,7 +141,7 @@ impl SqlStore {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let postgres = Postgres::open(url).await?;
-            return Ok(SqlStore::Postgres(postgres));
+            return Ok(SqlStore::Postgres(Box::new(postgres)));
         }
         Err(StoreError::Unavailable(
             "store.url must start with sqlite:// or postgres://".into(),
