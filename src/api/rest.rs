@@ -577,3 +577,36 @@ fn render(answer: Answer, url: &str) -> Response<Body> {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_decoded_one_by_one() {
+        assert_eq!(
+            segments("projects/mygroup%2Fmyproject/deploy_tokens").unwrap(),
+            ["projects", "mygroup/myproject", "deploy_tokens"]
+        );
+        assert_eq!(segments("user/").unwrap(), ["user"]);
+        for bad in [
+            "projects//x",
+            "projects/%zz",
+            "projects/%0a",
+            "projects/%ff%fe",
+            "a/%2",
+        ] {
+            assert!(segments(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_listed_routes_exist() {
+        let s = |p: &str| segments(p).unwrap();
+        assert!(route_exists(&Method::GET, &s("user")).is_some());
+        assert!(route_exists(&Method::POST, &s("projects/1/access_tokens/2/rotate")).is_some());
+        assert!(route_exists(&Method::POST, &s("projects/1/deploy_tokens/2/rotate")).is_none());
+        assert!(route_exists(&Method::PUT, &s("personal_access_tokens/1")).is_none());
+        assert!(route_exists(&Method::GET, &s("projects/1/variables")).is_none());
+    }
+}
