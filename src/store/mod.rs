@@ -153,6 +153,12 @@ pub trait TokenStore: Send + Sync {
         old: u64,
         new: &'a StoredToken,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// The token whose secret has this digest, if the store has one (a replica asks when a
+    /// login presents a secret it does not know: another replica may have just made it).
+    fn find_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>>;
     /// Record last use times (batched; not a change other replicas need to hear of).
     fn touch<'a>(
         &'a self,
