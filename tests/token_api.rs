@@ -872,3 +872,40 @@ fn hostile_requests_are_refused_with_gitlabs_status_and_message_and_create_nothi
     );
     assert_eq!(access.header("x-total"), Some("2"), "{}", access.body);
 }
+
+#[test]
+fn refresh_tokens_follow_a_store_token_and_stop_when_it_is_revoked() {
+    let stack = Stack::start();
+    let (id, secret) = api_token_for(&stack, "erin");
+    let reply = get(&format!(
+        "{}/jwt/auth?service=container_registry&offline_token=true&client_id=docker",
+        stack.gateway.url
+    ))
+    .basic("erin", &secret)
+    .send();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let refresh = reply.json()["refresh_token"].as_str().unwrap().to_owned();
+    let trade = || {
+        request("POST", &format!("{}/jwt/auth", stack.gateway.url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(&format!("grant_type=refresh_token&service=container_registry&client_id=docker&refresh_token={refresh}&scope=repository%3Aerin%2Fapp%3Apull"))
+            .send()
+    };
+    assert_eq!(trade().status, 200);
+    let revoked = send(
+        "DELETE",
+        &api(&stack, &format!("personal_access_tokens/{id}")),
+        ADA_API_PAT,
+        None,
+    );
+    assert_eq!(
+        revoked.status, 204,
+        "an admin revokes anyone's: {}",
+        revoked.body
+    );
+    assert_eq!(
+        trade().status,
+        401,
+        "the refresh token died with its credential"
+    );
+}
