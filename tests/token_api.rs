@@ -909,3 +909,15 @@ fn refresh_tokens_follow_a_store_token_and_stop_when_it_is_revoked() {
         "the refresh token died with its credential"
     );
 }
+
+#[test]
+fn a_reload_of_gateway_yaml_keeps_the_store_tokens() {
+    let stack = Stack::start();
+    let (_, secret) = api_token_for(&stack, "erin");
+    stack.gateway.signal("HUP");
+    stack
+        .gateway
+        .wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
+    assert!(login(&stack, "erin", &secret, "repository:erin/app:pull").is_ok());
+    assert_eq!(send("GET", &api(&stack, "user"), &secret, None).status, 200);
+}
