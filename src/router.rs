@@ -122,6 +122,10 @@ struct Inner {
     identities: crate::auth::identity::Identities,
     /// `shared_state`'s Redis, when configured.
     shared: Option<Arc<crate::shared::Redis>>,
+    /// `/api/v4/`: GitLab's token API (issue 18).
+    api: crate::api::rest::Api,
+    /// The token store's tokens, merged into `directory`.
+    store: Arc<crate::store::mirror::StoreMirror>,
 }
 
 /// The gateway as a tower service over hyper requests.
@@ -138,7 +142,25 @@ impl Gateway {
             Some(target) => Audit::open(target).map_err(BuildError::Audit)?,
             None => Audit::default(),
         };
-        Self::with_audit(config, audit)
+        let gateway = Self::with_audit(config, audit)?;
+        gateway.start_store(config).map_err(BuildError::Audit)?;
+        Ok(gateway)
+    }
+
+    /// Open the token store (`store.url`) on a thread of its own and keep the directory in
+    /// step with it. Not done by [`Gateway::with_audit`]: `portcullis check` creates no files.
+    pub fn start_store(&self, config: &Config) -> std::io::Result<()> {
+        self.inner.store.start(config.store_url.clone())
+    }
+
+    /// The directory in force: gateway.yaml's and the token store's tokens.
+    pub fn directory(&self) -> Arc<crate::auth::directory::Directory> {
+        self.inner.directory.get()
+    }
+
+    /// The token service (the token page builds on it).
+    pub fn token_service(&self) -> &crate::api::service::TokenService {
+        self.inner.api.service()
     }
 
     /// [`Gateway::new`] with the audit log given (`Audit::default()` records nothing): for
@@ -159,11 +181,23 @@ impl Gateway {
                 .with_ci_key(crate::auth::ci_key::CiKey::load(path).map_err(BuildError::CiKey)?);
         }
         let tokens = Arc::new(tokens);
+        let directory = SharedDirectory::new(config.directory.clone());
+        let store = crate::store::mirror::StoreMirror::new(directory.clone());
+        let revoked = tokens.clone();
+        store.on_revoke(Box::new(move |binding| revoked.revoke_binding(binding)));
+        let api = crate::api::rest::Api::new(
+            crate::api::service::TokenService::new(
+                store.clone(),
+                audit.clone(),
+                config.token_max_lifetime_days,
+            ),
+            &config.public_url.origin(),
+            config.server.token_request_timeout,
+        );
         let upstream = Upstream::new(&config.upstream)?.with_body_pace(BodyPace {
             min: config.server.min_body_rate,
             window: config.server.body_rate_window,
         });
-        let directory = SharedDirectory::new(config.directory.clone());
         let keys: Vec<_> = tokens.verifying_keys().map(VerifyingKey::jwk).collect();
         let jwks = serde_json::json!({ "keys": keys }).to_string().into();
         let shared = shared_state(config);
@@ -196,7 +230,11 @@ impl Gateway {
                     audit.clone(),
                 )
                 .with_identities(identities.clone())
-                .with_revocations(crate::shared::revocations::Revocations::new(shared.clone())),
+                .with_revocations(crate::shared::revocations::Revocations::new(shared.clone()))
+                .with_usage(store.usage_hook())
+                .with_token_sources(crate::auth::identity::Identities::new(vec![
+                    store.clone() as Arc<dyn crate::auth::identity::IdentitySource>
+                ])),
                 proxy,
                 directory,
                 jwks,
@@ -211,6 +249,8 @@ impl Gateway {
                 audit,
                 identities,
                 shared,
+                api,
+                store,
             }),
         })
     }
@@ -218,7 +258,7 @@ impl Gateway {
     /// Put a reloaded config's users, groups, projects and tokens in force. Connections and
     /// requests under way are not touched.
     pub fn reload_directory(&self, config: &Config) {
-        self.inner.directory.replace(config.directory.clone());
+        self.inner.store.set_base(config.directory.clone());
     }
 
     /// The audit log, to reopen it after log rotation (SIGUSR1).
@@ -309,6 +349,10 @@ impl Gateway {
                 http::header::CACHE_CONTROL,
                 http::HeaderValue::from_static("max-age=300"),
             );
+            response
+        } else if path.starts_with(crate::api::rest::PREFIX) {
+            let mut response = self.inner.api.handle(request).await;
+            response.extensions_mut().insert(RouteLabel("api"));
             response
         } else if path == "/v2" || path.starts_with("/v2/") {
             let share = request.extensions().get::<ConnectionSlots>().cloned();

@@ -37,6 +37,7 @@ mod signals;
 mod stripped_authorization;
 mod teardown;
 mod tls;
+mod token_api;
 mod token_endpoint;
 mod trust;
 

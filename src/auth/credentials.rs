@@ -369,6 +369,39 @@ pub async fn authenticate(
     result
 }
 
+/// [`authenticate`] (gateway.yaml, then `identities` for usernames it has no password for),
+/// then, when neither knows the user's secret nor the token, the token sources (the token
+/// store: tokens another replica made that this one has not mirrored yet). A token source
+/// that cannot answer leaves the verdict standing.
+pub async fn authenticate_with_sources(
+    directory: &Arc<Directory>,
+    identities: &Identities,
+    cache: &PasswordCache,
+    dummy: &DummyHash,
+    sources: &super::identity::Identities,
+    credentials: &BasicCredentials,
+    now: OffsetDateTime,
+) -> Result<Principal, AuthFailure> {
+    use super::identity::Lookup;
+    let verdict = authenticate(directory, identities, cache, dummy, credentials, now).await;
+    match verdict {
+        Err(AuthFailure::UnknownUser | AuthFailure::WrongSecret)
+            if !sources.sources().is_empty() =>
+        {
+            match sources.authenticate(credentials, now).await {
+                Lookup::Found(principal) => Ok(principal),
+                Lookup::Refused(failure) => Err(failure),
+                Lookup::NotMine => verdict,
+                Lookup::Unavailable(why) => {
+                    tracing::info!("an identity source could not answer: {why}");
+                    verdict
+                }
+            }
+        }
+        other => other,
+    }
+}
+
 /// [`authenticate`]'s checks; `hashed` says whether a slow hash ran.
 async fn check_basic(
     directory: &Directory,
@@ -478,7 +511,7 @@ async fn from_sources(
 }
 
 /// A personal or access token found by its digest, as a principal if it is still good.
-fn token_principal(
+pub(crate) fn token_principal(
     directory: &Directory,
     holder: TokenHolder<'_>,
     now: OffsetDateTime,
@@ -588,6 +621,13 @@ pub fn binding(
         // A new ID token is minted per job: no refresh token, no push grace.
         Principal::Anonymous | Principal::Federated(_) => None,
     }
+}
+
+/// The binding a personal (`personal`) or deploy/access token with this digest gives its
+/// registry and refresh tokens (what [`binding`] makes), for revocation.
+pub(crate) fn token_binding(personal: bool, digest: &[u8; 32]) -> String {
+    let kind = if personal { "pat" } else { "token" };
+    format!("{kind}:{}", fingerprint(digest))
 }
 
 fn fingerprint(bytes: &[u8]) -> String {
@@ -744,7 +784,7 @@ fn user_principal(
 }
 
 /// A deploy or access token that matched, as a principal if it is still good.
-fn namespace_principal(
+pub(crate) fn namespace_principal(
     token: &NamespaceToken,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthFailure> {

@@ -61,7 +61,15 @@ pub struct TokenEndpoint {
     identities: super::identity::Identities,
     /// Refresh tokens revoked on any replica (see `crate::shared::revocations`).
     revocations: crate::shared::revocations::Revocations,
+    /// Told of every principal a token is issued to (the token store keeps last-use times).
+    usage: Option<UsageHook>,
+    /// Asked for a token secret neither gateway.yaml nor `identities` knows (the token
+    /// store: tokens another replica made that this one has not mirrored yet).
+    token_sources: super::identity::Identities,
 }
+
+/// What [`TokenEndpoint::with_usage`] calls for each principal that got a token.
+pub type UsageHook = Arc<dyn Fn(&Principal) + Send + Sync>;
 
 /// Where the caller's identity comes from.
 enum Login {
@@ -102,6 +110,8 @@ impl TokenEndpoint {
             audit,
             identities: super::identity::Identities::default(),
             revocations: crate::shared::revocations::Revocations::new(None),
+            usage: None,
+            token_sources: super::identity::Identities::default(),
         }
     }
 
@@ -123,6 +133,18 @@ impl TokenEndpoint {
     /// Revoke refresh token ids (`jti`) on every replica.
     pub fn revocations(&self) -> &crate::shared::revocations::Revocations {
         &self.revocations
+    }
+
+    /// Ask `sources` for token secrets nothing else knows.
+    pub fn with_token_sources(mut self, sources: super::identity::Identities) -> TokenEndpoint {
+        self.token_sources = sources;
+        self
+    }
+
+    /// Call `hook` with each principal a token is issued to.
+    pub fn with_usage(mut self, hook: UsageHook) -> TokenEndpoint {
+        self.usage = Some(hook);
+        self
     }
 
     /// Count and audit a refused login (the caller logs it with its detail).
@@ -284,6 +306,9 @@ impl TokenEndpoint {
                 ErrorCode::Denied,
                 "Pushing to protected repository path forbidden",
             ));
+        }
+        if let Some(usage) = &self.usage {
+            usage(&principal);
         }
         let access = policy::grant(&principal, &scopes, &directory);
         for scope in &scopes {
@@ -481,11 +506,12 @@ impl TokenEndpoint {
         // secret alone): not counted by username, or anyone could ban `-u ""` for all.
         let counted = Some(username.as_str()).filter(|u| !u.is_empty());
         self.login(client, counted, &user, async {
-            credentials::authenticate(
+            credentials::authenticate_with_sources(
                 directory,
                 &self.identities,
                 &self.password_cache,
                 &self.dummy_hash,
+                &self.token_sources,
                 &credentials,
                 OffsetDateTime::now_utc(),
             )

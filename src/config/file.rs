@@ -105,6 +105,29 @@ pub struct GatewayFile {
     /// State shared by several replicas (Redis); absent: in-process.
     #[serde(default)]
     pub shared_state: Option<SharedStateFile>,
+    #[serde(default)]
+    pub store: Option<StoreFile>,
+    #[serde(default)]
+    pub tokens: TokensFile,
+}
+
+/// Where tokens made through the API are kept (issue 18).
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with url (sqlite:///path or postgres://...)"
+)]
+pub struct StoreFile {
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Rules for tokens made through the API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with max_lifetime")]
+pub struct TokensFile {
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

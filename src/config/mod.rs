@@ -271,6 +271,12 @@ pub struct Config {
     pub ldap: Option<ldap::LdapSettings>,
     /// `shared_state:`: Redis for several replicas; `None` = in-process (one replica).
     pub shared_state: Option<crate::shared::Settings>,
+    /// `store.url`: where tokens made through the API live (default: `sqlite://` a file
+    /// `portcullis.db` beside gateway.yaml).
+    pub store_url: String,
+    /// `tokens.max_lifetime` in days: the longest a token made through the API may live, and
+    /// the expiry of one made without a date (GitLab's 365 days).
+    pub token_max_lifetime_days: i64,
 }
 
 impl Config {

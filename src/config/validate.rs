@@ -341,6 +341,13 @@ pub(super) fn validate(
     let ci_signing_key = super::federation::ci_signing_key(raw.ci.as_ref(), base);
     let ldap = super::ldap::validate(&mut c, raw.ldap, base, &directory);
     let shared_state = raw.shared_state.and_then(|raw| shared_state(&mut c, raw));
+    let store_url = crate::store::validate_url(
+        &mut c.problems,
+        raw.store.and_then(|s| s.url).as_deref(),
+        base,
+    );
+    let token_max_lifetime_days =
+        crate::store::validate_lifetime(&mut c.problems, raw.tokens.max_lifetime.as_deref());
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -408,6 +415,8 @@ pub(super) fn validate(
         ci_signing_key,
         ldap,
         shared_state,
+        store_url,
+        token_max_lifetime_days,
     })
 }
 

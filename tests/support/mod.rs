@@ -17,6 +17,7 @@ pub mod ldap;
 pub mod nginx;
 pub mod oci;
 pub mod podman;
+pub mod postgres;
 pub mod process;
 pub mod raw;
 pub mod redis;
