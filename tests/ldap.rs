@@ -466,7 +466,8 @@ fn the_annotated_ldap_section_of_gateway_yaml_passes_check_once_uncommented() {
     let text = std::fs::read_to_string(root.join("gateway.yaml")).unwrap();
     let (before, section) = text.split_once("#ldap:").expect("the ldap section");
     let uncommented: String = std::iter::once("ldap:".to_owned())
-        .chain(section.lines().skip(1).map(|l| {
+        // The section ends at the first line that is not one of its own (`#  ...`).
+        .chain(section.lines().skip(1).take_while(|l| l.starts_with("#  ")).map(|l| {
             l.strip_prefix('#')
                 .filter(|rest| !rest.trim_start().starts_with('#'))
                 .unwrap_or("")
