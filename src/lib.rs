@@ -15,6 +15,7 @@
 //! - [`proxy`]: what a `/v2/` request needs, streaming forwarding, header rewriting.
 //! - [`diagnose`]: upload sessions, expired-mid-push diagnosis, push grace.
 //! - [`telemetry`]: logging set-up and the one-line-per-request access log layer.
+//! - [`page`]: the token page (`/-/profile/personal_access_tokens`): sessions, CSRF, HTML.
 //! - [`pem`]: reading PEM certificate files.
 //! - [`bounded`]: the capped map every client-grown bookkeeping table is kept in.
 //! - [`error`]: the one place that renders errors in the registry's JSON shape.
@@ -27,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnose;
 pub mod error;
+pub mod page;
 pub mod pem;
 pub mod proxy;
 pub mod router;

@@ -93,6 +93,23 @@ pub struct GatewayFile {
     pub groups: Vec<GroupFile>,
     #[serde(default)]
     pub projects: Vec<ProjectFile>,
+    #[serde(default)]
+    pub page: PageFile,
+}
+
+/// The token page's sessions (`crate::page`); absent keys take the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with session_idle_timeout, session_lifetime and max_sessions"
+)]
+pub struct PageFile {
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub session_idle_timeout: Option<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub session_lifetime: Option<String>,
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

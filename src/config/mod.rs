@@ -255,6 +255,8 @@ pub struct Config {
     pub audit: Option<AuditTarget>,
     /// Users, their credentials, and projects with their members.
     pub directory: Directory,
+    /// The token page's session limits (`page:`).
+    pub page: crate::page::session::SessionLimits,
 }
 
 impl Config {
