@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod nginx;
 pub mod oci;
+pub mod page;
 pub mod podman;
 pub mod process;
 pub mod raw;
