@@ -19,8 +19,11 @@
 //! - [`pem`]: reading PEM certificate files.
 //! - [`bounded`]: the capped map every client-grown bookkeeping table is kept in.
 //! - [`error`]: the one place that renders errors in the registry's JSON shape.
+//! - [`api`]: GitLab's REST API v4, the token subset: the token service and its handlers.
+//! - [`store`]: the token store (SQLite, PostgreSQL) and its in-memory mirror.
 //! - [`commands`]: the CLI sub-commands (`init`, `check`, `token generate`, `hash-password`).
 
+pub mod api;
 pub mod auth;
 pub mod body;
 pub mod bounded;
@@ -33,6 +36,7 @@ pub mod pem;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 
 pub use router::Gateway;

@@ -487,6 +487,49 @@ impl Directory {
     pub fn groups(&self) -> &[Group] {
         &self.groups
     }
+
+    /// This directory with the token store's tokens added (personal tokens of users it has,
+    /// deploy and access tokens), indexed like its own. A digest gateway.yaml uses already
+    /// keeps pointing at gateway.yaml's token.
+    pub fn with_tokens(
+        &self,
+        personal: Vec<(String, PersonalAccessToken)>,
+        namespace: Vec<NamespaceToken>,
+    ) -> Directory {
+        let mut directory = self.clone();
+        for (username, token) in personal {
+            let Some(user) = directory.users.get_mut(&username) else {
+                continue;
+            };
+            let index = user.personal_access_tokens.len();
+            directory
+                .by_digest
+                .entry(token.digest)
+                .or_insert(DigestOwner::Personal { username, index });
+            user.personal_access_tokens.push(token);
+        }
+        for token in namespace {
+            let list = directory
+                .namespace_tokens
+                .entry(token.username.clone())
+                .or_default();
+            let index = list.len();
+            if token.role.is_some() {
+                let username = token.username.clone();
+                directory
+                    .by_digest
+                    .entry(token.digest)
+                    .or_insert(DigestOwner::Bot { username, index });
+            }
+            list.push(token);
+        }
+        directory
+    }
+
+    /// Every deploy and access token, for listings.
+    pub fn all_namespace_tokens(&self) -> impl Iterator<Item = &NamespaceToken> {
+        self.namespace_tokens.values().flatten()
+    }
 }
 
 #[cfg(test)]

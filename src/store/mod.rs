@@ -1,0 +1,172 @@
+//! The token store: tokens made through the API (issue 18), kept across restarts.
+//!
+//! One module owns the schema and its migrations ([`schema`]); the rest of the gateway sees
+//! typed functions ([`TokenStore`]), never SQL. Two back ends share one schema: SQLite
+//! embedded (the default, a file beside gateway.yaml) and PostgreSQL for several replicas.
+//! Only the SHA-256 of a secret is ever stored.
+//!
+//! The request path never reads the store: [`mirror::StoreMirror`] keeps every stored token
+//! in memory (bounded by [`MAX_TOKENS`]) and merges them into the directory the token
+//! endpoint, push grace and the tag guard already read. Writes go to the store first and then
+//! to the mirror, so a token made or revoked here counts at once on this replica; other
+//! replicas learn of it by polling the store's change counter every [`SYNC_INTERVAL`].
+
+pub mod memory;
+pub mod mirror;
+pub mod schema;
+pub mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::{Date, OffsetDateTime};
+
+use crate::auth::directory::Role;
+use crate::auth::identity::BoxFuture;
+
+/// The most tokens the store holds (active or not): each replica keeps them all in memory.
+pub const MAX_TOKENS: usize = 100_000;
+/// The most unrevoked tokens one user or one project/group may hold.
+pub const MAX_TOKENS_PER_OWNER: usize = 100;
+/// How often a replica asks the store whether another replica changed anything. A token
+/// revoked on one replica stops on the others within this interval plus one store round trip
+/// (the README states 5 seconds).
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// Every store call gives up after this long: an API write then answers 503.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What kind of token a row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    Personal,
+    ProjectAccess,
+    GroupAccess,
+    ProjectDeploy,
+    GroupDeploy,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Personal => "personal",
+            TokenKind::ProjectAccess => "project_access",
+            TokenKind::GroupAccess => "group_access",
+            TokenKind::ProjectDeploy => "project_deploy",
+            TokenKind::GroupDeploy => "group_deploy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TokenKind> {
+        Some(match text {
+            "personal" => TokenKind::Personal,
+            "project_access" => TokenKind::ProjectAccess,
+            "group_access" => TokenKind::GroupAccess,
+            "project_deploy" => TokenKind::ProjectDeploy,
+            "group_deploy" => TokenKind::GroupDeploy,
+            _ => return None,
+        })
+    }
+
+    /// Deploy tokens need their own username at login; the others are found by the secret.
+    pub fn is_deploy(self) -> bool {
+        matches!(self, TokenKind::ProjectDeploy | TokenKind::GroupDeploy)
+    }
+}
+
+/// One stored token. `owner` is the user (personal tokens) or the project or group path.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub id: u64,
+    pub kind: TokenKind,
+    pub owner: String,
+    pub name: String,
+    /// The username that goes with the token: the owner (personal), the bot user (access
+    /// tokens), `gitlab+deploy-token-N` or the chosen one (deploy tokens).
+    pub username: String,
+    pub digest: [u8; 32],
+    /// GitLab's scope names as given (`api`, `read_registry`, ...).
+    pub scopes: Vec<String>,
+    /// Access tokens act with this role.
+    pub access_level: Option<Role>,
+    pub description: Option<String>,
+    pub created_at: OffsetDateTime,
+    /// The token works until the start of this day (UTC), as in GitLab.
+    pub expires_at: Option<Date>,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked: bool,
+    /// Who made it (for the audit log and listings).
+    pub created_by: String,
+}
+
+impl fmt::Debug for StoredToken {
+    // The digest is the stored form of a secret: never in Debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("owner", &self.owner)
+            .field("name", &self.name)
+            .field("username", &self.username)
+            .field("scopes", &self.scopes)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredToken {
+    /// Not revoked and not expired at `now`.
+    pub fn active(&self, now: OffsetDateTime) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|day| now.date() < day)
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or answered an error (the text never holds a secret).
+    #[error("the token store is unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint: a token with this digest or deploy username exists.
+    #[error("a token with this secret or username exists already")]
+    Conflict,
+    /// The store is full ([`MAX_TOKENS`]).
+    #[error("the token store holds the most tokens it may ({MAX_TOKENS})")]
+    Full,
+}
+
+/// The store's typed operations. Implemented by [`memory::MemoryStore`] and
+/// [`sql::SqlStore`] (SQLite, PostgreSQL).
+pub trait TokenStore: Send + Sync {
+    /// Every token, for the mirror.
+    fn load_all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreError>>;
+    /// A counter every write bumps: a replica reloads when it changed.
+    fn version(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+    /// Insert a token; `token.id` is ignored and the new id returned.
+    fn insert<'a>(&'a self, token: &'a StoredToken) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Mark a token revoked. `Ok(false)`: no such token (or revoked already).
+    fn revoke(&self, id: u64) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Revoke `old` and insert `new` in one transaction (rotation).
+    fn rotate<'a>(
+        &'a self,
+        old: u64,
+        new: &'a StoredToken,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Record last use times (batched; not a change other replicas need to hear of).
+    fn touch<'a>(
+        &'a self,
+        used: &'a [(u64, OffsetDateTime)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// Open the store `url` names (`sqlite:///path`, `postgres://...`, or `memory:` for tests)
+/// and apply its migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn TokenStore>, StoreError> {
+    if url == "memory:" {
+        return Ok(Arc::new(memory::MemoryStore::default()));
+    }
+    sql::SqlStore::open(url)
+        .await
+        .map(|s| Arc::new(s) as Arc<dyn TokenStore>)
+}
