@@ -165,9 +165,14 @@ impl Gateway {
         )
         .map_err(|_| BuildError::PublicUrl)?
         .with_tag_guard(tag_guard(directory.clone()));
+        // TEMPORARY until h/tokenapi wires its TokenService into the router: a service over
+        // an in-memory store, so the page can be tried end to end.
+        let store = crate::store::mirror::StoreMirror::new(directory.clone());
+        let _ = store.start("memory:".into());
+        let service = crate::api::service::TokenService::new(store, audit.clone(), 365);
         let page = crate::page::TokenPage::new(
             config.page,
-            crate::page::backend::ConfigTokens::new(directory.clone()),
+            crate::page::service::ServiceTokens::new(service),
             directory.clone(),
             config.public_url.clone(),
             audit.clone(),

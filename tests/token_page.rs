@@ -439,3 +439,317 @@ fn other_methods_and_paths_are_refused() {
     let reply = request("GET", &format!("{}/-/profile/other", gateway.url)).send();
     assert_eq!(reply.status, 404);
 }
+
+/// Create a personal token through the page; its id (from the revoke form) and secret.
+fn create(client: &mut PageClient, name: &str, scopes: &[&str], expires: &str) -> (String, String) {
+    let token = client.csrf();
+    let mut fields = vec![
+        ("authenticity_token", token.as_str()),
+        ("name", name),
+        ("expires_at", expires),
+    ];
+    for scope in scopes {
+        fields.push(("scopes", scope));
+    }
+    let reply = client.post(PAGE, &fields);
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let page = client.get(PAGE);
+    let secret = support::page::revealed_secret(&page.body).expect("the new secret on the page");
+    let row = page
+        .body
+        .find(&format!(
+            "aria-label=\"Revoke {}\"",
+            support::page::escape(name)
+        ))
+        .expect("a revoke button");
+    let before = &page.body[..row];
+    let marker = "name=\"id\" value=\"";
+    let start = before.rfind(marker).unwrap() + marker.len();
+    let id = before[start..].split('"').next().unwrap().to_owned();
+    (id, secret)
+}
+
+fn token_status(gateway: &Gateway, user: &str, secret: &str) -> u16 {
+    request(
+        "GET",
+        &format!(
+            "{}/jwt/auth?service=container_registry&scope=repository:mygroup/myproject:pull",
+            gateway.url
+        ),
+    )
+    .basic(user, secret)
+    .send()
+    .status
+}
+
+#[test]
+fn a_token_made_on_the_page_is_shown_once_works_at_once_and_stops_when_revoked() {
+    let gateway = gateway("");
+    let mut client = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    let (id, secret) = create(
+        &mut client,
+        "laptop-2",
+        &["read_registry", "write_registry"],
+        "",
+    );
+    let page = &client.last;
+    assert!(
+        page.contains("Created personal access token laptop-2."),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "docker login {} -u alice --password-stdin",
+            gateway.host
+        )),
+        "{page}"
+    );
+    assert!(page.contains("data-copy=\"new-token\""));
+    // Expiry: the longest allowed when left empty.
+    assert!(page.contains("Empty: the longest allowed, 365 days."));
+    assert_eq!(token_status(&gateway, "alice", &secret), 200);
+    // Shown once: a reload no longer has it.
+    let again = client.get(PAGE);
+    assert!(!again.body.contains(&secret));
+    assert!(again.body.contains("<th scope=\"row\">laptop-2</th>"));
+
+    let csrf = client.csrf();
+    let reply = client.post(
+        support::page::PAGE_REVOKE,
+        &[("authenticity_token", &csrf), ("id", &id)],
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let page = client.get(PAGE);
+    assert!(
+        page.body
+            .contains("Revoked personal access token laptop-2."),
+        "{}",
+        page.body
+    );
+    assert_eq!(token_status(&gateway, "alice", &secret), 401);
+    let audit = wait_audit(&gateway, "token_revoked");
+    assert!(audit.contains("laptop-2"), "{audit}");
+    assert!(
+        !gateway.log().contains(&secret) && !audit.contains(&secret),
+        "the secret was logged"
+    );
+}
+
+#[test]
+fn a_token_name_with_html_is_rendered_escaped() {
+    let gateway = gateway("");
+    let mut client = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    let evil = "<img src=x onerror=alert(1)>\"'&";
+    create(&mut client, evil, &["read_registry"], "");
+    let page = client.get(PAGE);
+    assert!(!page.body.contains("<img src=x"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("&lt;img src=x onerror=alert(1)&gt;&quot;&#39;&amp;"),
+        "{}",
+        page.body
+    );
+}
+
+#[test]
+fn a_refused_post_creates_nothing_and_bad_values_get_the_stores_message() {
+    let gateway = gateway("");
+    let mut client = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    let before = client.get(PAGE).body.matches("<tr>").count();
+    let reply = client.post(PAGE, &[("name", "no-csrf"), ("scopes", "api")]);
+    assert_eq!(reply.status, 403);
+    let csrf = client.csrf();
+    let reply = client.post_with(
+        PAGE,
+        &[
+            ("authenticity_token", &csrf),
+            ("name", "cross"),
+            ("scopes", "api"),
+        ],
+        Some("http://evil.example"),
+    );
+    assert_eq!(reply.status, 403);
+    for (fields, status, message) in [
+        (
+            vec![("name", "x"), ("scopes", "sudo_everything")],
+            400,
+            "scopes does not have a valid value",
+        ),
+        (
+            vec![
+                ("name", "x"),
+                ("scopes", "api"),
+                ("expires_at", "2001-01-01"),
+            ],
+            400,
+            "Expiration date must be in the future",
+        ),
+        (
+            vec![
+                ("name", "x"),
+                ("scopes", "api"),
+                ("expires_at", "2999-01-01"),
+            ],
+            400,
+            "Expiration date must be before",
+        ),
+        (
+            vec![("name", "x"), ("scopes", "api"), ("expires_at", "tomorrow")],
+            400,
+            "must be a date",
+        ),
+        (
+            vec![("name", ""), ("scopes", "api")],
+            400,
+            "Give the token a name.",
+        ),
+        (vec![("name", "x")], 400, "Choose at least one scope."),
+        (
+            vec![("name", "a"), ("name", "b"), ("scopes", "api")],
+            400,
+            "Give the token a name.",
+        ),
+    ] {
+        let mut fields = fields;
+        fields.push(("authenticity_token", &csrf));
+        let reply = client.post(PAGE, &fields);
+        assert_eq!(reply.status, status, "{fields:?}: {}", reply.body);
+        assert!(reply.body.contains(message), "{fields:?}: {}", reply.body);
+    }
+    let after = client.get(PAGE).body;
+    assert_eq!(after.matches("<tr>").count(), before, "{after}");
+}
+
+#[test]
+fn another_users_token_id_is_no_such_token_and_stays_in_force() {
+    let gateway = gateway("");
+    let mut alice = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    let (id, secret) = create(&mut alice, "alices", &["read_registry"], "");
+    // root is an administrator: on this page too, only their own tokens.
+    for (user, secret_of) in [("carol", CAROL_API_PAT), ("root", ROOT_PAT)] {
+        let mut other = PageClient::new(&gateway.url);
+        let reply = other.sign_in(user, secret_of);
+        if reply.status != 303 {
+            continue; // root's token has no api scope: it cannot sign in at all
+        }
+        other.get(PAGE);
+        assert!(!other.last.contains("alices"));
+        let csrf = other.csrf();
+        let reply = other.post(
+            support::page::PAGE_REVOKE,
+            &[("authenticity_token", &csrf), ("id", &id)],
+        );
+        assert_eq!(reply.status, 404, "{user}: {}", reply.body);
+        assert!(reply.body.contains("no such token among yours"));
+        for bad in ["0", "-1", "99999999999999999999999", "1e3", ""] {
+            let reply = other.post(
+                support::page::PAGE_REVOKE,
+                &[("authenticity_token", &csrf), ("id", bad)],
+            );
+            assert!(
+                reply.status == 400 || reply.status == 404,
+                "{bad}: {}",
+                reply.status
+            );
+        }
+    }
+    assert_eq!(token_status(&gateway, "alice", &secret), 200);
+}
+
+#[test]
+fn a_maintainer_makes_and_revokes_a_deploy_token_a_developer_cannot_touch_it() {
+    let gateway = gateway("");
+    let mut carol = PageClient::signed_in(&gateway.url, "carol", CAROL_API_PAT);
+    let csrf = carol.csrf();
+    let ns = [
+        ("authenticity_token", csrf.as_str()),
+        ("namespace", "mygroup/myproject"),
+        ("namespace_kind", "project"),
+        ("token_kind", "deploy"),
+    ];
+    let mut fields = ns.to_vec();
+    fields.extend([
+        ("name", "ci-pull"),
+        ("username", "ci-puller"),
+        ("scopes", "read_registry"),
+    ]);
+    let reply = carol.post(support::page::NAMESPACE, &fields);
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let page = carol.get(PAGE);
+    let secret = support::page::revealed_secret(&page.body).expect("the deploy token's secret");
+    assert!(
+        page.body.contains(&format!(
+            "docker login {} -u ci-puller --password-stdin",
+            gateway.host
+        )),
+        "{}",
+        page.body
+    );
+    assert_eq!(token_status(&gateway, "ci-puller", &secret), 200);
+    let start = page.body.find("aria-label=\"Revoke ci-pull\"").unwrap();
+    let before = &page.body[..start];
+    let marker = "name=\"id\" value=\"";
+    let id = before[before.rfind(marker).unwrap() + marker.len()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // A project access token too, with a role no higher than carol's.
+    let mut fields = ns.to_vec();
+    fields[3] = ("token_kind", "access");
+    fields.extend([
+        ("name", "bot"),
+        ("role", "developer"),
+        ("scopes", "read_registry"),
+    ]);
+    let reply = carol.post(support::page::NAMESPACE, &fields);
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert!(carol.get(PAGE).body.contains("(as developer)"));
+    let mut fields = ns.to_vec();
+    fields[3] = ("token_kind", "access");
+    fields.extend([
+        ("name", "too-high"),
+        ("role", "owner"),
+        ("scopes", "read_registry"),
+    ]);
+    assert_eq!(carol.post(support::page::NAMESPACE, &fields).status, 400);
+
+    // alice (developer) cannot revoke it.
+    let mut alice = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    let alice_csrf = alice.csrf();
+    let mut fields = ns.to_vec();
+    fields[0] = ("authenticity_token", &alice_csrf);
+    fields.push(("id", &id));
+    assert_eq!(
+        alice.post(support::page::NAMESPACE_REVOKE, &fields).status,
+        404
+    );
+    assert_eq!(token_status(&gateway, "ci-puller", &secret), 200);
+
+    let mut fields = ns.to_vec();
+    fields.push(("id", &id));
+    let reply = carol.post(support::page::NAMESPACE_REVOKE, &fields);
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert_eq!(token_status(&gateway, "ci-puller", &secret), 401);
+}
+
+#[test]
+fn a_session_opened_with_a_token_ends_when_that_token_is_revoked() {
+    let gateway = gateway("");
+    let mut alice = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    let (id, secret) = create(&mut alice, "page-api", &["api"], "");
+    let mut with_token = PageClient::signed_in(&gateway.url, "alice", &secret);
+    let csrf = alice.csrf();
+    let reply = alice.post(
+        support::page::PAGE_REVOKE,
+        &[("authenticity_token", &csrf), ("id", &id)],
+    );
+    assert_eq!(reply.status, 303);
+    let page = with_token.get(PAGE);
+    assert!(
+        page.body.contains("Your session has ended"),
+        "{}",
+        page.body
+    );
+}

@@ -329,12 +329,14 @@ pub fn config_still_valid(directory: &Directory, principal: &Principal) -> bool 
         return false;
     }
     if let Credential::PersonalAccessToken { digest, .. } = credential {
-        if let Some(crate::auth::directory::TokenHolder::Personal(_, token)) =
-            directory.token_by_digest(digest)
-        {
-            let now = OffsetDateTime::now_utc();
-            return !token.revoked && token.expires_at.is_none_or(|at| at > now);
-        }
+        // A token the directory no longer holds (removed from gateway.yaml or the store)
+        // ends the session as a revoked one does.
+        let now = OffsetDateTime::now_utc();
+        return matches!(
+            directory.token_by_digest(digest),
+            Some(crate::auth::directory::TokenHolder::Personal(_, token))
+                if !token.revoked && token.expires_at.is_none_or(|at| at > now)
+        );
     }
     true
 }

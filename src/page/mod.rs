@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod form;
 pub mod html;
+pub mod service;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -765,17 +766,10 @@ impl TokenPage {
         id: u64,
         name: &str,
     ) {
+        // The token service writes the audit record (who, what, id and name); this line
+        // says it came through the page.
+        let _ = client;
         tracing::info!(user = ?session.principal.subject(), token_kind = kind, token_id = id, token_name = ?name, namespace = ?namespace.map(|n| n.path.as_str()), "token page: {event}");
-        self.audit
-            .record(event)
-            .field("route", "page")
-            .field("client", client.map(|c| c.ip().to_string()))
-            .field("user", session.principal.subject())
-            .field("token_kind", kind)
-            .field("token_id", id)
-            .field("token_name", name)
-            .field("namespace", namespace.map(|n| n.path.as_str().to_owned()))
-            .write(&self.audit);
     }
 
     /// `Set-Cookie` for `name`: `HttpOnly`, `SameSite=Strict`, `Path=/-/`, and `Secure`
