@@ -107,6 +107,10 @@ struct Inner {
     /// `server.token_request_timeout`.
     token_request_timeout: std::time::Duration,
     audit: Audit,
+    /// `/api/v4/`: GitLab's token API (issue 18).
+    api: crate::api::rest::Api,
+    /// The token store's tokens, merged into `directory`.
+    store: Arc<crate::store::mirror::StoreMirror>,
     /// The token page (`/-/profile/personal_access_tokens`).
     page: crate::page::TokenPage,
 }
@@ -125,7 +129,25 @@ impl Gateway {
             Some(target) => Audit::open(target).map_err(BuildError::Audit)?,
             None => Audit::default(),
         };
-        Self::with_audit(config, audit)
+        let gateway = Self::with_audit(config, audit)?;
+        gateway.start_store(config).map_err(BuildError::Audit)?;
+        Ok(gateway)
+    }
+
+    /// Open the token store (`store.url`) on a thread of its own and keep the directory in
+    /// step with it. Not done by [`Gateway::with_audit`]: `portcullis check` creates no files.
+    pub fn start_store(&self, config: &Config) -> std::io::Result<()> {
+        self.inner.store.start(config.store_url.clone())
+    }
+
+    /// The directory in force: gateway.yaml's and the token store's tokens.
+    pub fn directory(&self) -> Arc<crate::auth::directory::Directory> {
+        self.inner.directory.get()
+    }
+
+    /// The token service (the token page builds on it).
+    pub fn token_service(&self) -> &crate::api::service::TokenService {
+        self.inner.api.service()
     }
 
     /// [`Gateway::new`] with the audit log given (`Audit::default()` records nothing): for
@@ -141,11 +163,23 @@ impl Gateway {
             .collect::<Result<Vec<_>, _>>()
             .map_err(BuildError::PreviousKey)?;
         let tokens = Arc::new(Tokens::new(&config.token, key, previous));
+        let directory = SharedDirectory::new(config.directory.clone());
+        let store = crate::store::mirror::StoreMirror::new(directory.clone());
+        let revoked = tokens.clone();
+        store.on_revoke(Box::new(move |binding| revoked.revoke_binding(binding)));
+        let api = crate::api::rest::Api::new(
+            crate::api::service::TokenService::new(
+                store.clone(),
+                audit.clone(),
+                config.token_max_lifetime_days,
+            ),
+            &config.public_url.origin(),
+            config.server.token_request_timeout,
+        );
         let upstream = Upstream::new(&config.upstream)?.with_body_pace(BodyPace {
             min: config.server.min_body_rate,
             window: config.server.body_rate_window,
         });
-        let directory = SharedDirectory::new(config.directory.clone());
         let keys: Vec<_> = tokens.verifying_keys().map(VerifyingKey::jwk).collect();
         let jwks = serde_json::json!({ "keys": keys }).to_string().into();
         let grace = PushGrace::new(
@@ -165,14 +199,9 @@ impl Gateway {
         )
         .map_err(|_| BuildError::PublicUrl)?
         .with_tag_guard(tag_guard(directory.clone()));
-        // TEMPORARY until h/tokenapi wires its TokenService into the router: a service over
-        // an in-memory store, so the page can be tried end to end.
-        let store = crate::store::mirror::StoreMirror::new(directory.clone());
-        let _ = store.start("memory:".into());
-        let service = crate::api::service::TokenService::new(store, audit.clone(), 365);
         let page = crate::page::TokenPage::new(
             config.page,
-            crate::page::service::ServiceTokens::new(service),
+            crate::page::service::ServiceTokens::new(api.service().clone()),
             directory.clone(),
             config.public_url.clone(),
             audit.clone(),
@@ -185,7 +214,8 @@ impl Gateway {
                     BruteForce::new(config.brute_force),
                     stripped,
                     audit.clone(),
-                ),
+                )
+                .with_usage(store.usage_hook()),
                 proxy,
                 directory,
                 jwks,
@@ -199,6 +229,8 @@ impl Gateway {
                 token_request_timeout: config.server.token_request_timeout,
                 page,
                 audit,
+                api,
+                store,
             }),
         })
     }
@@ -206,7 +238,7 @@ impl Gateway {
     /// Put a reloaded config's users, groups, projects and tokens in force. Connections and
     /// requests under way are not touched.
     pub fn reload_directory(&self, config: &Config) {
-        self.inner.directory.replace(config.directory.clone());
+        self.inner.store.set_base(config.directory.clone());
     }
 
     /// The audit log, to reopen it after log rotation (SIGUSR1).
@@ -273,6 +305,10 @@ impl Gateway {
                 http::header::CACHE_CONTROL,
                 http::HeaderValue::from_static("max-age=300"),
             );
+            response
+        } else if path.starts_with(crate::api::rest::PREFIX) {
+            let mut response = self.inner.api.handle(request).await;
+            response.extensions_mut().insert(RouteLabel("api"));
             response
         } else if path == "/v2" || path.starts_with("/v2/") {
             let share = request.extensions().get::<ConnectionSlots>().cloned();

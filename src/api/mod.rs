@@ -5,4 +5,6 @@
 //! - [`rest`]: the HTTP handlers: routes, authentication as GitLab does it, JSON shapes,
 //!   pagination headers, GitLab's error bodies.
 
+pub mod json;
+pub mod rest;
 pub mod service;

@@ -368,7 +368,7 @@ async fn check_basic(
 }
 
 /// A personal or access token found by its digest, as a principal if it is still good.
-fn token_principal(
+pub(crate) fn token_principal(
     directory: &Directory,
     holder: TokenHolder<'_>,
     now: OffsetDateTime,
@@ -477,6 +477,13 @@ pub fn binding(
         } => Some((format!("job:{expires}:{project}"), None)),
         Principal::Anonymous => None,
     }
+}
+
+/// The binding a personal (`personal`) or deploy/access token with this digest gives its
+/// registry and refresh tokens (what [`binding`] makes), for revocation.
+pub(crate) fn token_binding(personal: bool, digest: &[u8; 32]) -> String {
+    let kind = if personal { "pat" } else { "token" };
+    format!("{kind}:{}", fingerprint(digest))
 }
 
 fn fingerprint(bytes: &[u8]) -> String {

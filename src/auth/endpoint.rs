@@ -57,7 +57,12 @@ pub struct TokenEndpoint {
     /// Told about every token issued, to notice Authorization headers stripped on `/v2/`.
     stripped: Arc<StrippedDetector>,
     audit: Audit,
+    /// Told of every principal a token is issued to (the token store keeps last-use times).
+    usage: Option<UsageHook>,
 }
+
+/// What [`TokenEndpoint::with_usage`] calls for each principal that got a token.
+pub type UsageHook = Arc<dyn Fn(&Principal) + Send + Sync>;
 
 /// Where the caller's identity comes from.
 enum Login {
@@ -96,7 +101,14 @@ impl TokenEndpoint {
             brute_force,
             stripped,
             audit,
+            usage: None,
         }
+    }
+
+    /// Call `hook` with each principal a token is issued to.
+    pub fn with_usage(mut self, hook: UsageHook) -> TokenEndpoint {
+        self.usage = Some(hook);
+        self
     }
 
     /// Count and audit a refused login (the caller logs it with its detail).
@@ -249,6 +261,9 @@ impl TokenEndpoint {
                 ErrorCode::Denied,
                 "Pushing to protected repository path forbidden",
             ));
+        }
+        if let Some(usage) = &self.usage {
+            usage(&principal);
         }
         let access = policy::grant(&principal, &scopes, &directory);
         for scope in &scopes {

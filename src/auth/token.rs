@@ -167,6 +167,9 @@ pub enum VerifyError {
     WrongAudience,
     #[error("the token uses another signing algorithm")]
     WrongAlgorithm,
+    /// The credential it was issued for was revoked through the token API.
+    #[error("the credential the token was issued for was revoked")]
+    Revoked,
 }
 
 impl VerifyError {
@@ -180,6 +183,7 @@ impl VerifyError {
             VerifyError::WrongIssuer => "wrong_issuer",
             VerifyError::WrongAudience => "wrong_audience",
             VerifyError::WrongAlgorithm => "wrong_algorithm",
+            VerifyError::Revoked => "revoked",
         }
     }
 }
@@ -440,14 +444,31 @@ impl Tokens {
             .unwrap_or_default()
             .as_secs();
         if let Some(claims) = self.verdicts.get(token, now) {
+            if self.verdicts.is_revoked(&claims) {
+                return Err(VerifyError::Revoked);
+            }
             return Ok(claims);
         }
         let (key, rules) = self.select(token);
         let claims = jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &rules.registry)
             .map(|data| Arc::new(data.claims))
             .map_err(|e| verify_error(&e))?;
+        if self.verdicts.is_revoked(&claims) {
+            return Err(VerifyError::Revoked);
+        }
         self.verdicts.insert(token, &claims);
         Ok(claims)
+    }
+
+    /// A credential with this binding was revoked: every registry token bound to it stops
+    /// now, cached verdicts included, until the last one could have expired anyway.
+    pub fn revoke_binding(&self, binding: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.verdicts
+            .revoke(binding, now + self.expiry.as_secs() + 60, now);
     }
 }
 

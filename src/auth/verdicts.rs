@@ -30,6 +30,19 @@ pub const CAPACITY: usize = 8192;
 pub struct Verdicts {
     entries: Mutex<BoundedMap<u128, Arc<Claims>>>,
     keys: [RandomState; 2],
+    /// Credentials revoked through the token API: tokens bound to them stop at once, cached
+    /// or not.
+    revoked: Revocations,
+}
+
+/// Bindings (`claims.cred`) of revoked credentials, each kept until every registry token
+/// that can carry it has expired. One atomic load on the hot path while there are none.
+/// Bounded: one entry per revocation within a token lifetime, and at most [`CAPACITY`] * 8
+/// (the oldest go first, which only ends their early stop: their tokens expire anyway).
+#[derive(Default)]
+struct Revocations {
+    any: std::sync::atomic::AtomicBool,
+    entries: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Default for Verdicts {
@@ -37,6 +50,7 @@ impl Default for Verdicts {
         Verdicts {
             entries: Mutex::new(BoundedMap::new(CAPACITY)),
             keys: [RandomState::new(), RandomState::new()],
+            revoked: Revocations::default(),
         }
     }
 }
@@ -56,6 +70,45 @@ impl Verdicts {
             .get(&key)
             .filter(|claims| claims.nbf <= now && now < claims.exp)
             .cloned()
+    }
+
+    /// Stop every token bound to `binding` (a revoked credential) until `until` (Unix
+    /// seconds), cached verdicts included.
+    pub fn revoke(&self, binding: &str, until: u64, now: u64) {
+        use std::sync::atomic::Ordering;
+        let mut entries = self
+            .revoked
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, end| *end > now);
+        if entries.len() >= CAPACITY * 8 {
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, end)| **end)
+                .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(binding.to_owned(), until);
+        self.revoked.any.store(true, Ordering::Release);
+    }
+
+    /// Was the credential these claims are bound to revoked?
+    pub fn is_revoked(&self, claims: &Claims) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.revoked.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(binding) = claims.cred.as_deref() else {
+            return false;
+        };
+        self.revoked
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(binding)
     }
 
     /// Remember a token that just verified.
@@ -108,6 +161,21 @@ mod tests {
             }
         }
         assert!(verdicts.entries.lock().unwrap().len() <= CAPACITY);
+    }
+
+    #[test]
+    fn a_revoked_binding_stops_its_cached_tokens_and_no_other() {
+        let verdicts = Verdicts::default();
+        let mut bound = (*claims(0, 1000)).clone();
+        bound.cred = Some("pat:abc".into());
+        let bound = Arc::new(bound);
+        verdicts.insert("t", &bound);
+        assert!(!verdicts.is_revoked(&verdicts.get("t", 1).unwrap()));
+        verdicts.revoke("pat:abc", 500, 1);
+        assert!(verdicts.is_revoked(&verdicts.get("t", 1).unwrap()));
+        assert!(!verdicts.is_revoked(&claims(0, 1000)), "unbound claims");
+        verdicts.revoke("pat:other", 900, 600);
+        assert!(!verdicts.is_revoked(&bound), "expired entries are dropped");
     }
 
     #[test]

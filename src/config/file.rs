@@ -94,7 +94,30 @@ pub struct GatewayFile {
     #[serde(default)]
     pub projects: Vec<ProjectFile>,
     #[serde(default)]
+    pub store: Option<StoreFile>,
+    #[serde(default)]
+    pub tokens: TokensFile,
+    #[serde(default)]
     pub page: PageFile,
+}
+
+/// Where tokens made through the API are kept (issue 18).
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with url (sqlite:///path or postgres://...)"
+)]
+pub struct StoreFile {
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Rules for tokens made through the API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with max_lifetime")]
+pub struct TokensFile {
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_lifetime: Option<String>,
 }
 
 /// The token page's sessions (`crate::page`); absent keys take the defaults.

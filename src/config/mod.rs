@@ -255,6 +255,12 @@ pub struct Config {
     pub audit: Option<AuditTarget>,
     /// Users, their credentials, and projects with their members.
     pub directory: Directory,
+    /// `store.url`: where tokens made through the API live (default: `sqlite://` a file
+    /// `portcullis.db` beside gateway.yaml).
+    pub store_url: String,
+    /// `tokens.max_lifetime` in days: the longest a token made through the API may live, and
+    /// the expiry of one made without a date (GitLab's 365 days).
+    pub token_max_lifetime_days: i64,
     /// The token page's session limits (`page:`).
     pub page: crate::page::session::SessionLimits,
 }

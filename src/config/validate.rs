@@ -326,6 +326,13 @@ pub(super) fn validate(
     };
     let page = page_limits(&mut c, &raw.page);
     let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
+    let store_url = crate::store::validate_url(
+        &mut c.problems,
+        raw.store.and_then(|s| s.url).as_deref(),
+        base,
+    );
+    let token_max_lifetime_days =
+        crate::store::validate_lifetime(&mut c.problems, raw.tokens.max_lifetime.as_deref());
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -387,6 +394,8 @@ pub(super) fn validate(
         push_grace,
         log_level: raw.log.level,
         directory,
+        store_url,
+        token_max_lifetime_days,
         page,
     })
 }

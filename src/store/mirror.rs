@@ -28,7 +28,13 @@ pub struct StoreMirror {
     state: Mutex<State>,
     /// Last uses not yet written, by token id.
     used: Mutex<HashMap<u64, OffsetDateTime>>,
+    /// Told the binding of every token revoked (here or on another replica), so registry
+    /// tokens issued for it stop at once ([`crate::auth::token::Tokens::revoke_binding`]).
+    on_revoke: OnceLock<RevokeHook>,
 }
+
+/// What the mirror calls with the binding of a revoked token.
+pub type RevokeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 struct State {
     /// gateway.yaml's directory.
@@ -54,6 +60,7 @@ impl StoreMirror {
             shared,
             store: OnceLock::new(),
             used: Mutex::new(HashMap::new()),
+            on_revoke: OnceLock::new(),
         })
     }
 
@@ -90,6 +97,17 @@ impl StoreMirror {
         tokens
     }
 
+    /// The scope names of the stored token with this digest (`None`: not a stored token).
+    pub fn tokens_scopes(&self, digest: &[u8; 32]) -> Option<Vec<String>> {
+        let state = self.state();
+        let id = state.by_digest.get(digest)?;
+        state
+            .tokens
+            .iter()
+            .find(|t| t.id == *id)
+            .map(|t| t.scopes.clone())
+    }
+
     /// Whether the store answered the last poll.
     pub fn health(&self) -> Health {
         self.state().health.clone()
@@ -102,10 +120,33 @@ impl StoreMirror {
         self.publish(&state);
     }
 
+    /// Set what to call with the binding of each revoked token (once).
+    pub fn on_revoke(&self, hook: RevokeHook) {
+        let _ = self.on_revoke.set(hook);
+    }
+
+    /// Tell the hook of tokens revoked in `after` that were not in `before`.
+    fn revoked_since(&self, before: &[StoredToken], after: &[StoredToken]) {
+        let Some(hook) = self.on_revoke.get() else {
+            return;
+        };
+        let was_revoked: HashMap<u64, bool> = before.iter().map(|t| (t.id, t.revoked)).collect();
+        for token in after.iter().filter(|t| t.revoked) {
+            if was_revoked.get(&token.id) != Some(&true) {
+                hook(&crate::auth::credentials::token_binding(
+                    token.kind == TokenKind::Personal,
+                    &token.digest,
+                ));
+            }
+        }
+    }
+
     /// A write went through on this replica: in force at once.
     pub fn apply(&self, change: impl FnOnce(&mut Vec<StoredToken>)) {
         let mut state = self.state();
+        let before = state.tokens.clone();
         change(&mut state.tokens);
+        self.revoked_since(&before, &state.tokens);
         state.by_digest = state.tokens.iter().map(|t| (t.digest, t.id)).collect();
         self.publish(&state);
     }
@@ -121,8 +162,26 @@ impl StoreMirror {
         }
     }
 
+    /// A hook for the token endpoint: note the use of a stored token.
+    pub fn usage_hook(self: &Arc<Self>) -> crate::auth::endpoint::UsageHook {
+        let mirror = Arc::downgrade(self);
+        Arc::new(move |principal| {
+            let digest = match principal {
+                crate::auth::credentials::Principal::User {
+                    credential:
+                        crate::auth::credentials::Credential::PersonalAccessToken { digest, .. },
+                    ..
+                } => digest,
+                crate::auth::credentials::Principal::Token(token) => &token.digest,
+                _ => return,
+            };
+            if let Some(mirror) = mirror.upgrade() {
+                mirror.note_use(digest, OffsetDateTime::now_utc());
+            }
+        })
+    }
+
     fn publish(&self, state: &State) {
-        let now = OffsetDateTime::now_utc();
         let mut personal = Vec::new();
         let mut namespace = Vec::new();
         for token in &state.tokens {
@@ -170,15 +229,18 @@ impl StoreMirror {
                 }
             }
         }
-        let _ = now;
         self.shared
             .replace(state.base.with_tokens(personal, namespace));
     }
 
     /// Open `url` and keep the mirror in step with it, on a thread of its own (the store's
-    /// connections and polls never run on a request worker). Returns at once; until the
-    /// store opens, only gateway.yaml's credentials work and API writes answer 503.
+    /// connections and polls never run on a request worker). Waits for the first attempt to
+    /// open and load it (at most [`STORE_TIMEOUT`] and a little), so a gateway whose store
+    /// answers serves its tokens from the first request; a store that does not answer is
+    /// retried in the background, and until it opens only gateway.yaml's credentials work
+    /// and API writes answer 503.
     pub fn start(self: &Arc<Self>, url: String) -> std::io::Result<()> {
+        let (opened, first) = std::sync::mpsc::sync_channel::<()>(1);
         let mirror = Arc::clone(self);
         std::thread::Builder::new()
             .name("portcullis-store".into())
@@ -193,23 +255,37 @@ impl StoreMirror {
                         return;
                     }
                 };
-                runtime.block_on(mirror.run(url));
-            })
-            .map(|_| ())
+                runtime.block_on(mirror.run(url, opened));
+            })?;
+        let _ = first.recv_timeout(STORE_TIMEOUT * 2 + std::time::Duration::from_secs(1));
+        Ok(())
     }
 
     /// Open the store (retrying while it is down), then poll it.
-    async fn run(self: Arc<Self>, url: String) {
+    async fn run(self: Arc<Self>, url: String, opened: std::sync::mpsc::SyncSender<()>) {
+        let mut first = Some(opened);
         let store = loop {
             match tokio::time::timeout(STORE_TIMEOUT, super::open(&url)).await {
                 Ok(Ok(store)) => break store,
-                Ok(Err(error)) => self.degraded(error.to_string()),
+                Ok(Err(error)) => {
+                    if first.is_some() {
+                        tracing::warn!(store = %redact_url(&url), "token store: cannot open it: {error}; gateway.yaml's credentials work, API writes answer 503; retrying every {SYNC_INTERVAL:?}");
+                    }
+                    self.degraded(error.to_string())
+                }
                 Err(_) => self.degraded("opening the token store timed out".into()),
+            }
+            if let Some(opened) = first.take() {
+                let _ = opened.try_send(());
             }
             tokio::time::sleep(SYNC_INTERVAL).await;
         };
         let _ = self.store.set(store.clone());
-        tracing::info!(store = %redact_url(&url), "token store open");
+        self.sync(&store).await;
+        tracing::info!(store = %redact_url(&url), tokens = self.state().tokens.len(), "token store open");
+        if let Some(opened) = first.take() {
+            let _ = opened.try_send(());
+        }
         loop {
             self.sync(&store).await;
             self.flush(&store).await;
@@ -246,6 +322,9 @@ impl StoreMirror {
                     );
                 }
                 state.by_digest = tokens.iter().map(|t| (t.digest, t.id)).collect();
+                if state.version.is_some() {
+                    self.revoked_since(&state.tokens, &tokens);
+                }
                 state.tokens = tokens;
                 state.version = Some(version);
                 state.health = Health::Up;

@@ -170,3 +170,61 @@ pub async fn open(url: &str) -> Result<Arc<dyn TokenStore>, StoreError> {
         .await
         .map(|s| Arc::new(s) as Arc<dyn TokenStore>)
 }
+
+/// `store.url`, checked: `sqlite:///absolute/path` (or `sqlite://relative/path`, against
+/// gateway.yaml's folder), `postgres://` / `postgresql://`, or `memory:`. Absent: a file
+/// `portcullis.db` beside gateway.yaml.
+pub fn validate_url(
+    problems: &mut Vec<crate::config::Problem>,
+    url: Option<&str>,
+    base: &std::path::Path,
+) -> String {
+    let Some(url) = url.map(str::trim) else {
+        return format!("sqlite://{}", base.join("portcullis.db").display());
+    };
+    if url == "memory:" || url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return url.to_owned();
+    }
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => {
+            format!("sqlite://{}", base.join(path).display())
+        }
+        _ => {
+            problems.push(crate::config::Problem::new(
+                "store.url",
+                format!(
+                    "{:?} is not a store URL: use sqlite:///path/portcullis.db or postgres://user@host/database",
+                    mirror::redact_url(url)
+                ),
+            ));
+            String::new()
+        }
+    }
+}
+
+/// `tokens.max_lifetime`, checked: whole days, 1 to 3650 (GitLab's default: 365).
+pub fn validate_lifetime(problems: &mut Vec<crate::config::Problem>, text: Option<&str>) -> i64 {
+    const DEFAULT: i64 = crate::api::service::DEFAULT_MAX_LIFETIME_DAYS;
+    let Some(text) = text else {
+        return DEFAULT;
+    };
+    match crate::config::parse_duration(text) {
+        Ok(duration)
+            if duration.as_secs() % 86_400 == 0
+                && (1..=3650).contains(&(duration.as_secs() / 86_400)) =>
+        {
+            (duration.as_secs() / 86_400) as i64
+        }
+        Ok(_) => {
+            problems.push(crate::config::Problem::new(
+                "tokens.max_lifetime",
+                "must be whole days between 1d and 3650d (tokens expire at the start of a day, as in GitLab)",
+            ));
+            DEFAULT
+        }
+        Err(error) => {
+            problems.push(crate::config::Problem::new("tokens.max_lifetime", error));
+            DEFAULT
+        }
+    }
+}

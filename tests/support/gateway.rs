@@ -61,6 +61,8 @@ pub mod secrets {
     pub const TESS_PAT: &str = "pat-tess-two-factor-0123456789a";
     pub const LOU_PAT: &str = "pat-lou-locked-0123456789abcdef";
     pub const XENA_PAT: &str = "pat-xena-external-0123456789abc";
+    /// ada: an administrator with an `api` token (the token API's admin).
+    pub const ADA_API_PAT: &str = "pat-ada-admin-api-0123456789abc";
 }
 
 /// The hex SHA-256 of `text`: how the config stores a token (`token_sha256`).
@@ -144,6 +146,10 @@ pub fn fixture_users() -> String {
     external: true
     personal_access_tokens:
       - {{ name: xena, token_sha256: "{xena}", scopes: [read_registry, write_registry] }}
+  - username: ada
+    admin: true
+    personal_access_tokens:
+      - {{ name: ada, token_sha256: "{ada}", scopes: [api] }}
 groups:
   - path: mygroup
     visibility: private
@@ -227,6 +233,7 @@ projects:
         tess = d(TESS_PAT),
         lou = d(LOU_PAT),
         xena = d(XENA_PAT),
+        ada = d(ADA_API_PAT),
     )
 }
 

@@ -15,6 +15,7 @@ pub mod nginx;
 pub mod oci;
 pub mod page;
 pub mod podman;
+pub mod postgres;
 pub mod process;
 pub mod raw;
 pub mod stack;
