@@ -155,9 +155,9 @@ fn date(date: Option<Date>) -> String {
         .unwrap_or_else(|| "Never".into())
 }
 
-fn when(at: Option<OffsetDateTime>) -> String {
+fn when(at: Option<OffsetDateTime>, otherwise: &str) -> String {
     at.map(|at| format!("{} {:02}:{:02} UTC", at.date(), at.hour(), at.minute()))
-        .unwrap_or_else(|| "Never".into())
+        .unwrap_or_else(|| otherwise.into())
 }
 
 /// Everything the tokens page shows.
@@ -270,8 +270,12 @@ fn token_table(
             } else {
                 String::new()
             },
-            created = when(row.created_at),
-            used = when(row.last_used_at),
+            // gateway.yaml records neither when a token was made nor when it was used.
+            created = when(row.created_at, "Unknown"),
+            used = when(
+                row.last_used_at,
+                if row.from_config { "Not recorded" } else { "Never" }
+            ),
             expires = date(row.expires_at),
         );
     }

@@ -825,8 +825,10 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|value| !value.is_empty() && value.len() <= 64)
 }
 
-/// The headers of every page: HTML, never cached, never framed, no referrer (a secret may be
-/// on it), and the policy that allows only its own style and script.
+/// The headers of every page: HTML, never cached, never framed, no referrer to other sites
+/// (`same-origin`: with `no-referrer` browsers send `Origin: null` on the page's own forms,
+/// which the Origin check must refuse), and the policy that allows only its own style and
+/// script.
 fn page_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
@@ -840,7 +842,7 @@ fn page_headers(headers: &mut HeaderMap) {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
 }
 
