@@ -753,3 +753,26 @@ fn a_session_opened_with_a_token_ends_when_that_token_is_revoked() {
         page.body
     );
 }
+
+#[test]
+fn bad_page_settings_are_refused_naming_the_key() {
+    let files = GatewayFiles::init("ec", "http://127.0.0.1:1");
+    let config = files.path("gateway.yaml");
+    let starter = std::fs::read_to_string(&config).unwrap();
+    for (page, key) in [
+        ("{ session_idle_timeout: 0s }", "page.session_idle_timeout"),
+        (
+            "{ session_idle_timeout: 2h, session_lifetime: 1h }",
+            "page.session_lifetime",
+        ),
+        ("{ max_sessions: 0 }", "page.max_sessions"),
+        ("{ session_lifetime: 12 }", "page.session_lifetime"),
+        ("{ sessions: 5 }", "page"),
+    ] {
+        std::fs::write(&config, format!("{starter}\npage: {page}\n")).unwrap();
+        let (code, out, err) =
+            support::gateway::run_cli(&["check", "--config", config.to_str().unwrap()], None);
+        assert_ne!(code, 0, "{page}: {out}");
+        assert!(format!("{out}{err}").contains(key), "{page}: {out}{err}");
+    }
+}

@@ -62,6 +62,7 @@ pub fn changes_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> 
         format!("{:?}{:?}", old.log_format, old.log_level),
         format!("{:?}{:?}", new.log_format, new.log_level),
     );
+    compare("page", format!("{:?}", old.page), format!("{:?}", new.page));
     changed
 }
 
