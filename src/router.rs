@@ -215,7 +215,10 @@ impl Gateway {
                     stripped,
                     audit.clone(),
                 )
-                .with_usage(store.usage_hook()),
+                .with_usage(store.usage_hook())
+                .with_identities(crate::auth::identity::Identities::new(vec![
+                    store.clone() as Arc<dyn crate::auth::identity::IdentitySource>
+                ])),
                 proxy,
                 directory,
                 jwks,

@@ -15,12 +15,10 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use super::json::{self, Params};
-use super::service::{Actor, Namespace, ServiceError, TokenService, UserKey};
-use crate::auth::credentials::{self, token_digest, AuthFailure, Principal};
-use crate::auth::directory::{NamespaceKind, TokenHolder};
+use super::service::{Actor, ApiTokenFailure, Namespace, ServiceError, TokenService, UserKey};
+use crate::auth::directory::NamespaceKind;
 use crate::body::{full, Body};
 
 /// The prefix every route lives under.
@@ -125,8 +123,6 @@ impl Api {
         let params = self.read_params(request, query.as_deref()).await?;
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let service = &self.service;
-        let now = OffsetDateTime::now_utc();
-        let _ = now;
         match (&method, s.as_slice()) {
             (&Method::GET, ["user"]) => Ok(ok(json::user(
                 &service.current_user(&actor),
@@ -328,43 +324,27 @@ impl Api {
             })
             .filter(|s| !s.is_empty() && s.len() <= 1024)
             .ok_or_else(|| message(StatusCode::UNAUTHORIZED, "401 Unauthorized"))?;
-        let digest = token_digest(secret);
-        let mirror = self.service.mirror();
-        let directory = mirror.directory();
-        let now = OffsetDateTime::now_utc();
-        // Personal and access tokens only, found by the secret: a password or a deploy token
-        // is no API credential.
-        let holder = directory
-            .token_by_digest(&digest)
-            .ok_or_else(|| message(StatusCode::UNAUTHORIZED, "401 Unauthorized"))?;
-        let api_scopes = api_scopes(&holder, mirror.tokens_scopes(&digest));
-        let principal: Principal =
-            credentials::token_principal(&directory, holder, now).map_err(|failure| {
-                match failure {
-                    AuthFailure::TokenExpired { .. } => Refusal(
-                        StatusCode::UNAUTHORIZED,
-                        json!({ "error": "invalid_token", "error_description": "Token has expired." }),
-                    ),
-                    AuthFailure::TokenRevoked { .. } => Refusal(
-                        StatusCode::UNAUTHORIZED,
-                        json!({ "error": "invalid_token", "error_description": "Token was revoked. You have to re-authorize from the user." }),
-                    ),
-                    _ => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
-                }
-            })?;
-        let allowed = api_scopes.api || (read && api_scopes.read_api);
-        if !allowed {
-            return Err(Refusal(
-                StatusCode::FORBIDDEN,
-                json!({
-                    "error": "insufficient_scope",
-                    "error_description": "The request requires higher privileges than provided by the access token.",
-                    "scope": if read { "api read_api" } else { "api" },
-                }),
-            ));
-        }
-        mirror.note_use(&digest, now);
-        Actor::of(&principal).ok_or_else(|| message(StatusCode::UNAUTHORIZED, "401 Unauthorized"))
+        self.service
+            .actor_for_api_token(secret, read)
+            .map_err(|failure| match failure {
+                ApiTokenFailure::Expired => Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    json!({ "error": "invalid_token", "error_description": "Token has expired." }),
+                ),
+                ApiTokenFailure::Revoked => Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    json!({ "error": "invalid_token", "error_description": "Token was revoked. You have to re-authorize from the user." }),
+                ),
+                ApiTokenFailure::InsufficientScope => Refusal(
+                    StatusCode::FORBIDDEN,
+                    json!({
+                        "error": "insufficient_scope",
+                        "error_description": "The request requires higher privileges than provided by the access token.",
+                        "scope": if read { "api read_api" } else { "api" },
+                    }),
+                ),
+                ApiTokenFailure::Unknown => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
+            })
     }
 
     /// The body, bounded, as parameters (the query's fields added).
@@ -414,31 +394,6 @@ impl Api {
                 total,
             },
         ))
-    }
-}
-
-/// Which API scopes a token carries. gateway.yaml's tokens keep only their registry
-/// abilities: `api` is the only scope that gives `admin_container_image`, so that is `api`
-/// (a `read_api` token of gateway.yaml cannot be told from `read_registry`: no API).
-struct ApiScopes {
-    api: bool,
-    read_api: bool,
-}
-
-fn api_scopes(holder: &TokenHolder<'_>, stored: Option<Vec<String>>) -> ApiScopes {
-    if let Some(names) = stored {
-        return ApiScopes {
-            api: names.iter().any(|s| s == "api"),
-            read_api: names.iter().any(|s| s == "read_api"),
-        };
-    }
-    let scopes = match holder {
-        TokenHolder::Personal(_, token) => token.scopes,
-        TokenHolder::Bot(token) => token.scopes,
-    };
-    ApiScopes {
-        api: scopes.admin_container_image,
-        read_api: false,
     }
 }
 
@@ -576,4 +531,37 @@ fn render(answer: Answer, url: &str) -> Response<Body> {
         set(headers, "link", links.join(", "));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_decoded_one_by_one() {
+        assert_eq!(
+            segments("projects/mygroup%2Fmyproject/deploy_tokens").unwrap(),
+            ["projects", "mygroup/myproject", "deploy_tokens"]
+        );
+        assert_eq!(segments("user/").unwrap(), ["user"]);
+        for bad in [
+            "projects//x",
+            "projects/%zz",
+            "projects/%0a",
+            "projects/%ff%fe",
+            "a/%2",
+        ] {
+            assert!(segments(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_listed_routes_exist() {
+        let s = |p: &str| segments(p).unwrap();
+        assert!(route_exists(&Method::GET, &s("user")).is_some());
+        assert!(route_exists(&Method::POST, &s("projects/1/access_tokens/2/rotate")).is_some());
+        assert!(route_exists(&Method::POST, &s("projects/1/deploy_tokens/2/rotate")).is_none());
+        assert!(route_exists(&Method::PUT, &s("personal_access_tokens/1")).is_none());
+        assert!(route_exists(&Method::GET, &s("projects/1/variables")).is_none());
+    }
 }

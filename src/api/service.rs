@@ -21,7 +21,7 @@ use time::{Date, Duration, OffsetDateTime};
 
 use crate::auth::credentials::{token_digest, Principal};
 use crate::auth::directory::{
-    Directory, NamespaceKind, NamespaceToken, RegistryScopes, Role, Visibility,
+    Directory, NamespaceKind, NamespaceToken, RegistryScopes, Role, TokenHolder, Visibility,
 };
 use crate::auth::scope::{stable_id, RepositoryName};
 use crate::store::mirror::StoreMirror;
@@ -312,6 +312,33 @@ impl TokenService {
 
     fn directory(&self) -> Arc<Directory> {
         self.mirror.directory()
+    }
+
+    /// The actor behind an API token (GitLab's rule: a personal, project or group access
+    /// token with `api`, or `read_api` when `read`). Notes the token's use. The token page
+    /// signs in with this too.
+    pub fn actor_for_api_token(&self, secret: &str, read: bool) -> Result<Actor, ApiTokenFailure> {
+        use crate::auth::credentials::{token_principal, AuthFailure};
+        let digest = token_digest(secret);
+        let directory = self.mirror.directory();
+        let now = OffsetDateTime::now_utc();
+        // Personal and access tokens only, found by the secret: a password or a deploy token
+        // is no API credential.
+        let holder = directory
+            .token_by_digest(&digest)
+            .ok_or(ApiTokenFailure::Unknown)?;
+        let scopes = api_scopes(&holder, self.mirror.tokens_scopes(&digest));
+        let principal =
+            token_principal(&directory, holder, now).map_err(|failure| match failure {
+                AuthFailure::TokenExpired { .. } => ApiTokenFailure::Expired,
+                AuthFailure::TokenRevoked { .. } => ApiTokenFailure::Revoked,
+                _ => ApiTokenFailure::Unknown,
+            })?;
+        if !(scopes.api || (read && scopes.read_api)) {
+            return Err(ApiTokenFailure::InsufficientScope);
+        }
+        self.mirror.note_use(&digest, now);
+        Actor::of(&principal).ok_or(ApiTokenFailure::Unknown)
     }
 
     // ---- users, projects, groups ----
@@ -1049,6 +1076,46 @@ impl TokenService {
         }
         None
     }
+}
+
+/// Which API scopes a token carries. gateway.yaml's tokens keep only their registry
+/// abilities: `api` is the only scope that gives `admin_container_image`, so that is `api`
+/// (a `read_api` token of gateway.yaml cannot be told from `read_registry`: no API).
+struct ApiScopes {
+    api: bool,
+    read_api: bool,
+}
+
+fn api_scopes(holder: &TokenHolder<'_>, stored: Option<Vec<String>>) -> ApiScopes {
+    if let Some(names) = stored {
+        return ApiScopes {
+            api: names.iter().any(|s| s == "api"),
+            read_api: names.iter().any(|s| s == "read_api"),
+        };
+    }
+    let scopes = match holder {
+        TokenHolder::Personal(_, token) => token.scopes,
+        TokenHolder::Bot(token) => token.scopes,
+    };
+    ApiScopes {
+        api: scopes.admin_container_image,
+        read_api: false,
+    }
+}
+
+/// Why a token is no API credential (the REST handlers render GitLab's bodies for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApiTokenFailure {
+    /// Not a personal or access token (a password, a deploy token, nothing we know).
+    #[error("not a personal, project or group access token")]
+    Unknown,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token was revoked")]
+    Revoked,
+    /// Neither `api` nor (for reads) `read_api`.
+    #[error("the token has no api scope")]
+    InsufficientScope,
 }
 
 /// How `/users/:id` or `/users?username=` names a user.

@@ -320,6 +320,37 @@ pub async fn authenticate(
     result
 }
 
+/// [`authenticate`], then, when gateway.yaml knows neither the user's secret nor the token,
+/// the identity sources beside it (the token store, ...) in their order. A source that cannot
+/// answer leaves gateway.yaml's verdict standing.
+pub async fn authenticate_with_sources(
+    directory: &Arc<Directory>,
+    cache: &PasswordCache,
+    dummy: &DummyHash,
+    sources: &super::identity::Identities,
+    credentials: &BasicCredentials,
+    now: OffsetDateTime,
+) -> Result<Principal, AuthFailure> {
+    use super::identity::Lookup;
+    let verdict = authenticate(directory, cache, dummy, credentials, now).await;
+    match verdict {
+        Err(AuthFailure::UnknownUser | AuthFailure::WrongSecret)
+            if !sources.sources().is_empty() =>
+        {
+            match sources.authenticate(credentials, now).await {
+                Lookup::Found(principal) => Ok(principal),
+                Lookup::Refused(failure) => Err(failure),
+                Lookup::NotMine => verdict,
+                Lookup::Unavailable(why) => {
+                    tracing::info!("an identity source could not answer: {why}");
+                    verdict
+                }
+            }
+        }
+        other => other,
+    }
+}
+
 /// [`authenticate`]'s checks; `hashed` says whether a slow hash ran.
 async fn check_basic(
     directory: &Directory,
@@ -639,7 +670,7 @@ fn user_principal(
 }
 
 /// A deploy or access token that matched, as a principal if it is still good.
-fn namespace_principal(
+pub(crate) fn namespace_principal(
     token: &NamespaceToken,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthFailure> {

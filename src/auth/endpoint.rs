@@ -59,6 +59,8 @@ pub struct TokenEndpoint {
     audit: Audit,
     /// Told of every principal a token is issued to (the token store keeps last-use times).
     usage: Option<UsageHook>,
+    /// Identity sources beside gateway.yaml (the token store), asked when it knows nothing.
+    identities: super::identity::Identities,
 }
 
 /// What [`TokenEndpoint::with_usage`] calls for each principal that got a token.
@@ -102,7 +104,14 @@ impl TokenEndpoint {
             stripped,
             audit,
             usage: None,
+            identities: super::identity::Identities::default(),
         }
+    }
+
+    /// Ask `identities` when gateway.yaml knows neither the user's secret nor the token.
+    pub fn with_identities(mut self, identities: super::identity::Identities) -> TokenEndpoint {
+        self.identities = identities;
+        self
     }
 
     /// Call `hook` with each principal a token is issued to.
@@ -426,10 +435,11 @@ impl TokenEndpoint {
         // secret alone): not counted by username, or anyone could ban `-u ""` for all.
         let counted = Some(username.as_str()).filter(|u| !u.is_empty());
         self.login(client, counted, &user, async {
-            credentials::authenticate(
+            credentials::authenticate_with_sources(
                 directory,
                 &self.password_cache,
                 &self.dummy_hash,
+                &self.identities,
                 &credentials,
                 OffsetDateTime::now_utc(),
             )

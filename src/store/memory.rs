@@ -92,6 +92,14 @@ impl TokenStore for MemoryStore {
         Box::pin(async move { result })
     }
 
+    fn find_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        let found = self.with(|s| s.tokens.iter().find(|t| &t.digest == digest).cloned());
+        Box::pin(async move { Ok(found) })
+    }
+
     fn touch<'a>(
         &'a self,
         used: &'a [(u64, OffsetDateTime)],

@@ -370,3 +370,75 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// How long a login waits for the store to say whether it knows a secret this replica does
+/// not (a token another replica made in the last [`SYNC_INTERVAL`]).
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The store as an identity source, asked after gateway.yaml's credentials failed: the
+/// tokens it already holds are in the merged directory (so they never get here); a secret it
+/// does not know is looked up in the store by digest, so a token made on another replica
+/// works at once. A store that does not answer says `NotMine`: the login fails as it would
+/// have (gateway.yaml's credentials are never held up by the store).
+impl crate::auth::identity::IdentitySource for StoreMirror {
+    fn name(&self) -> &str {
+        "store"
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        credentials: &'a crate::auth::credentials::BasicCredentials,
+        now: OffsetDateTime,
+    ) -> crate::auth::identity::BoxFuture<'a, crate::auth::identity::Lookup> {
+        use crate::auth::credentials::{namespace_principal, token_digest, token_principal};
+        use crate::auth::identity::Lookup;
+        Box::pin(async move {
+            let digest = token_digest(&credentials.secret);
+            if self.state().by_digest.contains_key(&digest) {
+                return Lookup::NotMine;
+            }
+            let Ok(store) = self.store() else {
+                return Lookup::NotMine;
+            };
+            let found =
+                match tokio::time::timeout(LOOKUP_TIMEOUT, store.find_by_digest(&digest)).await {
+                    Ok(Ok(Some(token))) => token,
+                    Ok(Ok(None)) => return Lookup::NotMine,
+                    Ok(Err(error)) => {
+                        tracing::debug!("token store lookup failed: {error}");
+                        return Lookup::NotMine;
+                    }
+                    Err(_) => return Lookup::NotMine,
+                };
+            tracing::debug!(
+                token_id = found.id,
+                "a token made on another replica, fetched from the store"
+            );
+            self.apply(move |tokens| {
+                if !tokens.iter().any(|t| t.id == found.id) {
+                    tokens.push(found);
+                }
+            });
+            let directory = self.directory();
+            if let Some(holder) = directory.token_by_digest(&digest) {
+                return match token_principal(&directory, holder, now) {
+                    Ok(principal) => Lookup::Found(principal),
+                    Err(failure) => Lookup::Refused(failure),
+                };
+            }
+            let deploy = directory
+                .namespace_tokens(&credentials.username)
+                .iter()
+                .find(|t| t.role.is_none() && t.digest == digest);
+            match deploy.map(|t| namespace_principal(t, now)) {
+                Some(Ok(principal)) => Lookup::Found(principal),
+                Some(Err(failure)) => Lookup::Refused(failure),
+                None => Lookup::NotMine,
+            }
+        })
+    }
+
+    fn health(&self) -> Health {
+        StoreMirror::health(self)
+    }
+}

@@ -153,6 +153,12 @@ pub trait TokenStore: Send + Sync {
         old: u64,
         new: &'a StoredToken,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// The token whose secret has this digest, if the store has one (a replica asks when a
+    /// login presents a secret it does not know: another replica may have just made it).
+    fn find_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>>;
     /// Record last use times (batched; not a change other replicas need to hear of).
     fn touch<'a>(
         &'a self,
@@ -226,5 +232,88 @@ pub fn validate_lifetime(problems: &mut Vec<crate::config::Problem>, text: Optio
             problems.push(crate::config::Problem::new("tokens.max_lifetime", error));
             DEFAULT
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn store_urls_are_checked_and_the_default_is_beside_gateway_yaml() {
+        let mut problems = Vec::new();
+        let base = Path::new("/etc/portcullis");
+        assert_eq!(
+            validate_url(&mut problems, None, base),
+            "sqlite:///etc/portcullis/portcullis.db"
+        );
+        assert_eq!(
+            validate_url(&mut problems, Some("sqlite://db/t.db"), base),
+            "sqlite:///etc/portcullis/db/t.db"
+        );
+        assert_eq!(
+            validate_url(&mut problems, Some("sqlite:///var/lib/p.db"), base),
+            "sqlite:///var/lib/p.db"
+        );
+        assert!(
+            validate_url(&mut problems, Some("postgres://u@h/d"), base).starts_with("postgres://")
+        );
+        assert!(problems.is_empty());
+        validate_url(&mut problems, Some("mysql://u:hunter2@h/d"), base);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "store.url");
+        assert!(
+            !problems[0].message.contains("hunter2"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn max_lifetime_is_whole_days_within_bounds() {
+        let mut problems = Vec::new();
+        assert_eq!(validate_lifetime(&mut problems, None), 365);
+        assert_eq!(validate_lifetime(&mut problems, Some("30d")), 30);
+        assert!(problems.is_empty());
+        for bad in ["12h", "0d", "4000d", "soon"] {
+            let mut problems = Vec::new();
+            validate_lifetime(&mut problems, Some(bad));
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].key, "tokens.max_lifetime");
+        }
+    }
+
+    #[test]
+    fn a_stored_token_is_active_until_the_start_of_its_expiry_day() {
+        let now = OffsetDateTime::now_utc();
+        let token = StoredToken {
+            id: 1,
+            kind: TokenKind::Personal,
+            owner: "a".into(),
+            name: "n".into(),
+            username: "a".into(),
+            digest: [7; 32],
+            scopes: vec!["api".into()],
+            access_level: None,
+            description: None,
+            created_at: now,
+            expires_at: Some(now.date()),
+            last_used_at: None,
+            revoked: false,
+            created_by: "a".into(),
+        };
+        assert!(!token.active(now), "expires at the start of its day");
+        let tomorrow = StoredToken {
+            expires_at: now.date().next_day(),
+            ..token.clone()
+        };
+        assert!(tomorrow.active(now));
+        assert!(!StoredToken {
+            revoked: true,
+            ..tomorrow
+        }
+        .active(now));
+        assert!(!format!("{token:?}").contains("digest"));
     }
 }

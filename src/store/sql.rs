@@ -126,7 +126,7 @@ fn sqlite_sql(sql: &str) -> String {
 /// A SQL store.
 pub enum SqlStore {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(Postgres),
+    Postgres(Box<Postgres>),
 }
 
 impl SqlStore {
@@ -141,7 +141,7 @@ impl SqlStore {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let postgres = Postgres::open(url).await?;
-            return Ok(SqlStore::Postgres(postgres));
+            return Ok(SqlStore::Postgres(Box::new(postgres)));
         }
         Err(StoreError::Unavailable(
             "store.url must start with sqlite:// or postgres://".into(),
@@ -402,6 +402,28 @@ impl TokenStore for SqlStore {
         })
     }
 
+    fn find_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        Box::pin(async move {
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let sql = format!("SELECT {COLUMNS} FROM portcullis_tokens WHERE digest = $1");
+            let rows = match self {
+                SqlStore::Sqlite(c) => {
+                    SqlStore::sqlite(c, move |c| {
+                        let mut statement = c.prepare(&sqlite_sql(&sql))?;
+                        let rows = statement.query_map([hex], sqlite_row)?;
+                        rows.collect::<rusqlite::Result<Vec<Row>>>()
+                    })
+                    .await?
+                }
+                SqlStore::Postgres(p) => p.rows(&sql, &hex).await?,
+            };
+            Ok(rows_to_tokens(rows).into_iter().next())
+        })
+    }
+
     fn touch<'a>(
         &'a self,
         used: &'a [(u64, OffsetDateTime)],
@@ -534,28 +556,19 @@ impl Postgres {
         result
     }
 
+    async fn rows(&self, sql: &str, digest: &str) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(sql, &[&digest])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(pg_row).collect())
+    }
+
     async fn load_all(&self, sql: &str) -> Result<Vec<Row>, StoreError> {
         let client = self.client().await?;
         let rows = client.query(sql, &[]).await.map_err(|e| self.failed(e))?;
-        Ok(rows
-            .iter()
-            .map(|row| Row {
-                id: row.get(0),
-                kind: row.get(1),
-                owner: row.get(2),
-                name: row.get(3),
-                username: row.get(4),
-                digest: row.get(5),
-                scopes: row.get(6),
-                access_level: row.get(7),
-                description: row.get(8),
-                created_at: row.get(9),
-                expires_at: row.get(10),
-                last_used_at: row.get(11),
-                revoked: row.get(12),
-                created_by: row.get(13),
-            })
-            .collect())
+        Ok(rows.iter().map(pg_row).collect())
     }
 
     /// Insert `token`, revoking `old` first when rotating, in one transaction.
@@ -661,5 +674,24 @@ impl Postgres {
             .await
             .map_err(|e| self.failed(e))?;
         result
+    }
+}
+
+fn pg_row(row: &tokio_postgres::Row) -> Row {
+    Row {
+        id: row.get(0),
+        kind: row.get(1),
+        owner: row.get(2),
+        name: row.get(3),
+        username: row.get(4),
+        digest: row.get(5),
+        scopes: row.get(6),
+        access_level: row.get(7),
+        description: row.get(8),
+        created_at: row.get(9),
+        expires_at: row.get(10),
+        last_used_at: row.get(11),
+        revoked: row.get(12),
+        created_by: row.get(13),
     }
 }
