@@ -739,6 +739,13 @@ fn a_session_opened_with_a_token_ends_when_that_token_is_revoked() {
     let gateway = gateway("");
     let mut alice = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
     let (id, secret) = create(&mut alice, "page-api", &["api"], "");
+    let (_, read_only) = create(&mut alice, "read-api", &["read_api"], "");
+    let reply = PageClient::new(&gateway.url).sign_in("alice", &read_only);
+    assert_eq!(
+        reply.status, 403,
+        "a read_api token signed in: {}",
+        reply.body
+    );
     let mut with_token = PageClient::signed_in(&gateway.url, "alice", &secret);
     let csrf = alice.csrf();
     let reply = alice.post(
@@ -775,4 +782,16 @@ fn bad_page_settings_are_refused_naming_the_key() {
         assert_ne!(code, 0, "{page}: {out}");
         assert!(format!("{out}{err}").contains(key), "{page}: {out}{err}");
     }
+}
+
+#[test]
+fn sessions_are_bounded_by_max_sessions() {
+    let gateway = gateway("page: { max_sessions: 2 }\n");
+    let mut first = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    let mut second = PageClient::signed_in(&gateway.url, "carol", CAROL_API_PAT);
+    let mut third = PageClient::signed_in(&gateway.url, "alice", ALICE_PASSWORD);
+    // The least recently used of three went; the two others are still signed in.
+    assert!(third.get(PAGE).body.contains("Signed in as"));
+    assert!(second.get(PAGE).body.contains("Signed in as"));
+    assert!(first.get(PAGE).body.contains("Your session has ended"));
 }

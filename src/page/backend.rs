@@ -137,6 +137,12 @@ pub trait TokenBackend: Send + Sync {
         None
     }
 
+    /// Is `secret`, a personal access token that just signed in, an API credential (GitLab's
+    /// rule: the `api` scope)? The default trusts the registry abilities the caller checked.
+    fn is_api_token(&self, _secret: &str) -> bool {
+        true
+    }
+
     /// Is the credential a session was opened with still good (user not blocked, token not
     /// revoked or expired)? Asked on every request of the session.
     fn still_valid<'a>(&'a self, principal: &'a Principal) -> BoxFuture<'a, bool>;

@@ -400,7 +400,19 @@ impl TokenPage {
                 ));
             }
         };
-        if let Err(text) = may_sign_in(&principal) {
+        let api_token = match principal {
+            Principal::User {
+                credential: Credential::PersonalAccessToken { .. },
+                ..
+            } => self.backend.is_api_token(secret),
+            _ => true,
+        };
+        let allowed = may_sign_in(&principal).and_then(|()| {
+            api_token
+                .then_some(())
+                .ok_or("This token cannot sign in here: it needs the api scope.")
+        });
+        if let Err(text) = allowed {
             tracing::info!(client = ?client, user = ?principal.subject(), credential = principal.credential_kind(), reason = "page_needs_api_scope", "token page sign-in refused: {text}");
             self.audit_refused(
                 client,

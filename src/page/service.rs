@@ -214,6 +214,10 @@ impl TokenBackend for ServiceTokens {
         u32::try_from(self.service.max_lifetime_days()).ok()
     }
 
+    fn is_api_token(&self, secret: &str) -> bool {
+        self.service.actor_for_api_token(secret, false).is_ok()
+    }
+
     fn still_valid<'a>(&'a self, principal: &'a Principal) -> BoxFuture<'a, bool> {
         // The mirror merges the store's tokens into the directory: a revoked store token
         // is seen there as revoked, at once on this replica.
