@@ -240,6 +240,18 @@ fn a_post_without_or_with_a_wrong_csrf_token_or_from_another_origin_is_refused()
     );
     let null = client.post_with(PAGE, &fields(Some(leaked)), Some("null"));
     assert_eq!(null.status, 403);
+    // No Origin, but the browser says the form came from another site.
+    let body = format!("authenticity_token={token}&name=sneaky&scopes=api");
+    let reply = request("POST", &format!("{}{PAGE}", gateway.url))
+        .header(
+            "Cookie",
+            &format!("portcullis_session={}", client.session().unwrap()),
+        )
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Sec-Fetch-Site", "cross-site")
+        .body(&body)
+        .send();
+    assert_eq!(reply.status, 403, "{}", reply.body);
     // Revoke and sign-out need it too.
     let revoke = client.post(support::page::PAGE_REVOKE, &[("id", "1")]);
     assert_eq!(revoke.status, 403);

@@ -2,7 +2,8 @@
 //! (`tests/browser/token_page.mjs`; `npm ci` there is part of `scripts/install-deps`). The
 //! browser signs in, creates a token and copies it with the copy button (read back from the
 //! clipboard); a real docker logs in with it and pushes; the browser revokes it; the next
-//! docker login is refused. Without JavaScript the forms still work. Screenshots are kept in
+//! docker login is refused. Without JavaScript the forms still work (a group maintainer, who
+//! also sees the group's and its projects' deploy and access tokens). Screenshots are kept in
 //! `target/test-artifacts/`.
 
 mod support;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use support::docker::Dockerd;
-use support::gateway::secrets::ALICE_PASSWORD;
+use support::gateway::secrets::{ALICE_PASSWORD, CAROL_API_PAT};
 use support::process::ImageCli;
 use support::stack::Stack;
 
@@ -41,6 +42,8 @@ fn the_page_in_chromium_makes_a_token_docker_pushes_with_it_and_revoking_it_ends
         .env("BASE_URL", &stack.gateway.url)
         .env("PAGE_USER", "alice")
         .env("PAGE_PASSWORD", ALICE_PASSWORD)
+        .env("MAINTAINER", "carol")
+        .env("MAINTAINER_TOKEN", CAROL_API_PAT)
         .env("ARTIFACTS", &artifacts)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -99,7 +102,11 @@ fn the_page_in_chromium_makes_a_token_docker_pushes_with_it_and_revoking_it_ends
     drop(to_browser);
     let status = child.wait().unwrap();
     assert!(status.success());
-    for shot in ["token-page-created.png", "token-page-revoked.png"] {
+    for shot in [
+        "token-page-created.png",
+        "token-page-revoked.png",
+        "token-page-maintainer-no-js.png",
+    ] {
         let size = std::fs::metadata(artifacts.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);

@@ -19,7 +19,7 @@ use crate::auth::directory::NamespaceKind;
 
 const CSS: &str = "
 :root{color-scheme:light dark;font-family:system-ui,sans-serif;line-height:1.5}
-body{margin:0 auto;max-width:64rem;padding:0 1rem 3rem}
+body{margin:0 auto;max-width:72rem;padding:0 1rem 3rem}
 header{display:flex;justify-content:space-between;align-items:center;border-bottom:1px solid #8884;padding:.5rem 0}
 header p{margin:0}
 .brand{font-weight:700}
@@ -32,6 +32,7 @@ button{font:inherit;padding:.35rem .9rem;margin-top:.75rem;cursor:pointer}
 :focus-visible{outline:3px solid #1f75cb;outline-offset:2px}
 table{border-collapse:collapse;width:100%;margin-top:.5rem}
 th,td{text-align:left;border-bottom:1px solid #8884;padding:.4rem .5rem;vertical-align:top}
+tbody th,td.user{overflow-wrap:anywhere;min-width:8rem}
 td button{margin:0}
 caption{text-align:left;font-weight:600}
 .notice,.alert,.secret{border-left:4px solid;padding:.5rem 1rem;margin:1rem 0}
@@ -266,7 +267,10 @@ fn token_table(
             "<tr><th scope=\"row\">{name}</th>{username}<td>{scopes}</td><td>{created}</td><td>{used}</td><td>{expires}</td><td>{status}</td><td>{action}</td></tr>",
             name = esc(&row.name),
             username = if show_username {
-                format!("<td>{}</td>", esc(row.username.as_deref().unwrap_or("")))
+                format!(
+                    "<td class=\"user\">{}</td>",
+                    esc(row.username.as_deref().unwrap_or(""))
+                )
             } else {
                 String::new()
             },
@@ -358,10 +362,17 @@ fn namespace_section(view: &NamespaceView, csrf: &str, max_days: Option<u32>) ->
             NamespaceTokenKind::Deploy => DEPLOY_SCOPES,
             NamespaceTokenKind::Access => PERSONAL_SCOPES,
         };
-        let singular = &title[..title.len() - 1].to_lowercase();
+        let singular = match token_kind {
+            NamespaceTokenKind::Deploy => "deploy token",
+            NamespaceTokenKind::Access => "access token",
+        };
+        let article = match token_kind {
+            NamespaceTokenKind::Deploy => "a",
+            NamespaceTokenKind::Access => "an",
+        };
         let _ = write!(
             out,
-            "<details>\n<summary>Add a {singular}</summary>\n<form method=\"post\" action=\"{action}\">\n{csrf}{hidden}\n<label for=\"{prefix}-name\">Name</label>\n<input type=\"text\" id=\"{prefix}-name\" name=\"name\" required maxlength=\"255\">\n{extra}{scopes}{expiry}<button type=\"submit\">Create {singular}</button>\n</form>\n</details>\n",
+            "<details>\n<summary>Add {article} {singular}</summary>\n<form method=\"post\" action=\"{action}\">\n{csrf}{hidden}\n<label for=\"{prefix}-name\">Name</label>\n<input type=\"text\" id=\"{prefix}-name\" name=\"name\" required maxlength=\"255\">\n{extra}{scopes}{expiry}<button type=\"submit\">Create {singular}</button>\n</form>\n</details>\n",
             action = super::NAMESPACE_PATH,
             csrf = csrf_field(csrf),
             hidden = hidden(value),

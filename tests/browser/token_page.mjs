@@ -3,7 +3,8 @@
 // "continue" on standard input when it has done its part (docker login and push with the
 // token; then the refused login after the revocation).
 //
-// Env: BASE_URL, PAGE_USER, PAGE_PASSWORD, ARTIFACTS (a folder for screenshots).
+// Env: BASE_URL, PAGE_USER, PAGE_PASSWORD, MAINTAINER, MAINTAINER_TOKEN (an api token of a
+// group maintainer, signed in without JavaScript), ARTIFACTS (a folder for screenshots).
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,8 @@ const base = process.env.BASE_URL;
 const user = process.env.PAGE_USER;
 const password = process.env.PAGE_PASSWORD;
 const artifacts = process.env.ARTIFACTS;
+const maintainer = process.env.MAINTAINER;
+const maintainerToken = process.env.MAINTAINER_TOKEN;
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 function say(object) {
@@ -97,9 +100,11 @@ try {
   contexts.push(plain);
   const noJs = await plain.newPage();
   await noJs.goto(`${base}/-/profile/personal_access_tokens`);
-  await noJs.getByLabel('Username').fill(user);
-  await noJs.getByLabel('Password or personal access token').fill(password);
+  await noJs.getByLabel('Username').fill(maintainer);
+  await noJs.getByLabel('Password or personal access token').fill(maintainerToken);
   await noJs.getByRole('button', { name: 'Sign in' }).click();
+  await noJs.getByRole('heading', { name: 'Group mygroup', level: 2 }).waitFor();
+  await noJs.screenshot({ path: join(artifacts, 'token-page-maintainer-no-js.png'), fullPage: true });
   await noJs.getByLabel('Token name').fill('no-js');
   await noJs.locator('#personal-read_registry').check();
   await noJs.getByRole('button', { name: 'Create personal access token' }).click();
