@@ -909,3 +909,62 @@ fn refresh_tokens_follow_a_store_token_and_stop_when_it_is_revoked() {
         "the refresh token died with its credential"
     );
 }
+
+#[test]
+fn a_reload_of_gateway_yaml_keeps_the_store_tokens() {
+    let stack = Stack::start();
+    let (_, secret) = api_token_for(&stack, "erin");
+    stack.gateway.signal("HUP");
+    stack
+        .gateway
+        .wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
+    assert!(login(&stack, "erin", &secret, "repository:erin/app:pull").is_ok());
+    assert_eq!(send("GET", &api(&stack, "user"), &secret, None).status, 200);
+}
+
+#[test]
+fn an_api_body_dribbled_a_byte_at_a_time_is_cut_with_a_408() {
+    use std::io::{Read, Write};
+    use support::gateway::{Gateway, GatewayFiles, GatewayOptions};
+    let mut options = GatewayOptions::new("http://127.0.0.1:1");
+    options.extra = "server: { token_request_timeout: 2s }\n".into();
+    let gateway = Gateway::start(GatewayFiles::init("ec", "http://127.0.0.1:1"), &options);
+    let mut stream = std::net::TcpStream::connect(&gateway.host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let head = format!(
+        "POST /api/v4/user/personal_access_tokens HTTP/1.1\r\nHost: {}\r\nPRIVATE-TOKEN: {ERIN_API_PAT}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n",
+        gateway.host
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {:?}: {answer}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
