@@ -17,6 +17,7 @@
 //! - [`shared`]: state several replicas share on Redis (bans, upload sessions, detector
 //!   observations, revocations), in process when there is no Redis or it does not answer.
 //! - [`telemetry`]: logging set-up and the one-line-per-request access log layer.
+//! - [`page`]: the token page (`/-/profile/personal_access_tokens`): sessions, CSRF, HTML.
 //! - [`pem`]: reading PEM certificate files.
 //! - [`bounded`]: the capped map every client-grown bookkeeping table is kept in.
 //! - [`error`]: the one place that renders errors in the registry's JSON shape.
@@ -32,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnose;
 pub mod error;
+pub mod page;
 pub mod pem;
 pub mod proxy;
 pub mod router;

@@ -126,6 +126,8 @@ struct Inner {
     api: crate::api::rest::Api,
     /// The token store's tokens, merged into `directory`.
     store: Arc<crate::store::mirror::StoreMirror>,
+    /// The token page (`/-/profile/personal_access_tokens`).
+    page: crate::page::TokenPage,
 }
 
 /// The gateway as a tower service over hyper requests.
@@ -220,6 +222,13 @@ impl Gateway {
         )
         .map_err(|_| BuildError::PublicUrl)?
         .with_tag_guard(tag_guard(directory.clone()));
+        let page = crate::page::TokenPage::new(
+            config.page,
+            crate::page::service::ServiceTokens::new(api.service().clone()),
+            directory.clone(),
+            config.public_url.clone(),
+            audit.clone(),
+        );
         Ok(Gateway {
             inner: Arc::new(Inner {
                 token_endpoint: TokenEndpoint::new(
@@ -246,6 +255,7 @@ impl Gateway {
                     config.server.upstream_queue_timeout,
                 ),
                 token_request_timeout: config.server.token_request_timeout,
+                page,
                 audit,
                 identities,
                 shared,
@@ -373,6 +383,10 @@ impl Gateway {
                     response
                 }
             }
+        } else if crate::page::owns(path) {
+            let mut response = self.page(request).await;
+            response.extensions_mut().insert(RouteLabel("page"));
+            response
         } else {
             ApiError::not_found(format!("no such endpoint {path:?}: the registry API is under /v2/, tokens under {TOKEN_PATH}"))
                 .into_response()
@@ -418,6 +432,30 @@ impl Gateway {
                     ),
                 )
                 .into_response()
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// The token page, under the same time bound as the token endpoint: a form dribbled a
+    /// byte a second ends with a 408 instead of holding a connection.
+    async fn page(&self, request: Request<Incoming>) -> Response<Body> {
+        let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+        let timeout = self.inner.token_request_timeout;
+        let answer = self
+            .inner
+            .page
+            .handle(request, &self.inner.token_endpoint, client);
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::info!(client = ?client, "token page request ended: not received and answered within {timeout:?} (server.token_request_timeout)");
+                let mut response = Response::new(crate::body::full(
+                    "the request was not complete in time: send the form at once",
+                ));
+                *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                response
             }
         }
     }

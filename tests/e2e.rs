@@ -39,6 +39,8 @@ mod teardown;
 mod tls;
 mod token_api;
 mod token_endpoint;
+mod token_page;
+mod token_page_browser;
 mod trust;
 
 /// The modules above, as `mod` lines say them.

@@ -467,12 +467,18 @@ fn the_annotated_ldap_section_of_gateway_yaml_passes_check_once_uncommented() {
     let (before, section) = text.split_once("#ldap:").expect("the ldap section");
     let uncommented: String = std::iter::once("ldap:".to_owned())
         // The section ends at the first line that is not one of its own (`#  ...`).
-        .chain(section.lines().skip(1).take_while(|l| l.starts_with("#  ")).map(|l| {
-            l.strip_prefix('#')
-                .filter(|rest| !rest.trim_start().starts_with('#'))
-                .unwrap_or("")
-                .to_owned()
-        }))
+        .chain(
+            section
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("#  "))
+                .map(|l| {
+                    l.strip_prefix('#')
+                        .filter(|rest| !rest.trim_start().starts_with('#'))
+                        .unwrap_or("")
+                        .to_owned()
+                }),
+        )
         .collect::<Vec<_>>()
         .join("\n");
     let dir = tempfile::tempdir().unwrap();

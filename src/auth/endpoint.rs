@@ -520,6 +520,19 @@ impl TokenEndpoint {
         .await
     }
 
+    /// The token page's sign-in (`crate::page`): a username and a password or token, checked
+    /// exactly as a Basic login here (every identity source, the same brute-force counters,
+    /// bans and refusal records), so the page is no way around the limits of `/jwt/auth`.
+    pub async fn sign_in(
+        &self,
+        credentials: BasicCredentials,
+        client: Option<SocketAddr>,
+    ) -> Result<Principal, ApiError> {
+        let directory = self.directory();
+        self.login_with_secret(&directory, credentials, client)
+            .await
+    }
+
     /// Run one credential check under the brute-force limits: refuse banned clients and
     /// usernames before checking, reserve the attempt (so simultaneous guesses count before
     /// their checks finish), settle it, log every refusal with its reason. `username` is what

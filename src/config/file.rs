@@ -109,6 +109,8 @@ pub struct GatewayFile {
     pub store: Option<StoreFile>,
     #[serde(default)]
     pub tokens: TokensFile,
+    #[serde(default)]
+    pub page: PageFile,
 }
 
 /// Where tokens made through the API are kept (issue 18).
@@ -128,6 +130,21 @@ pub struct StoreFile {
 pub struct TokensFile {
     #[serde(default, deserialize_with = "optional_duration")]
     pub max_lifetime: Option<String>,
+}
+
+/// The token page's sessions (`crate::page`); absent keys take the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with session_idle_timeout, session_lifetime and max_sessions"
+)]
+pub struct PageFile {
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub session_idle_timeout: Option<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub session_lifetime: Option<String>,
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

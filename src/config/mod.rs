@@ -277,6 +277,8 @@ pub struct Config {
     /// `tokens.max_lifetime` in days: the longest a token made through the API may live, and
     /// the expiry of one made without a date (GitLab's 365 days).
     pub token_max_lifetime_days: i64,
+    /// The token page's session limits (`page:`).
+    pub page: crate::page::session::SessionLimits,
 }
 
 impl Config {

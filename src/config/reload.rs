@@ -87,6 +87,7 @@ pub fn changes_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> 
                 .map(|s| (&s.redis, &s.key_prefix, s.timeout))
         ),
     );
+    compare("page", format!("{:?}", old.page), format!("{:?}", new.page));
     changed
 }
 

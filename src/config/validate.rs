@@ -325,6 +325,7 @@ pub(super) fn validate(
             Duration::from_secs(6 * 3600),
         ),
     };
+    let page = page_limits(&mut c, &raw.page);
     let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
     let federation = super::federation::validate(&mut c, raw.federation, &directory, base);
     if raw
@@ -417,6 +418,7 @@ pub(super) fn validate(
         shared_state,
         store_url,
         token_max_lifetime_days,
+        page,
     })
 }
 
@@ -486,6 +488,47 @@ fn trusted_proxies(
         .filter_map(|(i, text)| c.check(format!("server.trusted_proxies[{i}]"), text.parse()))
         .collect();
     crate::server::client_addr::TrustedProxies::new(blocks)
+}
+
+/// `page:`: the token page's session limits. A session must idle out before it ends of age,
+/// and the map must hold at least one.
+fn page_limits(
+    c: &mut Checker,
+    raw: &super::file::PageFile,
+) -> crate::page::session::SessionLimits {
+    let defaults = crate::page::session::SessionLimits::default();
+    let idle_timeout = c.duration(
+        "page.session_idle_timeout",
+        raw.session_idle_timeout.as_deref(),
+        defaults.idle_timeout,
+    );
+    let lifetime = c.duration(
+        "page.session_lifetime",
+        raw.session_lifetime.as_deref(),
+        defaults.lifetime,
+    );
+    if idle_timeout.is_zero() {
+        c.problems.push(Problem::new(
+            "page.session_idle_timeout",
+            "must be longer than 0s",
+        ));
+    }
+    if lifetime < idle_timeout {
+        c.problems.push(Problem::new(
+            "page.session_lifetime",
+            "must be at least page.session_idle_timeout",
+        ));
+    }
+    let max_sessions = raw.max_sessions.unwrap_or(defaults.max_sessions);
+    if max_sessions == 0 {
+        c.problems
+            .push(Problem::new("page.max_sessions", "must be at least 1"));
+    }
+    crate::page::session::SessionLimits {
+        idle_timeout,
+        lifetime,
+        max_sessions,
+    }
 }
 
 /// An `address:port` to listen on. Also what Go servers (the registry itself) take: `:4567`

@@ -16,6 +16,7 @@ pub mod issuer;
 pub mod ldap;
 pub mod nginx;
 pub mod oci;
+pub mod page;
 pub mod podman;
 pub mod postgres;
 pub mod process;
