@@ -194,6 +194,11 @@ impl Gateway {
         self.inner.directory.replace(config.directory.clone());
     }
 
+    /// Put `directory` in force (a reload that owns the new one: no copy).
+    pub fn replace_directory(&self, directory: crate::auth::directory::Directory) {
+        self.inner.directory.replace(directory);
+    }
+
     /// The audit log, to reopen it after log rotation (SIGUSR1).
     pub fn audit(&self) -> &Audit {
         &self.inner.audit

@@ -60,14 +60,19 @@ pub fn owning_project<'a>(directory: &'a Directory, name: &RepositoryName) -> Op
 
 /// For a repository no project owns, the configured project or group path nearest to it (the
 /// most leading components in common, then the fewest edits): what the operator likely meant.
+/// Only the paths sharing the most leading components are weighed, and at most
+/// [`NEAREST_CANDIDATES`] of them: any client can ask for a repository no project owns, and a
+/// pass of edit distances over a directory of 100,000 projects would be its price.
 pub fn nearest_path(directory: &Directory, name: &RepositoryName) -> Option<String> {
     let wanted: Vec<&str> = name.as_str().split('/').collect();
-    let paths = directory
-        .projects()
-        .iter()
-        .map(|p| p.path.as_str())
-        .chain(directory.groups().iter().map(|g| g.path.as_str()));
+    // The longest leading run of `wanted`'s components that some path begins with.
+    let paths = (0..=wanted.len()).rev().find_map(|k| {
+        let mut paths = directory.paths_below(&wanted[..k].join("/")).peekable();
+        paths.peek()?;
+        Some(paths)
+    })?;
     paths
+        .take(NEAREST_CANDIDATES)
         .min_by_key(|path| {
             let parts: Vec<&str> = path.split('/').collect();
             let common = parts
@@ -79,10 +84,14 @@ pub fn nearest_path(directory: &Directory, name: &RepositoryName) -> Option<Stri
             (
                 std::cmp::Reverse(common),
                 crate::config::edit_distance(path, &prefix),
+                std::cmp::Reverse(path.len()),
             )
         })
         .map(str::to_owned)
 }
+
+/// How many configured paths [`nearest_path`] weighs at most.
+const NEAREST_CANDIDATES: usize = 1_000;
 
 /// The actions `principal` may perform on `resource` (`CRAS#can_access?` per action).
 pub fn allowed_actions(

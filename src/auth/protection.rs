@@ -400,7 +400,7 @@ fn job_allowed(own: &RepositoryName, settings: &ProjectSettings, directory: &Dir
     };
     list.iter().any(|entry| {
         entry == own
-            || (own.is_within(entry) && directory.groups().iter().any(|g| &g.path == entry))
+            || (own.is_within(entry) && directory.group(entry.as_str()).is_some())
     })
 }
 
