@@ -62,7 +62,11 @@ ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 idle_conns=1000 idle_tls=10000
 [ "$smoke" = 0 ] || idle_tls=200
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 1300 ]; then idle_conns=$(($(ulimit -n) - 300)); fi
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((idle_tls + 500)) ]; then idle_tls=$(($(ulimit -n) - 500)); fi
+# haproxy counts two descriptors a connection (client and server) and will not start with a
+# maxconn the limit cannot hold: with the usual hard limit of 20,000 every proxy gets 9,800.
+haproxy_maxconn=40000
+if [ "$(ulimit -n)" != unlimited ]; then haproxy_maxconn=$((($(ulimit -n) - 400) / 2)); fi
+if [ "$idle_tls" -gt $((haproxy_maxconn - 100)) ]; then idle_tls=$((haproxy_maxconn - 100)); fi
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh" # registry_yml
 helper=$root/bench/helper.py
@@ -270,7 +274,7 @@ HAPROXY
 }
 cat > "$work/haproxy/haproxy.cfg" <<HAPROXY
 global
-  maxconn 40000
+  maxconn $haproxy_maxconn
   log stdout format raw local0
 defaults
   mode http
@@ -769,7 +773,7 @@ done
 # RSS while a PATCH upload streams through the gateway with 1,000 idle keep-alive connections open.
 python3 "$helper" idle-conns "$gateway_port" "$idle_conns" "$work/release-conns" > "$work/conns.out" &
 conns_pid=$!; pids+=("$conns_pid")
-for _ in $(seq 200); do grep -q '^open' "$work/conns.out" && break; sleep 0.05; done
+for _ in $(seq 200); do grep -qs '^open' "$work/conns.out" && break; sleep 0.05; done
 grep -q "^open $idle_conns\$" "$work/conns.out" || die "could not open $idle_conns connections to the gateway"
 peak=0
 loc=$(start_upload "$gateway")
@@ -794,8 +798,8 @@ for t in gateway nginx haproxy; do
   rm -f "$work/release-tls"
   python3 "$helper" idle-tls "$(tls_static_port_of "$t")" "$idle_tls" "$work/release-tls" > "$work/tls-conns.out" &
   conns_pid=$!; pids+=("$conns_pid")
-  for _ in $(seq 1200); do grep -q '^open' "$work/tls-conns.out" && break; kill -0 "$conns_pid" 2> /dev/null || break; sleep 0.05; done
-  grep -q "^open $idle_tls\$" "$work/tls-conns.out" || die "$t: could not open $idle_tls TLS connections"
+  for _ in $(seq 1200); do grep -qs '^open' "$work/tls-conns.out" && break; kill -0 "$conns_pid" 2> /dev/null || break; sleep 0.05; done
+  grep -q "^open $idle_tls\$" "$work/tls-conns.out" || { cat "$work/tls-conns.out" >&2; die "$t: could not open $idle_tls TLS connections"; }
   sleep 1
   rss=0; for p in $(tls_static_proxy_pids_of "$t"); do rss=$((rss + $(rss_kib "$p" VmRSS))); done
   record rss_tls_idle "$t" 1 "$(awk -v k="$rss" 'BEGIN{print k/1024}')"

@@ -572,6 +572,43 @@ mod tests {
     }
 
     #[test]
+    fn paths_below_a_prefix_are_found_between_names_that_sort_around_them() {
+        let group = |path: &str| Group {
+            path: RepositoryName::parse(path).unwrap(),
+            visibility: Visibility::Private,
+            members: HashMap::new(),
+        };
+        let dir = Directory::new(
+            vec![],
+            vec![group("a"), group("a-b")],
+            vec![
+                project("a-b/x"),
+                project("a/b"),
+                project("a.c/x"),
+                project("a/b/c"),
+                project("a/b0"),
+                project("b/a"),
+            ],
+            vec![],
+        );
+        let below = |prefix| dir.paths_below(prefix).collect::<Vec<_>>();
+        assert_eq!(below("a"), ["a/b", "a/b/c", "a/b0", "a"]);
+        assert_eq!(below("a/b"), ["a/b", "a/b/c"]);
+        assert_eq!(below("a-b"), ["a-b/x", "a-b"]);
+        assert_eq!(below("c"), Vec::<&str>::new());
+        assert_eq!(below("").len(), 8);
+        assert!(dir.group("a-b").is_some() && dir.group("a/b").is_none());
+        let owner = |name| {
+            dir.project_for(&RepositoryName::parse(name).unwrap())
+                .map(|p| p.path.as_str().to_owned())
+        };
+        assert_eq!(owner("a/b/c/d").as_deref(), Some("a/b/c"));
+        assert_eq!(owner("a/b/cd").as_deref(), Some("a/b"));
+        assert_eq!(owner("a/b0/x").as_deref(), Some("a/b0"));
+        assert_eq!(owner("a/c"), None);
+    }
+
+    #[test]
     fn projects_inherit_members_from_every_parent_group_highest_role_wins() {
         let group = |path: &str, members: &[(&str, Role)]| Group {
             path: RepositoryName::parse(path).unwrap(),

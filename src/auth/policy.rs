@@ -651,4 +651,27 @@ mod tests {
         assert_eq!(access.len(), 1);
         assert_eq!(access[0].name, "g/public");
     }
+
+    #[test]
+    fn the_nearest_path_weighs_only_paths_sharing_the_most_leading_components() {
+        let project = |path: &str| Project {
+            path: RepositoryName::parse(path).unwrap(),
+            visibility: Visibility::Private,
+            members: HashMap::new(),
+        };
+        let mut projects: Vec<Project> = (0..5_000).map(|i| project(&format!("g{i}/p"))).collect();
+        projects.push(project("mygroup/myproject"));
+        projects.push(project("mygroup/other"));
+        let directory = Directory::new(vec![], vec![], projects, vec![]);
+        let nearest = |name: &str| nearest_path(&directory, &RepositoryName::parse(name).unwrap());
+        assert_eq!(
+            nearest("mygroup/myprojet/image").as_deref(),
+            Some("mygroup/myproject")
+        );
+        assert_eq!(nearest("g17/q").as_deref(), Some("g17/p"));
+        // Nothing in common: still a path (one of the first NEAREST_CANDIDATES in path order).
+        assert!(nearest("zzz/app").is_some());
+        let empty = Directory::new(vec![], vec![], vec![], vec![]);
+        assert_eq!(nearest_path(&empty, &RepositoryName::parse("a/b").unwrap()), None);
+    }
 }

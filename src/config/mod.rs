@@ -317,7 +317,7 @@ impl Config {
 /// projects) allocates several times what the directory keeps (the text, the YAML tree, the
 /// file's structs); glibc keeps freed memory for reuse, and without this the process stayed at
 /// its peak of the parse (hundreds of MiB) for good.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
