@@ -255,7 +255,7 @@ def table(path):
     sizes = sorted({int(k.rsplit("_", 1)[1]) for k in rows if k.startswith("dir_pat_")})
     for kind in ("pat", "deploy", "cpu"):
         base = med(f"dir_{kind}_{sizes[0]}", "gateway") if sizes else None
-        if base:
+        if base and len(sizes) > 1:
             parts = [f"{n:,}: {ratio(med(f'dir_{kind}_{n}', 'gateway'), base)}" for n in sizes[1:]]
             what = {"pat": "PAT token rate", "deploy": "deploy-token token rate", "cpu": "/v2/ CPU per request"}[kind]
             print(f"\ndirectory scale, {what} against {sizes[0]:,} projects: " + ", ".join(parts))

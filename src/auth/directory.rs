@@ -508,10 +508,7 @@ impl Directory {
                 let len = items[first..].partition_point(|t| key(t).as_str().starts_with(&under));
                 (find(items, prefix, key), &items[first..first + len])
             };
-            exact
-                .into_iter()
-                .chain(range)
-                .map(move |t| key(t).as_str())
+            exact.into_iter().chain(range).map(move |t| key(t).as_str())
         }
         below(&self.projects, prefix, |p| &p.path).chain(below(&self.groups, prefix, |g| &g.path))
     }

@@ -672,6 +672,9 @@ mod tests {
         // Nothing in common: still a path (one of the first NEAREST_CANDIDATES in path order).
         assert!(nearest("zzz/app").is_some());
         let empty = Directory::new(vec![], vec![], vec![], vec![]);
-        assert_eq!(nearest_path(&empty, &RepositoryName::parse("a/b").unwrap()), None);
+        assert_eq!(
+            nearest_path(&empty, &RepositoryName::parse("a/b").unwrap()),
+            None
+        );
     }
 }

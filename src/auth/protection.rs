@@ -399,8 +399,7 @@ fn job_allowed(own: &RepositoryName, settings: &ProjectSettings, directory: &Dir
         return true;
     };
     list.iter().any(|entry| {
-        entry == own
-            || (own.is_within(entry) && directory.group(entry.as_str()).is_some())
+        entry == own || (own.is_within(entry) && directory.group(entry.as_str()).is_some())
     })
 }
 

@@ -51,11 +51,7 @@ fn expand_at(
                 }
                 match name {
                     Value::String(s) => key.push_str(s),
-                    other => key.push_str(
-                        serde_yaml::to_string(other)
-                            .unwrap_or_default()
-                            .trim(),
-                    ),
+                    other => key.push_str(serde_yaml::to_string(other).unwrap_or_default().trim()),
                 }
                 expand_at(item, key, lookup, problems);
                 key.truncate(len);
