@@ -67,7 +67,7 @@ idle_conns=1000 idle_tls=10000
 [ "$smoke" = 0 ] || idle_tls=200
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 1300 ]; then idle_conns=$(($(ulimit -n) - 300)); fi
 # haproxy counts two descriptors a connection (client and server) and will not start with a
-# maxconn the limit cannot hold: with the usual hard limit of 20,000 every proxy gets 9,800.
+# maxconn the limit cannot hold: with the usual hard limit of 20,000 every proxy gets 9,700.
 haproxy_maxconn=40000
 if [ "$(ulimit -n)" != unlimited ]; then haproxy_maxconn=$((($(ulimit -n) - 400) / 2)); fi
 if [ "$idle_tls" -gt $((haproxy_maxconn - 100)) ]; then idle_tls=$((haproxy_maxconn - 100)); fi
@@ -762,7 +762,7 @@ for run in $(seq "$runs"); do
     p1=$(cpu_ticks "$dpid")
     record "dir_cpu_$np" gateway "$run" "$(per_request_us "$p0" "$p1" "$w_requests")"
     # The reload while 8 connections keep asking for /v2/: every answer must be a 200.
-    reload_s=$((smoke ? 2 : 5))
+    reload_s=$((smoke ? 2 : 10))
     wrk -t1 -c8 -d"${reload_s}s" -s "$lua" -H "$dauth" "$v2" > "$work/reload-wrk.out" 2>&1 &
     wrk_pid=$!; pids+=("$wrk_pid")
     sleep "$(awk -v s="$reload_s" 'BEGIN{print s / 4}')"
