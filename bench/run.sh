@@ -22,8 +22,8 @@
 #                   Asserts only that everything completes and the table prints.
 #
 # PORTCULLIS_BIN=/path/to/portcullis uses that binary; default: cargo build --release.
-# Needs docker-registry, nginx, wrk, curl, python3 (the README's set-up installs them but wrk:
-# apt-get install wrk).
+# Needs docker-registry, nginx, haproxy, h2load (nghttp2-client), openssl, wrk, curl, python3
+# (scripts/install-deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,7 +49,7 @@ if [ "$smoke" = 1 ]; then runs=1 duration=1 blob_mib=8 upload_mib=4 soak=3; fi
 # unless --directory says otherwise.
 if [ "$smoke" = 1 ] && [ "$dir_sizes_given" = 0 ]; then dir_sizes="10:10:10 10000:1000:10000"; fi
 
-for tool in docker-registry nginx wrk curl python3 sha256sum; do
+for tool in docker-registry nginx haproxy h2load openssl wrk curl python3 sha256sum; do
   command -v "$tool" > /dev/null || { echo "bench/run.sh needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
 [ -z "$profile_dir" ] || command -v perf > /dev/null || { echo "--profile needs perf" >&2; exit 1; }
