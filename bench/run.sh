@@ -15,17 +15,21 @@
 #   --profile DIR   perf record the gateway during run 1's blob GET, 64-connection 1 KiB GET and
 #                   ES256 token issuance (DIR/{get,small,token}.perf.data; those numbers are
 #                   perturbed)
-#   --smoke         seconds-long version for CI: 8 MiB blob, 4 MiB upload, 1 s wrk, 3 s soak, 1 run.
+#   --directory L   directory sizes for the scale rows, PROJECTS:USERS:TOKENS separated by spaces
+#                   (default "10:10:10 1000:1000:1000 100000:10000:100000"; "" skips them)
+#   --smoke         seconds-long version for CI: 8 MiB blob, 4 MiB upload, 1 s wrk, 3 s soak, 1 run,
+#                   200 idle TLS connections, directories of 10 and 10,000 projects.
 #                   Asserts only that everything completes and the table prints.
 #
 # PORTCULLIS_BIN=/path/to/portcullis uses that binary; default: cargo build --release.
-# Needs docker-registry, nginx, wrk, curl, python3 (the README's set-up installs them but wrk:
-# apt-get install wrk).
+# Needs docker-registry, nginx, haproxy, h2load (nghttp2-client), openssl, wrk, curl, python3
+# (scripts/install-deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 runs=3 duration=10 blob_mib=1024 upload_mib=512 soak=600 smoke=0 profile_dir=""
+dir_sizes="10:10:10 1000:1000:1000 100000:10000:100000" dir_sizes_given=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -34,14 +38,18 @@ while [ $# -gt 0 ]; do
     --upload-mib) upload_mib=$2; shift 2 ;;
     --soak) soak=$2; shift 2 ;;
     --profile) profile_dir=$(realpath -m "$2"); shift 2 ;;
+    --directory) dir_sizes=$2 dir_sizes_given=1; shift 2 ;;
     --smoke) smoke=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ "$smoke" = 1 ]; then runs=1 duration=1 blob_mib=8 upload_mib=4 soak=3; fi
+# The smoke run's directories stop at 10,000 projects (seconds to generate, check and load),
+# unless --directory says otherwise.
+if [ "$smoke" = 1 ] && [ "$dir_sizes_given" = 0 ]; then dir_sizes="10:10:10 10000:1000:10000"; fi
 
-for tool in docker-registry nginx wrk curl python3 sha256sum; do
+for tool in docker-registry nginx haproxy h2load openssl wrk curl python3 sha256sum; do
   command -v "$tool" > /dev/null || { echo "bench/run.sh needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
 [ -z "$profile_dir" ] || command -v perf > /dev/null || { echo "--profile needs perf" >&2; exit 1; }
@@ -53,9 +61,16 @@ else
   bin=$root/target/release/portcullis
 fi
 # 1,000 idle connections need file descriptors in the gateway and the helper holding them.
-ulimit -n 4096 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
-idle_conns=1000
+# 10,000 idle TLS connections (issue 20) need more than 10,000.
+ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
+idle_conns=1000 idle_tls=10000
+[ "$smoke" = 0 ] || idle_tls=200
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 1300 ]; then idle_conns=$(($(ulimit -n) - 300)); fi
+# haproxy counts two descriptors a connection (client and server) and will not start with a
+# maxconn the limit cannot hold: with the usual hard limit of 20,000 every proxy gets 9,700.
+haproxy_maxconn=40000
+if [ "$(ulimit -n)" != unlimited ]; then haproxy_maxconn=$((($(ulimit -n) - 400) / 2)); fi
+if [ "$idle_tls" -gt $((haproxy_maxconn - 100)) ]; then idle_tls=$((haproxy_maxconn - 100)); fi
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh" # registry_yml
 helper=$root/bench/helper.py
@@ -102,6 +117,11 @@ registry_port=$(port); gateway_port=$(port); rsa_port=$(port); nginx_port=$(port
 # The same proxies in front of a static file server: what each adds by itself, without the
 # registry's ~2 ms of CPU a request (and its noise) in the figures.
 static_port=$(port); static_gateway_port=$(port); static_nginx_port=$(port)
+# haproxy beside nginx (issue 20), and all three proxies terminating TLS with one ECDSA P-256
+# certificate, in front of the registry and in front of the static server.
+haproxy_port=$(port); static_haproxy_port=$(port)
+tls_gateway_port=$(port); tls_nginx_port=$(port); tls_haproxy_port=$(port)
+tls_static_gateway_port=$(port); tls_static_nginx_port=$(port); tls_static_haproxy_port=$(port)
 direct=http://127.0.0.1:$registry_port
 gateway=http://127.0.0.1:$gateway_port
 rsa_gateway=http://127.0.0.1:$rsa_port
@@ -109,6 +129,8 @@ nginx_url=http://127.0.0.1:$nginx_port
 static_direct=http://127.0.0.1:$static_port
 static_gateway=http://127.0.0.1:$static_gateway_port
 static_nginx=http://127.0.0.1:$static_nginx_port
+haproxy_url=http://127.0.0.1:$haproxy_port
+static_haproxy=http://127.0.0.1:$static_haproxy_port
 repo=mygroup/myproject/bench
 service=container_registry
 
@@ -123,10 +145,12 @@ pat_sha=$(printf %s "$pat" | sha256sum | cut -d' ' -f1)
 password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 password_hash=$(printf %s "$password" | "$bin" hash-password --algorithm bcrypt --cost 10)
 
-gateway_yaml() { # DIR LISTEN_PORT [UPSTREAM]
+gateway_yaml() { # DIR LISTEN_PORT [UPSTREAM [tls]]
+  local scheme=http
+  [ "${4:-}" != tls ] || scheme=https
   cat > "$1/gateway.yaml" <<YAML
 listen: "127.0.0.1:$2"
-public_url: "http://127.0.0.1:$2"
+public_url: "$scheme://127.0.0.1:$2"
 upstream: { url: "${3:-$direct}" }
 token: { issuer: portcullis, service: $service, expiry: 1h, signing_key: token.key, certificate: token.crt }
 users:
@@ -140,6 +164,10 @@ projects:
     visibility: private
     members: { alice: developer, bob: developer }
 YAML
+  if [ "${4:-}" = tls ]; then
+    # 10,000 idle TLS connections and one more: over the default cap of 10,000.
+    printf 'tls: { cert: tls.crt, key: tls.key }\nserver: { max_connections: 20000 }\n' >> "$1/gateway.yaml"
+  fi
 }
 gateway_yaml "$work/ec" "$gateway_port"
 gateway_yaml "$work/rsa" "$rsa_port"
@@ -147,6 +175,17 @@ mkdir -p "$work/startup" && cp "$work/ec/token.key" "$work/ec/token.crt" "$work/
 gateway_yaml "$work/startup" "$startup_port"
 mkdir -p "$work/static-gateway" && cp "$work/ec/token.key" "$work/ec/token.crt" "$work/static-gateway/"
 gateway_yaml "$work/static-gateway" "$static_gateway_port" "$static_direct"
+# One ECDSA P-256 certificate for 127.0.0.1, self-signed; curl trusts it through CURL_CA_BUNDLE.
+mkdir -p "$work/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$work/tls/tls.key" -out "$work/tls/tls.crt" 2> /dev/null
+cat "$work/tls/tls.crt" "$work/tls/tls.key" > "$work/tls/haproxy.pem"
+export CURL_CA_BUNDLE=$work/tls/tls.crt
+for d in tls-gateway tls-static-gateway; do
+  mkdir -p "$work/$d" && cp "$work/ec/token.key" "$work/ec/token.crt" "$work/tls/tls.crt" "$work/tls/tls.key" "$work/$d/"
+done
+gateway_yaml "$work/tls-gateway" "$tls_gateway_port" "$direct" tls
+gateway_yaml "$work/tls-static-gateway" "$tls_static_gateway_port" "$static_direct" tls
 
 # The registry (scripts/lib.sh's config) trusts both gateways' keys; direct requests carry the
 # same Bearer token.
@@ -156,10 +195,19 @@ registry_yml "$work/registry.yml" "$registry_port" "$work/bundle.crt"
 # limit, keep-alive HTTP/1.1 upstream, Host and X-Forwarded-* passed, Authorization untouched
 # (the registry checks the Bearer token itself). Access log on, as the gateway logs each request.
 nginx_user=""; [ "$(id -u)" = 0 ] && nginx_user="user root;"
-nginx_proxy_server() { # LISTEN_PORT UPSTREAM_NAME: one server block proxying /v2/ to the upstream
+nginx_proxy_server() { # LISTEN_PORT UPSTREAM_NAME [tls]: one server block proxying /v2/ to the upstream
+  local listen="listen 127.0.0.1:$1;"
+  if [ "${3:-}" = tls ]; then # the canonical TLS server: TLS 1.2 and 1.3, HTTP/2, a session cache
+    listen="listen 127.0.0.1:$1 ssl http2;
+    ssl_certificate $work/tls/tls.crt;
+    ssl_certificate_key $work/tls/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1h;"
+  fi
   cat <<NGINX
   server {
-    listen 127.0.0.1:$1;
+    $listen
     client_max_body_size 0;
     chunked_transfer_encoding on;
     location /v2/ {
@@ -178,14 +226,15 @@ nginx_proxy_server() { # LISTEN_PORT UPSTREAM_NAME: one server block proxying /v
   }
 NGINX
 }
-nginx_head() { # DIR: one worker in the foreground, its pid, logs and temporary files in DIR
+nginx_head() { # DIR [WORKERS]: in the foreground, its pid, logs and temporary files in DIR
   cat <<NGINX
 $nginx_user
-worker_processes 1;
+worker_processes ${2:-1};
+worker_rlimit_nofile 65536;
 daemon off;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 24000; }
 http {
   client_body_temp_path $1/body;
   proxy_temp_path $1/proxy;
@@ -194,8 +243,10 @@ http {
   scgi_temp_path $1/scgi;
 NGINX
 }
+# The proxying nginx has a worker per core (as the gateway has a runtime per core and haproxy a
+# thread per core); the static server one.
 cat > "$work/nginx/nginx.conf" <<NGINX
-$(nginx_head "$work/nginx")
+$(nginx_head "$work/nginx" auto)
   access_log $work/nginx/access.log;
   upstream registry {
     server 127.0.0.1:$registry_port;
@@ -207,8 +258,49 @@ $(nginx_head "$work/nginx")
   }
 $(nginx_proxy_server "$nginx_port" registry)
 $(nginx_proxy_server "$static_nginx_port" static)
+$(nginx_proxy_server "$tls_nginx_port" registry tls)
+$(nginx_proxy_server "$tls_static_nginx_port" static tls)
 }
 NGINX
+# haproxy 2.6 the canonical way for a registry: HTTP mode (it streams bodies both ways, no
+# buffering to disk), keep-alive to the servers, X-Forwarded-For/-Proto set, TLS 1.2 and 1.3
+# with HTTP/2 by ALPN, a thread per core, the access log (httplog) on as nginx's is.
+mkdir -p "$work/haproxy"
+haproxy_frontend() { # NAME PORT BACKEND [tls]
+  local bind="bind 127.0.0.1:$2" proto=http
+  if [ "${4:-}" = tls ]; then bind="$bind ssl crt $work/tls/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2"; proto=https; fi
+  cat <<HAPROXY
+frontend $1
+  $bind
+  http-request set-header X-Forwarded-Proto $proto
+  default_backend $3
+HAPROXY
+}
+cat > "$work/haproxy/haproxy.cfg" <<HAPROXY
+global
+  maxconn $haproxy_maxconn
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  option httplog
+  option forwardfor
+  timeout connect 5s
+  timeout client 900s
+  timeout server 900s
+  timeout http-request 30s
+  timeout http-keep-alive 90s
+$(haproxy_frontend registry_plain "$haproxy_port" registry)
+$(haproxy_frontend static_plain "$static_haproxy_port" static)
+$(haproxy_frontend registry_tls "$tls_haproxy_port" registry tls)
+$(haproxy_frontend static_tls "$tls_static_haproxy_port" static tls)
+backend registry
+  http-reuse safe
+  server registry 127.0.0.1:$registry_port
+backend static
+  http-reuse safe
+  server static 127.0.0.1:$static_port
+HAPROXY
 # The static file server: another nginx process (its CPU is not counted as the proxy's).
 mkdir -p "$work/static/root"
 cat > "$work/static/nginx.conf" <<NGINX
@@ -238,6 +330,13 @@ static_pid=$!; pids+=("$static_pid")
 read -r static_gateway_pid _ < <(python3 "$helper" spawn "$static_gateway_port" "$work/static-gateway.log" "$bin" serve --config "$work/static-gateway/gateway.yaml")
 pids+=("$static_gateway_pid")
 wait_http "$gateway/v2/" gateway "$work/gateway.log"
+haproxy -db -f "$work/haproxy/haproxy.cfg" > "$work/haproxy/haproxy.log" 2>&1 &
+haproxy_pid=$!; pids+=("$haproxy_pid")
+wait_http "$haproxy_url/v2/" haproxy "$work/haproxy/haproxy.log"
+read -r tls_gateway_pid _ < <(python3 "$helper" spawn "$tls_gateway_port" "$work/tls-gateway.log" "$bin" serve --config "$work/tls-gateway/gateway.yaml")
+pids+=("$tls_gateway_pid")
+read -r tls_static_gateway_pid _ < <(python3 "$helper" spawn "$tls_static_gateway_port" "$work/tls-static-gateway.log" "$bin" serve --config "$work/tls-static-gateway/gateway.yaml")
+pids+=("$tls_static_gateway_pid")
 
 bearer=$(curl -sf -u "alice:$pat" "$gateway/jwt/auth?service=$service&scope=repository:$repo:pull,push" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "no token from the gateway"
@@ -287,15 +386,63 @@ cat > "$work/manifest.json" <<JSON
 JSON
 curl -sf -X PUT -H "$auth" -H "Content-Type: $manifest_type" --data-binary "@$work/manifest.json" -o /dev/null \
   "$direct/v2/$repo/manifests/v1" || die "manifest PUT failed"
+# A multi-layer image for the HTTP/2 pull: 8 layers of 256 KiB, fetched by h2load as one list.
+layers_json="" pull_uris=()
+for i in 1 2 3 4 5 6 7 8; do
+  head -c 262144 /dev/urandom > "$work/layer$i.bin"
+  d=$(put_blob "$work/layer$i.bin")
+  layers_json="$layers_json${layers_json:+,}{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\",\"size\":262144,\"digest\":\"$d\"}"
+  pull_uris+=("/v2/$repo/blobs/$d")
+done
+printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":%s,"digest":"%s"},"layers":[%s]}' \
+  "$manifest_type" "$(stat -c %s "$work/config.json")" "$config" "$layers_json" > "$work/pull.json"
+curl -sf -X PUT -H "$auth" -H "Content-Type: $manifest_type" --data-binary "@$work/pull.json" -o /dev/null \
+  "$direct/v2/$repo/manifests/pull" || die "multi-layer manifest PUT failed"
+pull_uris=("/v2/$repo/manifests/sha256:$(sha256sum "$work/pull.json" | cut -d' ' -f1)" "/v2/$repo/blobs/$config" "${pull_uris[@]}")
 head -c "$((upload_mib << 20))" /dev/zero > "$work/upload.bin"
 mkdir -p "$work/static/root/v2/$repo/blobs"
 cp "$work/small.bin" "$work/static/root/v2/$repo/blobs/$small"
 
+# Directory scale (issue 20): a gateway per size in front of the static server (its /v2/ is an
+# empty index.html: 200), each with a generated gateway.yaml (bench/directory.py) holding the
+# benchmark's alice, bob and a deploy token beside PROJECTS projects, USERS users and TOKENS
+# tokens, and an operations listener for /readyz.
+: > "$work/static/root/v2/index.html"
+deploy_secret=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+deploy_basic="Authorization: Basic $(printf %s "gitlab+deploy-token-bench:$deploy_secret" | base64 -w0)"
+pat_basic="Authorization: Basic $(printf %s "alice:$pat" | base64 -w0)"
+dir_specs=()
+for spec in $dir_sizes; do
+  IFS=: read -r np nu nt <<< "$spec"
+  d=$work/dir-$np; mkdir -p "$d"; cp "$work/ec/token.key" "$work/ec/token.crt" "$d/"
+  dport=$(port) dops=$(port)
+  echo "generating a directory: $np projects, $nu users, $nt tokens" >&2
+  python3 "$root/bench/directory.py" "$d/gateway.yaml" "$dport" "$static_direct" "$np" "$nu" "$nt" \
+    "$pat" "$deploy_secret" "$password_hash"
+  printf 'metrics: { listen: "127.0.0.1:%s" }\n' "$dops" >> "$d/gateway.yaml"
+  dir_specs+=("$np:$dport:$dops")
+done
+
 # The processes doing the proxying for a target: none for direct, nginx's master and worker.
-proxy_pids_of() { case "$1" in gateway) echo "$gateway_pid" ;; nginx) echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;; esac; }
-base_of() { case "$1" in direct) echo "$direct" ;; gateway) echo "$gateway" ;; nginx) echo "$nginx_url" ;; esac; }
-static_base_of() { case "$1" in direct) echo "$static_direct" ;; gateway) echo "$static_gateway" ;; nginx) echo "$static_nginx" ;; esac; }
-for t in direct gateway nginx; do # every target serves the seeded data, and the big blob is in page cache
+# nginx and haproxy serve plain and TLS ports from one process (tree); the gateway has one process per port.
+proxy_pids_of() { case "$1" in gateway) echo "$gateway_pid" ;; nginx) echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;; haproxy) echo "$haproxy_pid" ;; esac; }
+static_proxy_pids_of() { case "$1" in gateway) echo "$static_gateway_pid" ;; *) proxy_pids_of "$1" ;; esac; }
+tls_proxy_pids_of() { case "$1" in gateway) echo "$tls_gateway_pid" ;; *) proxy_pids_of "$1" ;; esac; }
+tls_static_proxy_pids_of() { case "$1" in gateway) echo "$tls_static_gateway_pid" ;; *) proxy_pids_of "$1" ;; esac; }
+base_of() { case "$1" in direct) echo "$direct" ;; gateway) echo "$gateway" ;; nginx) echo "$nginx_url" ;; haproxy) echo "$haproxy_url" ;; esac; }
+static_base_of() { case "$1" in direct) echo "$static_direct" ;; gateway) echo "$static_gateway" ;; nginx) echo "$static_nginx" ;; haproxy) echo "$static_haproxy" ;; esac; }
+tls_port_of() { case "$1" in gateway) echo "$tls_gateway_port" ;; nginx) echo "$tls_nginx_port" ;; haproxy) echo "$tls_haproxy_port" ;; esac; }
+tls_static_port_of() { case "$1" in gateway) echo "$tls_static_gateway_port" ;; nginx) echo "$tls_static_nginx_port" ;; haproxy) echo "$tls_static_haproxy_port" ;; esac; }
+tls_base_of() { echo "https://127.0.0.1:$(tls_port_of "$1")"; }
+tls_static_base_of() { echo "https://127.0.0.1:$(tls_static_port_of "$1")"; }
+for t in gateway nginx haproxy; do
+  b=$(tls_base_of "$t")
+  [ "$(curl -sf -H "$auth" "$b/v2/$repo/blobs/$small" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "$t: 1 KiB blob over TLS wrong"
+  [ "$(curl -sf -H "$auth" "$(tls_static_base_of "$t")/v2/$repo/blobs/$small" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] \
+    || die "$t: 1 KiB file from the static server over TLS wrong"
+  [ "$(curl -s --http2 -o /dev/null -w '%{http_version}' -H "$auth" "$b/v2/$repo/blobs/$small")" = 2 ] || die "$t: no HTTP/2 over TLS"
+done
+for t in direct gateway nginx haproxy; do # every target serves the seeded data, and the big blob is in page cache
   b=$(base_of "$t")
   [ "$(curl -sf -H "$auth" "$b/v2/$repo/blobs/$small" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "$t: 1 KiB blob wrong"
   [ "$(curl -sf -H "$auth" "$(static_base_of "$t")/v2/$repo/blobs/$small" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] \
@@ -326,6 +473,26 @@ row static_lat50 3 0 "static upstream: 1 KiB GET, 1 conn, p50 (ms)"
 row static_rps 0 0 "static upstream: 1 KiB GET, 64 conns (req/s)"
 row static_cpu1 1 0 "static upstream: proxy CPU per request, 1 conn (us)"
 row static_cpu64 1 0 "static upstream: proxy CPU per request, 64 conns (us)"
+row tls_get 0 0 "TLS 1.3: GET ${blob_mib} MiB blob (MiB/s)"
+row tls_get_cpu 0 0 "TLS 1.3: GET ${blob_mib} MiB blob: proxy CPU (ms per GiB)"
+row tls_patch 0 0 "TLS 1.3: PATCH upload ${upload_mib} MiB (MiB/s)"
+row tls_patch_cpu 0 0 "TLS 1.3: PATCH upload ${upload_mib} MiB: proxy CPU (ms per GiB)"
+row tls_lat50 3 1 "TLS 1.3: 1 KiB blob GET, 1 conn, p50 (ms)"
+row tls_cpu1 1 0 "TLS 1.3: 1 KiB blob GET, 1 conn: proxy CPU per request (us)"
+row tls_rps 0 1 "TLS 1.3: 1 KiB blob GET, 64 conns (req/s)"
+row tls_cpu64 1 0 "TLS 1.3: 1 KiB blob GET, 64 conns: proxy CPU per request (us)"
+row tls_mrps 0 1 "TLS 1.3: manifest GET, 64 conns (req/s)"
+row h2_small 0 1 "HTTP/2: 1 KiB blob GET, 4 conns x 16 streams (req/s)"
+row h2_cpu 1 0 "HTTP/2: 1 KiB blob GET, 4 x 16: proxy CPU per request (us)"
+row h2_pull 0 1 "HTTP/2: pull manifest + config + 8 x 256 KiB layers, 4 x 10 (req/s)"
+row tls_static_lat50 3 1 "TLS 1.3, static upstream: 1 KiB GET, 1 conn, p50 (ms)"
+row tls_static_rps 0 1 "TLS 1.3, static upstream: 1 KiB GET, 64 conns (req/s)"
+row tls_static_cpu 1 0 "TLS 1.3, static upstream: 1 KiB GET, 64 conns: proxy CPU per request (us)"
+row h2_static 0 1 "HTTP/2, static upstream: 1 KiB GET, 4 x 16 (req/s)"
+row tls_new 0 0 "TLS 1.3: new connection per request, full handshake (conns/s)"
+row tls_new_cpu 1 0 "TLS 1.3: full handshake + GET: proxy CPU per connection (us)"
+row tls_reuse 0 0 "TLS 1.3: new connection per request, resumed session (conns/s)"
+row tls_reuse_cpu 1 0 "TLS 1.3: resumed session + GET: proxy CPU per connection (us)"
 row tok_es256 0 1 "tokens, PAT, ES256, 64 conns (tokens/s)"
 row tok_rs256 0 1 "tokens, PAT, RS256, 64 conns (tokens/s)"
 row tok_bcrypt 0 1 "tokens, password bcrypt-10, 64 conns (tokens/s)"
@@ -333,6 +500,18 @@ row rss_idle 1 0 "gateway RSS idle after start (MiB)"
 row startup 1 0 "gateway start-up to listening (ms)"
 row rss_conns 1 0 "gateway RSS peak: ${upload_mib} MiB upload + $idle_conns idle conns (MiB)"
 row rss_after 1 0 "gateway RSS idle after the benchmark (MiB)"
+row rss_tls_idle 1 0 "RSS with $idle_tls idle TLS connections (MiB, all the proxy's processes)"
+row tls_accept_ms 2 0 "new TLS client with $idle_tls idle open: connect + handshake + GET /v2/, median of 20 (ms)"
+for spec in "${dir_specs[@]}"; do
+  np=${spec%%:*} n=$(printf "%'d" "${spec%%:*}")
+  row "dir_check_$np" 0 0 "directory $n projects: portcullis check (ms)"
+  row "dir_start_$np" 0 0 "directory $n projects: start-up to /readyz 200 (ms)"
+  row "dir_rss_$np" 1 0 "directory $n projects: RSS idle after start (MiB)"
+  row "dir_pat_$np" 0 1 "directory $n projects: tokens, PAT, 64 conns (tokens/s)"
+  row "dir_deploy_$np" 0 1 "directory $n projects: tokens, deploy token, 64 conns (tokens/s)"
+  row "dir_cpu_$np" 1 0 "directory $n projects: /v2/ gateway CPU per request, 64 conns (us)"
+  row "dir_reload_$np" 0 1 "directory $n projects: SIGHUP reload, /v2/ requests during it failed (ms)"
+done
 if [ "$soak" -gt 0 ]; then
   row soak_rps 0 1 "mixed soak, ${soak} s, 64 conns (req/s)"
   row soak_early 1 0 "gateway RSS after the soak's first tenth (MiB)"
@@ -377,10 +556,33 @@ rss_sampler &
 sampler_pid=$!; pids+=("$sampler_pid")
 mib_s() { awk -v b="$1" 'BEGIN{printf "%.3f", b/1048576}'; }
 per_gib() { awk -v ms="$1" -v b="$2" 'BEGIN{printf "%.0f", ms * 1073741824 / b}'; } # MS BYTES
+# openssl s_time against PORT for S seconds, new (full handshakes) or reuse (session resumption):
+# sets st_conns (connections made) and st_rate (per second of wall time). Each connection GETs
+# /v2/ without a token (the gateway answers 401 itself; nginx and haproxy ask the static server).
+s_time_run() { # PORT new|reuse SECONDS
+  openssl s_time -connect "127.0.0.1:$1" "-$2" -time "$3" -www /v2/ > "$work/s_time.out" 2>&1 || true
+  read -r st_conns st_secs < <(awk '/connections in .* real seconds/{print $1, $4; exit}' "$work/s_time.out")
+  [ -n "${st_conns:-}" ] || { cat "$work/s_time.out" >&2; die "openssl s_time printed no result for port $1"; }
+  st_rate=$(awk -v n="$st_conns" -v s="$st_secs" 'BEGIN{printf "%.1f", (s > 0 ? n / s : 0)}')
+}
+# h2load over TLS (HTTP/2 by ALPN), C connections of M streams, for --duration: sets h2_rps,
+# h2_requests, h2_failed (answers that are not 2xx plus errors). The rest are URIs.
+h2_run() { # CONNS STREAMS URL...
+  local c=$1 m=$2; shift 2
+  h2load -c "$c" -m "$m" -t 1 -D "$duration" -H "$auth" -H "Accept: $manifest_type" "$@" > "$work/h2load.out" 2>&1 \
+    || { cat "$work/h2load.out" >&2; die "h2load failed on $1"; }
+  grep -q 'h2' "$work/h2load.out" || { cat "$work/h2load.out" >&2; die "h2load did not speak HTTP/2 to $1"; }
+  # "requests: T total, S started, D done, OK succeeded, F failed, E errored, ..." and
+  # "status codes: A 2xx, B 3xx, C 4xx, D 5xx": failed = failed + errored + 4xx + 5xx.
+  read -r h2_requests h2_bad < <(awk '/^requests:/{d = $6; f = $10 + $12} /^status codes:/{s = $7 + $9} END{print d, f + s}' "$work/h2load.out")
+  read -r h2_rps < <(awk '/^finished in/{gsub(",", "", $4); print $4}' "$work/h2load.out")
+  h2_failed=$h2_bad
+  [ -n "${h2_rps:-}" ] || { cat "$work/h2load.out" >&2; die "h2load printed no rate for $1"; }
+}
 
 for run in $(seq "$runs"); do
   echo "run $run/$runs" >&2
-  for t in direct gateway nginx; do
+  for t in direct gateway nginx haproxy; do
     b=$(base_of "$t") proxy_pids=$(proxy_pids_of "$t")
     # 1. the big blob
     if profiling "$run" && [ "$t" = gateway ]; then perf_start get; fi
@@ -425,7 +627,7 @@ for run in $(seq "$runs"); do
     record mrps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
     # 4. the same 1 KiB from the static file server (the gateway still checks the token)
     sb=$(static_base_of "$t")
-    proxy_pids=$(case "$t" in gateway) echo "$static_gateway_pid" ;; nginx) proxy_pids_of nginx ;; esac)
+    proxy_pids=$(case "$t" in direct) ;; *) static_proxy_pids_of "$t" ;; esac)
     # shellcheck disable=SC2086
     p0=$(cpu_ticks $proxy_pids)
     wrk_run "$sb/v2/$repo/blobs/$small" 1 1 -H "$auth"
@@ -438,6 +640,78 @@ for run in $(seq "$runs"); do
     p2=$(cpu_ticks $proxy_pids)
     record static_rps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
     [ -z "$proxy_pids" ] || record static_cpu64 "$t" "$run" "$(per_request_us "$p1" "$p2" "$w_requests")"
+  done
+  # 8. TLS 1.3 (ECDSA P-256) terminated by each proxy, and HTTP/2
+  for t in gateway nginx haproxy; do
+    b=$(tls_base_of "$t") proxy_pids=$(tls_proxy_pids_of "$t")
+    # shellcheck disable=SC2086 # a list of pids
+    p0=$(cpu_ticks $proxy_pids)
+    read -r speed size code < <(curl -s --tlsv1.3 -o /dev/null -w '%{speed_download} %{size_download} %{http_code}\n' -H "$auth" "$b/v2/$repo/blobs/$big")
+    # shellcheck disable=SC2086
+    p1=$(cpu_ticks $proxy_pids)
+    if [ "$code" != 200 ] || [ "$size" != "$((blob_mib << 20))" ]; then die "$t: TLS GET of the big blob gave $code, $size bytes"; fi
+    record tls_get "$t" "$run" "$(mib_s "$speed")"
+    record tls_get_cpu "$t" "$run" "$(per_gib "$(ticks_ms "$p0" "$p1")" "$size")"
+    loc=$(start_upload "$b")
+    # shellcheck disable=SC2086
+    p0=$(cpu_ticks $proxy_pids)
+    read -r speed code < <(curl -s --tlsv1.3 -X PATCH -H "$auth" -H "Content-Type: application/octet-stream" -T "$work/upload.bin" \
+      -D "$work/patch.head" -o /dev/null -w '%{speed_upload} %{http_code}\n' "$loc")
+    # shellcheck disable=SC2086
+    p1=$(cpu_ticks $proxy_pids)
+    [ "$code" = 202 ] || die "$t: TLS PATCH gave $code"
+    record tls_patch "$t" "$run" "$(mib_s "$speed")"
+    record tls_patch_cpu "$t" "$run" "$(per_gib "$(ticks_ms "$p0" "$p1")" "$((upload_mib << 20))")"
+    loc=$(header "$work/patch.head" location); case "$loc" in /*) loc=$b$loc ;; esac
+    curl -s -X DELETE -H "$auth" -o /dev/null "$loc" || true
+    # small GETs over kept-alive TLS (wrk: HTTP/1.1)
+    # shellcheck disable=SC2086
+    p0=$(cpu_ticks $proxy_pids)
+    wrk_run "$b/v2/$repo/blobs/$small" 1 1 -H "$auth"
+    # shellcheck disable=SC2086
+    p1=$(cpu_ticks $proxy_pids)
+    record tls_lat50 "$t" "$run" "$(awk -v v="$w_p50_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
+    record tls_cpu1 "$t" "$run" "$(per_request_us "$p0" "$p1" "$w_requests")"
+    wrk_run "$b/v2/$repo/blobs/$small" 64 2 -H "$auth"
+    # shellcheck disable=SC2086
+    p2=$(cpu_ticks $proxy_pids)
+    record tls_rps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    record tls_cpu64 "$t" "$run" "$(per_request_us "$p1" "$p2" "$w_requests")"
+    wrk_run "$b/v2/$repo/manifests/v1" 64 2 -H "$auth" -H "Accept: $manifest_type"
+    record tls_mrps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    # HTTP/2: 4 connections of 16 streams (the gateway's default share per connection)
+    # shellcheck disable=SC2086
+    p0=$(cpu_ticks $proxy_pids)
+    h2_run 4 16 "$b/v2/$repo/blobs/$small"
+    # shellcheck disable=SC2086
+    p1=$(cpu_ticks $proxy_pids)
+    record h2_small "$t" "$run" "$h2_rps" "$h2_failed"
+    record h2_cpu "$t" "$run" "$(per_request_us "$p0" "$p1" "$h2_requests")"
+    h2_run 4 10 "${pull_uris[@]/#/$b}"
+    record h2_pull "$t" "$run" "$h2_rps" "$h2_failed"
+    # the static server behind TLS: the proxy's own cost
+    sb=$(tls_static_base_of "$t") proxy_pids=$(tls_static_proxy_pids_of "$t")
+    wrk_run "$sb/v2/$repo/blobs/$small" 1 1 -H "$auth"
+    record tls_static_lat50 "$t" "$run" "$(awk -v v="$w_p50_us" 'BEGIN{print v/1000}')" "$((w_non2xx + w_sockerr))"
+    # shellcheck disable=SC2086
+    p0=$(cpu_ticks $proxy_pids)
+    wrk_run "$sb/v2/$repo/blobs/$small" 64 2 -H "$auth"
+    # shellcheck disable=SC2086
+    p1=$(cpu_ticks $proxy_pids)
+    record tls_static_rps "$t" "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    record tls_static_cpu "$t" "$run" "$(per_request_us "$p0" "$p1" "$w_requests")"
+    h2_run 4 16 "$sb/v2/$repo/blobs/$small"
+    record h2_static "$t" "$run" "$h2_rps" "$h2_failed"
+    # a new TLS connection per request: full handshakes, then session resumption
+    for kind in new reuse; do
+      # shellcheck disable=SC2086
+      p0=$(cpu_ticks $proxy_pids)
+      s_time_run "$(tls_static_port_of "$t")" "$kind" "$duration"
+      # shellcheck disable=SC2086
+      p1=$(cpu_ticks $proxy_pids)
+      record "tls_$kind" "$t" "$run" "$st_rate"
+      record "tls_${kind}_cpu" "$t" "$run" "$(per_request_us "$p0" "$p1" "$st_conns")"
+    done
   done
   # 5. token issuance, gateway only; one login first (the same for each credential)
   for kind in es256 rs256 bcrypt; do
@@ -461,12 +735,50 @@ for run in $(seq "$runs"); do
   record startup gateway "$run" "$ms"
   record rss_idle gateway "$run" "$(awk -v k="$(rss_kib "$spid" VmRSS)" 'BEGIN{print k/1024}')"
   stop "$spid"
+  # 7. directory scale: check, start-up to ready, idle RSS, token issuance, /v2/ CPU, reload
+  for spec in "${dir_specs[@]}"; do
+    IFS=: read -r np dport dops <<< "$spec"
+    d=$work/dir-$np
+    read -r check_ms _ < <(python3 "$helper" timed sh -c '"$0" check --config "$1" > /dev/null 2>&1 || echo FAILED' "$bin" "$d/gateway.yaml")
+    [ "$check_ms" != FAILED ] || die "portcullis check of the $np-project directory failed"
+    record "dir_check_$np" gateway "$run" "$check_ms"
+    read -r dpid ms < <(python3 "$helper" spawn-ready "$dops" "$d/gateway.log" "$bin" serve --config "$d/gateway.yaml")
+    pids+=("$dpid")
+    record "dir_start_$np" gateway "$run" "$ms"
+    sleep 1
+    record "dir_rss_$np" gateway "$run" "$(awk -v k="$(rss_kib "$dpid" VmRSS)" 'BEGIN{print k/1024}')"
+    url="http://127.0.0.1:$dport/jwt/auth?service=$service&scope=repository:$repo:pull,push"
+    curl -sf -o /dev/null -H "$pat_basic" "$url" || die "$np projects: PAT login failed"
+    wrk_run "$url" 64 2 -H "$pat_basic"
+    record "dir_pat_$np" gateway "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    curl -sf -o /dev/null -H "$deploy_basic" "$url" || die "$np projects: deploy token login failed"
+    wrk_run "$url" 64 2 -H "$deploy_basic"
+    record "dir_deploy_$np" gateway "$run" "$w_rps" "$((w_non2xx + w_sockerr))"
+    dauth="Authorization: Bearer $(curl -sf -H "$pat_basic" "$url" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+    v2="http://127.0.0.1:$dport/v2/"
+    curl -sf -o /dev/null -H "$dauth" "$v2" || die "$np projects: /v2/ with a token failed"
+    p0=$(cpu_ticks "$dpid")
+    wrk_run "$v2" 64 2 -H "$dauth"
+    p1=$(cpu_ticks "$dpid")
+    record "dir_cpu_$np" gateway "$run" "$(per_request_us "$p0" "$p1" "$w_requests")"
+    # The reload while 8 connections keep asking for /v2/: every answer must be a 200.
+    reload_s=$((smoke ? 2 : 10))
+    wrk -t1 -c8 -d"${reload_s}s" -s "$lua" -H "$dauth" "$v2" > "$work/reload-wrk.out" 2>&1 &
+    wrk_pid=$!; pids+=("$wrk_pid")
+    sleep "$(awk -v s="$reload_s" 'BEGIN{print s / 4}')"
+    reload_ms=$(python3 "$helper" reload "$dpid" "$d/gateway.log") || die "$np projects: reload failed"
+    wait "$wrk_pid" || die "wrk failed during the reload"; stop "$wrk_pid"
+    failed=$(awk '/^BENCH /{for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } print v["non2xx"] + v["sockerr"]}' "$work/reload-wrk.out")
+    [ -n "$failed" ] || { cat "$work/reload-wrk.out" >&2; die "wrk printed no result during the reload"; }
+    record "dir_reload_$np" gateway "$run" "$reload_ms" "$failed"
+    stop "$dpid"
+  done
 done
 
 # RSS while a PATCH upload streams through the gateway with 1,000 idle keep-alive connections open.
 python3 "$helper" idle-conns "$gateway_port" "$idle_conns" "$work/release-conns" > "$work/conns.out" &
 conns_pid=$!; pids+=("$conns_pid")
-for _ in $(seq 200); do grep -q '^open' "$work/conns.out" && break; sleep 0.05; done
+for _ in $(seq 200); do grep -qs '^open' "$work/conns.out" && break; sleep 0.05; done
 grep -q "^open $idle_conns\$" "$work/conns.out" || die "could not open $idle_conns connections to the gateway"
 peak=0
 loc=$(start_upload "$gateway")
@@ -483,6 +795,22 @@ touch "$work/release-conns"; wait "$conns_pid" || true
 record rss_conns gateway 1 "$(awk -v k="$peak" 'BEGIN{print k/1024}')"
 sleep 2
 record rss_after gateway 1 "$(awk -v k="$(rss_kib "$gateway_pid" VmRSS)" 'BEGIN{print k/1024}')"
+
+# Idle TLS connections: each proxy (its static TLS port) holds $idle_tls of them, each after one
+# GET /v2/; its RSS (all its processes) then, and the median time a new client takes to connect,
+# handshake and get its answer to a GET /v2/ (20 in a row).
+for t in gateway nginx haproxy; do
+  rm -f "$work/release-tls"
+  python3 "$helper" idle-tls "$(tls_static_port_of "$t")" "$idle_tls" "$work/release-tls" > "$work/tls-conns.out" &
+  conns_pid=$!; pids+=("$conns_pid")
+  for _ in $(seq 1200); do grep -qs '^open' "$work/tls-conns.out" && break; kill -0 "$conns_pid" 2> /dev/null || break; sleep 0.05; done
+  grep -q "^open $idle_tls\$" "$work/tls-conns.out" || { cat "$work/tls-conns.out" >&2; die "$t: could not open $idle_tls TLS connections"; }
+  sleep 1
+  rss=0; for p in $(tls_static_proxy_pids_of "$t"); do rss=$((rss + $(rss_kib "$p" VmRSS))); done
+  record rss_tls_idle "$t" 1 "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
+  record tls_accept_ms "$t" 1 "$(python3 "$helper" connect-ms "$(tls_static_port_of "$t")" 20)"
+  touch "$work/release-tls"; wait "$conns_pid" || true; stop "$conns_pid"
+done
 
 # Mixed traffic for --soak seconds: RSS after its first tenth (pools, caches and allocator warm)
 # against RSS at its end; growth between the two is a leak.

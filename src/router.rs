@@ -268,7 +268,13 @@ impl Gateway {
     /// Put a reloaded config's users, groups, projects and tokens in force. Connections and
     /// requests under way are not touched.
     pub fn reload_directory(&self, config: &Config) {
-        self.inner.store.set_base(config.directory.clone());
+        self.replace_directory(config.directory.clone());
+    }
+
+    /// Put `directory` in force (a reload that owns the new one: no copy), with the token
+    /// store's tokens merged in again.
+    pub fn replace_directory(&self, directory: crate::auth::directory::Directory) {
+        self.inner.store.set_base(directory);
     }
 
     /// The audit log, to reopen it after log rotation (SIGUSR1).

@@ -322,7 +322,12 @@ impl SharedDirectory {
     }
 
     pub fn replace(&self, directory: Directory) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(directory);
+        self.replace_shared(std::sync::Arc::new(directory));
+    }
+
+    /// Put in force a directory someone else also holds (no copy).
+    pub fn replace_shared(&self, directory: std::sync::Arc<Directory>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = directory;
     }
 }
 
@@ -332,8 +337,10 @@ pub struct Directory {
     users: HashMap<String, User>,
     /// Deploy and access tokens by username (a username may hold several deploy tokens).
     namespace_tokens: HashMap<String, Vec<NamespaceToken>>,
-    /// Longest path first, so the first match is the owning project.
+    /// Sorted by path, so a path is found by binary search (the owning project of a
+    /// repository is its longest prefix found: a few searches, whatever the directory's size).
     projects: Vec<Project>,
+    /// Sorted by path, as the projects.
     groups: Vec<Group>,
     /// Project settings and user account settings ([`super::protection`]), kept apart from
     /// the identities so a project or user without any has none to store.
@@ -364,19 +371,25 @@ impl Directory {
     /// every parent group's, the highest role winning).
     pub fn new(
         users: Vec<User>,
-        groups: Vec<Group>,
+        mut groups: Vec<Group>,
         mut projects: Vec<Project>,
         tokens: Vec<NamespaceToken>,
     ) -> Directory {
+        groups.sort_by(|a, b| a.path.cmp(&b.path));
+        projects.sort_by(|a, b| a.path.cmp(&b.path));
+        // Each project's parent groups are its path's prefixes: a few searches a project, not
+        // a pass over every group (100,000 projects in 1,000 groups took a second that way).
         for project in &mut projects {
-            for group in groups.iter().filter(|g| project.path.is_within(&g.path)) {
+            for prefix in prefixes(project.path.as_str()) {
+                let Some(group) = find(&groups, prefix, |g| &g.path) else {
+                    continue;
+                };
                 for (user, role) in &group.members {
                     let entry = project.members.entry(user.clone()).or_insert(*role);
                     *entry = (*entry).max(*role);
                 }
             }
         }
-        projects.sort_by_key(|p| std::cmp::Reverse(p.path.as_str().len()));
         let mut namespace_tokens: HashMap<String, Vec<NamespaceToken>> = HashMap::new();
         for token in tokens {
             namespace_tokens
@@ -471,9 +484,38 @@ impl Directory {
             .unwrap_or(&[])
     }
 
-    /// The project that owns `repository`, if any.
+    /// The project that owns `repository`, if any: the longest of its prefixes that is a
+    /// project (one binary search per prefix, longest first).
     pub fn project_for(&self, repository: &RepositoryName) -> Option<&Project> {
-        self.projects.iter().find(|p| repository.is_within(&p.path))
+        prefixes(repository.as_str()).find_map(|prefix| find(&self.projects, prefix, |p| &p.path))
+    }
+
+    /// The group at exactly `path`, if any.
+    pub fn group(&self, path: &str) -> Option<&Group> {
+        find(&self.groups, path, |g| &g.path)
+    }
+
+    /// The project and group paths whose leading components are `prefix` (`prefix` itself and
+    /// everything below `prefix/`; every path for an empty prefix), projects first, each in
+    /// path order: found by binary search, not by a pass over the directory.
+    pub fn paths_below<'a>(&'a self, prefix: &str) -> impl Iterator<Item = &'a str> + 'a {
+        fn below<'a, T>(
+            items: &'a [T],
+            prefix: &str,
+            key: impl Fn(&T) -> &RepositoryName + Copy + 'a,
+        ) -> impl Iterator<Item = &'a str> + 'a {
+            let (exact, range) = if prefix.is_empty() {
+                (None, items)
+            } else {
+                // `prefix-x` and `prefix.x` sort between `prefix` and `prefix/...`: two ranges.
+                let under = format!("{prefix}/");
+                let first = items.partition_point(|t| key(t).as_str() < under.as_str());
+                let len = items[first..].partition_point(|t| key(t).as_str().starts_with(&under));
+                (find(items, prefix, key), &items[first..first + len])
+            };
+            exact.into_iter().chain(range).map(move |t| key(t).as_str())
+        }
+        below(&self.projects, prefix, |p| &p.path).chain(below(&self.groups, prefix, |g| &g.path))
     }
 
     pub fn users(&self) -> impl Iterator<Item = &User> {
@@ -532,6 +574,19 @@ impl Directory {
     }
 }
 
+/// `a/b/c`, `a/b`, `a`: a path and its parents, longest first.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| p.rfind('/').map(|i| &p[..i]))
+}
+
+/// The item at exactly `path` in a slice sorted by path.
+fn find<'a, T>(items: &'a [T], path: &str, key: impl Fn(&T) -> &RepositoryName) -> Option<&'a T> {
+    items
+        .binary_search_by(|t| key(t).as_str().cmp(path))
+        .ok()
+        .map(|i| &items[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,6 +614,43 @@ mod tests {
         assert_eq!(owner("group/app/sub").as_deref(), Some("group/app"));
         assert_eq!(owner("group/application").as_deref(), Some("group"));
         assert_eq!(owner("other/app"), None);
+    }
+
+    #[test]
+    fn paths_below_a_prefix_are_found_between_names_that_sort_around_them() {
+        let group = |path: &str| Group {
+            path: RepositoryName::parse(path).unwrap(),
+            visibility: Visibility::Private,
+            members: HashMap::new(),
+        };
+        let dir = Directory::new(
+            vec![],
+            vec![group("a"), group("a-b")],
+            vec![
+                project("a-b/x"),
+                project("a/b"),
+                project("a.c/x"),
+                project("a/b/c"),
+                project("a/b0"),
+                project("b/a"),
+            ],
+            vec![],
+        );
+        let below = |prefix| dir.paths_below(prefix).collect::<Vec<_>>();
+        assert_eq!(below("a"), ["a/b", "a/b/c", "a/b0", "a"]);
+        assert_eq!(below("a/b"), ["a/b", "a/b/c"]);
+        assert_eq!(below("a-b"), ["a-b/x", "a-b"]);
+        assert_eq!(below("c"), Vec::<&str>::new());
+        assert_eq!(below("").len(), 8);
+        assert!(dir.group("a-b").is_some() && dir.group("a/b").is_none());
+        let owner = |name| {
+            dir.project_for(&RepositoryName::parse(name).unwrap())
+                .map(|p| p.path.as_str().to_owned())
+        };
+        assert_eq!(owner("a/b/c/d").as_deref(), Some("a/b/c"));
+        assert_eq!(owner("a/b/cd").as_deref(), Some("a/b"));
+        assert_eq!(owner("a/b0/x").as_deref(), Some("a/b0"));
+        assert_eq!(owner("a/c"), None);
     }
 
     #[test]

@@ -60,14 +60,19 @@ pub fn owning_project<'a>(directory: &'a Directory, name: &RepositoryName) -> Op
 
 /// For a repository no project owns, the configured project or group path nearest to it (the
 /// most leading components in common, then the fewest edits): what the operator likely meant.
+/// Only the paths sharing the most leading components are weighed, and at most
+/// [`NEAREST_CANDIDATES`] of them: any client can ask for a repository no project owns, and a
+/// pass of edit distances over a directory of 100,000 projects would be its price.
 pub fn nearest_path(directory: &Directory, name: &RepositoryName) -> Option<String> {
     let wanted: Vec<&str> = name.as_str().split('/').collect();
-    let paths = directory
-        .projects()
-        .iter()
-        .map(|p| p.path.as_str())
-        .chain(directory.groups().iter().map(|g| g.path.as_str()));
+    // The longest leading run of `wanted`'s components that some path begins with.
+    let paths = (0..=wanted.len()).rev().find_map(|k| {
+        let mut paths = directory.paths_below(&wanted[..k].join("/")).peekable();
+        paths.peek()?;
+        Some(paths)
+    })?;
     paths
+        .take(NEAREST_CANDIDATES)
         .min_by_key(|path| {
             let parts: Vec<&str> = path.split('/').collect();
             let common = parts
@@ -79,10 +84,14 @@ pub fn nearest_path(directory: &Directory, name: &RepositoryName) -> Option<Stri
             (
                 std::cmp::Reverse(common),
                 crate::config::edit_distance(path, &prefix),
+                std::cmp::Reverse(path.len()),
             )
         })
         .map(str::to_owned)
 }
+
+/// How many configured paths [`nearest_path`] weighs at most.
+const NEAREST_CANDIDATES: usize = 1_000;
 
 /// The actions `principal` may perform on `resource` (`CRAS#can_access?` per action).
 pub fn allowed_actions(
@@ -679,5 +688,31 @@ mod tests {
         assert_eq!(granted(&both, "g/private/app"), "pull,push,delete");
         let lower_link = with("maintainer", &[("g", Role::Guest)]);
         assert_eq!(granted(&lower_link, "g/private/app"), "pull,push,delete");
+    }
+
+    #[test]
+    fn the_nearest_path_weighs_only_paths_sharing_the_most_leading_components() {
+        let project = |path: &str| Project {
+            path: RepositoryName::parse(path).unwrap(),
+            visibility: Visibility::Private,
+            members: HashMap::new(),
+        };
+        let mut projects: Vec<Project> = (0..5_000).map(|i| project(&format!("g{i}/p"))).collect();
+        projects.push(project("mygroup/myproject"));
+        projects.push(project("mygroup/other"));
+        let directory = Directory::new(vec![], vec![], projects, vec![]);
+        let nearest = |name: &str| nearest_path(&directory, &RepositoryName::parse(name).unwrap());
+        assert_eq!(
+            nearest("mygroup/myprojet/image").as_deref(),
+            Some("mygroup/myproject")
+        );
+        assert_eq!(nearest("g17/q").as_deref(), Some("g17/p"));
+        // Nothing in common: still a path (one of the first NEAREST_CANDIDATES in path order).
+        assert!(nearest("zzz/app").is_some());
+        let empty = Directory::new(vec![], vec![], vec![], vec![]);
+        assert_eq!(
+            nearest_path(&empty, &RepositoryName::parse("a/b").unwrap()),
+            None
+        );
     }
 }

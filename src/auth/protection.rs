@@ -416,8 +416,7 @@ fn job_allowed(own: &RepositoryName, settings: &ProjectSettings, directory: &Dir
         return true;
     };
     list.iter().any(|entry| {
-        entry == own
-            || (own.is_within(entry) && directory.groups().iter().any(|g| &g.path == entry))
+        entry == own || (own.is_within(entry) && directory.group(entry.as_str()).is_some())
     })
 }
 

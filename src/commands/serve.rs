@@ -51,12 +51,17 @@ fn bind_reason(error: &std::io::Error, key: &str) -> String {
 }
 
 pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), ServeError> {
-    let config = Config::load(path)?;
+    let mut config = Config::load(path)?;
     telemetry::init(
         log_format.unwrap_or(config.log_format),
         config.log_level.as_deref(),
     );
     let gateway = Gateway::new(&config)?;
+    // The gateway holds its own copy of the directory; the config kept for the reload's
+    // restart check (and its clone below) need none: with 100,000 projects each copy was a
+    // third of the process's memory.
+    drop(std::mem::take(&mut config.directory));
+    crate::config::release_freed_memory();
     let (acceptor, certificates) = match config.tls.as_ref().map(tls::acceptor).transpose()? {
         Some((acceptor, certificates)) => (Some(acceptor), Some(certificates)),
         None => (None, None),
@@ -208,15 +213,31 @@ async fn watch_config(
             continue;
         }
         stamp = file_stamp(&path);
-        match Config::load(&path) {
-            Ok(new) => {
-                gateway.reload_directory(&new);
+        // Off the runtime: a large directory takes a while to read, and the runtime's
+        // other tasks (the operations listener, signals) should not wait for it.
+        let load = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Config::load(&path)).await
+        };
+        let Ok(load) = load else {
+            tracing::error!(trigger, "configuration reload failed: the load panicked");
+            continue;
+        };
+        match load {
+            Ok(mut new) => {
+                let (users, groups, projects) = (
+                    new.directory.users().count(),
+                    new.directory.groups().len(),
+                    new.directory.projects().len(),
+                );
+                // Moved in, not copied: a copy of 100,000 projects was most of a reload.
+                gateway.replace_directory(std::mem::take(&mut new.directory));
                 metrics().config_reload(true);
                 tracing::info!(
                     trigger,
-                    users = new.directory.users().count(),
-                    groups = new.directory.groups().len(),
-                    projects = new.directory.projects().len(),
+                    users,
+                    groups,
+                    projects,
                     "configuration reloaded: users, groups, projects and tokens are in force"
                 );
                 let restart = changes_needing_restart(&running, &new);

@@ -16,35 +16,48 @@ pub fn expand_tree(
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
 ) {
+    let mut path = key.to_owned();
+    expand_at(value, &mut path, lookup, problems);
+}
+
+/// [`expand_tree`] with the key in one buffer, grown and cut back as the walk goes: a large
+/// directory has millions of nodes, and a key string made for each was most of the walk.
+fn expand_at(
+    value: &mut Value,
+    key: &mut String,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    use std::fmt::Write;
     match value {
         Value::String(text) => match expand(text, lookup) {
             Ok(Some(expanded)) => *text = expanded,
             Ok(None) => {}
-            Err(message) => problems.push(Problem::new(key, message)),
+            Err(message) => problems.push(Problem::new(key.as_str(), message)),
         },
         Value::Sequence(items) => {
+            let len = key.len();
             for (index, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &format!("{key}[{index}]"), lookup, problems);
+                let _ = write!(key, "[{index}]");
+                expand_at(item, key, lookup, problems);
+                key.truncate(len);
             }
         }
         Value::Mapping(map) => {
+            let len = key.len();
             for (name, item) in map.iter_mut() {
-                let name = match name {
-                    Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned(),
-                };
-                let child = if key.is_empty() {
-                    name
-                } else {
-                    format!("{key}.{name}")
-                };
-                expand_tree(item, &child, lookup, problems);
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                match name {
+                    Value::String(s) => key.push_str(s),
+                    other => key.push_str(serde_yaml::to_string(other).unwrap_or_default().trim()),
+                }
+                expand_at(item, key, lookup, problems);
+                key.truncate(len);
             }
         }
-        Value::Tagged(tagged) => expand_tree(&mut tagged.value, key, lookup, problems),
+        Value::Tagged(tagged) => expand_at(&mut tagged.value, key, lookup, problems),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }

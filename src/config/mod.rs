@@ -288,7 +288,10 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml(&text, path, &|name| std::env::var(name).ok())
+        let config = Self::from_yaml(&text, path, &|name| std::env::var(name).ok());
+        drop(text);
+        release_freed_memory();
+        config
     }
 
     /// Parse and validate YAML text as if it had been read from `path`.
@@ -330,6 +333,24 @@ impl Config {
                 problems.extend(more.into_iter().filter(real));
                 Err(invalid(problems))
             }
+        }
+    }
+}
+
+/// Give the memory a load freed back to the kernel. Reading a large directory (100,000
+/// projects) allocates several times what the directory keeps (the text, the YAML tree, the
+/// file's structs); glibc keeps freed memory for reuse, and without this the process stayed at
+/// its peak of the parse (hundreds of MiB) for good.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers and only returns free pages of glibc's own
+        // heap to the kernel; it is safe to call at any time from any thread.
+        unsafe {
+            malloc_trim(0);
         }
     }
 }

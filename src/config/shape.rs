@@ -35,7 +35,9 @@ pub(super) fn read(mut tree: Value, problems: &mut Vec<Problem>) -> Shape {
     let mut attempts: HashMap<Vec<Step>, usize> = HashMap::new();
     let mut file = None;
     for _ in 0..MAX_ROUNDS {
-        let error = match serde_path_to_error::deserialize::<_, GatewayFile>(tree.clone()) {
+        // Read from a borrow: a copy of the tree each round was the biggest allocation of a
+        // large directory's load.
+        let error = match serde_path_to_error::deserialize::<_, GatewayFile>(&tree) {
             Ok(read) => {
                 file = Some(read);
                 break;

@@ -44,6 +44,14 @@ pub fn acceptor(files: &TlsFiles) -> Result<(TlsAcceptor, Arc<Certificates>), Tl
         .with_no_client_auth()
         .with_cert_resolver(certificates.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Session resumption for every client, not only the last 256 (rustls's default: a
+    // stateful cache of 256 sessions): stateless tickets under a key rotated every 6 hours.
+    // A resumed TLS 1.3 handshake still runs an ECDHE exchange in rustls (psk_dhe_ke only), so
+    // it keeps forward secrecy; it saves the certificate signature and its verification.
+    // Without a ticketer (it only fails when the system has no randomness), the cache stays.
+    if let Ok(ticketer) = rustls::crypto::aws_lc_rs::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
     Ok((TlsAcceptor::from(Arc::new(config)), certificates))
 }
 

@@ -229,8 +229,14 @@ impl StoreMirror {
                 }
             }
         }
-        self.shared
-            .replace(state.base.with_tokens(personal, namespace));
+        if personal.is_empty() && namespace.is_empty() {
+            // Nothing to merge: the base itself, not a second copy of a directory that may
+            // hold 100,000 projects.
+            self.shared.replace_shared(state.base.clone());
+        } else {
+            self.shared
+                .replace(state.base.with_tokens(personal, namespace));
+        }
     }
 
     /// Open `url` and keep the mirror in step with it, on a thread of its own (the store's
