@@ -121,19 +121,31 @@ impl SharedUploads {
         pipe.hset(&key, "bytes", session.bytes.max(bytes)).ignore();
         if session.token != token {
             pipe.hset(&key, "token", hex(&token.bytes())).ignore();
-            if let Some(left) = self.max_session.checked_sub(session.started.elapsed()) {
-                pipe.cmd("SET")
-                    .arg(Self::push_key(redis, token, &session.repository))
-                    .arg(ms_of(session.started))
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(left.as_millis().max(1) as u64)
-                    .ignore();
-            }
+            self.remember_push(&mut pipe, redis, token, &session);
         }
         redis
             .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await;
+    }
+
+    /// Add to `pipe`: `token`'s push to the session's repository began when the session did
+    /// (first writer wins; kept while a session may still be under way).
+    fn remember_push(
+        &self,
+        pipe: &mut redis::Pipeline,
+        redis: &Redis,
+        token: TokenKey,
+        session: &Session,
+    ) {
+        if let Some(left) = self.max_session.checked_sub(session.started.elapsed()) {
+            pipe.cmd("SET")
+                .arg(Self::push_key(redis, token, &session.repository))
+                .arg(ms_of(session.started))
+                .arg("NX")
+                .arg("PX")
+                .arg(left.as_millis().max(1) as u64)
+                .ignore();
+        }
     }
 
     /// Session `uuid` is complete or cancelled (by `token`): what it was.
@@ -147,15 +159,7 @@ impl SharedUploads {
         if let Some(session) = &shared {
             let mut pipe = redis::pipe();
             pipe.del(&key).ignore();
-            if let Some(left) = self.max_session.checked_sub(session.started.elapsed()) {
-                pipe.cmd("SET")
-                    .arg(Self::push_key(redis, token, &session.repository))
-                    .arg(ms_of(session.started))
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(left.as_millis().max(1) as u64)
-                    .ignore();
-            }
+            self.remember_push(&mut pipe, redis, token, session);
             redis
                 .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
                 .await;
