@@ -86,16 +86,23 @@ const HELP_TOKENS_ISSUED: &str = "Registry tokens issued, by credential kind and
 const HELP_CERTIFICATE_EXPIRY: &str =
     "When the TLS certificate (tls) and the token-signing certificate (token) expire, Unix seconds";
 
+const HELP_IDENTITY_SOURCE_UP: &str = "Whether each identity source beside gateway.yaml (ldap, federation, the token store) answered its last request: 1 up, 0 down";
+
 /// The families whose label sets are open (a status, a credential and algorithm, a
 /// certificate that may not be configured): until their first series exists the encoder
 /// would leave them out, so [`Metrics::render`] describes them itself.
-const OPEN_FAMILIES: [(&str, &str, &str); 3] = [
+const OPEN_FAMILIES: [(&str, &str, &str); 4] = [
     ("portcullis_http_requests", "counter", HELP_REQUESTS),
     ("portcullis_tokens_issued", "counter", HELP_TOKENS_ISSUED),
     (
         "portcullis_certificate_expiry_timestamp_seconds",
         "gauge",
         HELP_CERTIFICATE_EXPIRY,
+    ),
+    (
+        "portcullis_identity_source_up",
+        "gauge",
+        HELP_IDENTITY_SOURCE_UP,
     ),
 ];
 
@@ -291,7 +298,7 @@ impl Metrics {
         );
         registry.register(
             "identity_source_up",
-            "Whether each identity source beside gateway.yaml (ldap, federation, the token store) answered its last request: 1 up, 0 down",
+            HELP_IDENTITY_SOURCE_UP,
             m.identity_source_up.clone(),
         );
         let sent = m
