@@ -303,10 +303,10 @@ impl TokenPage {
                 self.set_cookie(&mut response, COOKIE, "", 0);
                 Ok(response)
             }
-            PAGE_PATH => self.create_personal(&id, &session, &form, client).await,
-            REVOKE_PATH => self.revoke_personal(&id, &session, &form, client).await,
-            NAMESPACE_PATH => self.create_namespace(&id, &session, &form, client).await,
-            NAMESPACE_REVOKE_PATH => self.revoke_namespace(&id, &session, &form, client).await,
+            PAGE_PATH => self.create_personal(&id, &session, &form).await,
+            REVOKE_PATH => self.revoke_personal(&id, &session, &form).await,
+            NAMESPACE_PATH => self.create_namespace(&id, &session, &form).await,
+            NAMESPACE_REVOKE_PATH => self.revoke_namespace(&id, &session, &form).await,
             _ => Err(self.refusal(
                 StatusCode::NOT_FOUND,
                 "Not found",
@@ -444,19 +444,12 @@ impl TokenPage {
         Ok(response)
     }
 
-    async fn create_personal(
-        &self,
-        id: &str,
-        session: &Session,
-        form: &Form,
-        client: Option<SocketAddr>,
-    ) -> Outcome {
+    async fn create_personal(&self, id: &str, session: &Session, form: &Form) -> Outcome {
         let new = self.new_token(form, session).await?;
         let name = new.name.clone();
         match self.backend.create_personal(&session.principal, new).await {
             Ok(created) => {
-                self.audit_change(
-                    client,
+                self.log_change(
                     session,
                     "page_token_created",
                     "personal_access_token",
@@ -482,13 +475,7 @@ impl TokenPage {
         }
     }
 
-    async fn revoke_personal(
-        &self,
-        id: &str,
-        session: &Session,
-        form: &Form,
-        client: Option<SocketAddr>,
-    ) -> Outcome {
+    async fn revoke_personal(&self, id: &str, session: &Session, form: &Form) -> Outcome {
         let token_id = self.token_id(form, session).await?;
         match self
             .backend
@@ -496,8 +483,7 @@ impl TokenPage {
             .await
         {
             Ok(row) => {
-                self.audit_change(
-                    client,
+                self.log_change(
                     session,
                     "page_token_revoked",
                     "personal_access_token",
@@ -519,13 +505,7 @@ impl TokenPage {
         }
     }
 
-    async fn create_namespace(
-        &self,
-        id: &str,
-        session: &Session,
-        form: &Form,
-        client: Option<SocketAddr>,
-    ) -> Outcome {
+    async fn create_namespace(&self, id: &str, session: &Session, form: &Form) -> Outcome {
         let (namespace, kind) = self.namespace(form, session).await?;
         let mut new = self.new_token(form, session).await?;
         if kind == NamespaceTokenKind::Access {
@@ -553,8 +533,7 @@ impl TokenPage {
         {
             Ok(created) => {
                 let what = kind_label(kind, namespace.kind);
-                self.audit_change(
-                    client,
+                self.log_change(
                     session,
                     "page_token_created",
                     what,
@@ -586,13 +565,7 @@ impl TokenPage {
         }
     }
 
-    async fn revoke_namespace(
-        &self,
-        id: &str,
-        session: &Session,
-        form: &Form,
-        client: Option<SocketAddr>,
-    ) -> Outcome {
+    async fn revoke_namespace(&self, id: &str, session: &Session, form: &Form) -> Outcome {
         let (namespace, kind) = self.namespace(form, session).await?;
         let token_id = self.token_id(form, session).await?;
         match self
@@ -602,8 +575,7 @@ impl TokenPage {
         {
             Ok(row) => {
                 let what = kind_label(kind, namespace.kind);
-                self.audit_change(
-                    client,
+                self.log_change(
                     session,
                     "page_token_revoked",
                     what,
@@ -768,9 +740,8 @@ impl TokenPage {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn audit_change(
+    fn log_change(
         &self,
-        client: Option<SocketAddr>,
         session: &Session,
         event: &str,
         kind: &str,
@@ -780,7 +751,6 @@ impl TokenPage {
     ) {
         // The token service writes the audit record (who, what, id and name); this line
         // says it came through the page.
-        let _ = client;
         tracing::info!(user = ?session.principal.subject(), token_kind = kind, token_id = id, token_name = ?name, namespace = ?namespace.map(|n| n.path.as_str()), "token page: {event}");
     }
 
