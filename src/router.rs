@@ -526,10 +526,18 @@ fn tag_guard(directory: SharedDirectory) -> TagGuard {
 
 /// The size of a request head as it was on the wire (near enough for HTTP/2 too).
 fn head_size<B>(request: &Request<B>) -> usize {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    let line = request.method().as_str().len() + uri_len(request.uri()) + 12;
     request.headers().iter().fold(line, |size, (name, value)| {
         size + name.as_str().len() + value.len() + 4
     })
+}
+
+/// The length of `uri` as `Display` writes it, without writing it (an allocation per request).
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
+        + uri.authority().map_or(0, |authority| authority.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |query| query.len() + 1)
 }
 
 impl tower::Service<Request<Incoming>> for Gateway {
@@ -575,4 +583,22 @@ fn shared_state(config: &Config) -> Option<Arc<crate::shared::Redis>> {
         }
     };
     crate::shared::Redis::connect(settings, &secret)
+}
+
+#[cfg(test)]
+mod uri_len_tests {
+    #[test]
+    fn uri_len_is_the_length_display_writes() {
+        for uri in [
+            "/v2/",
+            "/v2/a/b/manifests/latest?x=1&y=%20",
+            "http://registry.example:5000/v2/a/blobs/sha256:ab?n=1",
+            "*",
+            "registry.example:443",
+            "https://h",
+        ] {
+            let parsed: http::Uri = uri.parse().unwrap();
+            assert_eq!(super::uri_len(&parsed), parsed.to_string().len(), "{uri}");
+        }
+    }
 }

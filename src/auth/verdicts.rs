@@ -4,18 +4,21 @@
 //! requests in its five minutes). Verifying an ES256 or RS256 signature each time is the most
 //! expensive thing the gateway does on a small request; a token that verified once stays
 //! valid until its `exp` (tokens are not revocable: the registry could not be told either).
-//! So the claims of a verified token are kept, keyed by a 128-bit keyed hash of the whole
-//! token, and only the time window (`nbf`, `exp`) is checked again on a hit.
+//! So the claims of a verified token are kept together with the token itself, and only the
+//! time window (`nbf`, `exp`) is checked again on a hit.
 //!
-//! The key is two SipHash outputs under two random keys drawn at start-up (std's
-//! `RandomState`): a PRF no client can evaluate, so finding two tokens with one key takes some
-//! 2^64 guesses sent to the gateway, where a collision would hand one token's claims to
-//! another. It costs a third of the SHA-256 it replaces, which callgrind put at 47% of a small
-//! request's instructions once GitLab's `user` and `meta` claims made tokens over 2 KB.
+//! A hit needs the token to be byte for byte the one that verified: the entry keeps the token
+//! and it is compared whole (a `memcmp`), so no hash collision can hand one token's claims to
+//! another. The map's key only finds the entry: a SipHash (std's `RandomState`, random keys
+//! drawn at start-up, so no client can aim tokens at one bucket) of the token's length and last
+//! [`KEY_TAIL`] bytes, which are the signature's. Hashing the whole token twice (the 128-bit key
+//! this replaces) was 11% of a small request's instructions with GitLab's 2 KB tokens; the tail
+//! and the comparison cost a few hundred.
 //!
 //! Bounded: at most [`CAPACITY`] entries ([`BoundedMap`]: O(1) eviction of the least recently
 //! used, never a walk over the map); a flood of distinct tokens costs verifications, not
-//! memory.
+//! memory. Only tokens the gateway signed are kept, each beside its claims (which already hold
+//! most of what the token says), and a token is at most `server.max_header_bytes`.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
@@ -23,13 +26,23 @@ use std::sync::{Arc, Mutex};
 use super::token::Claims;
 use crate::bounded::BoundedMap;
 
-/// Most tokens remembered at once (each entry is the claims plus 16 bytes).
+/// Most tokens remembered at once (each entry is the token and its claims).
 pub const CAPACITY: usize = 8192;
+
+/// How many of a token's last bytes its map key hashes (the signature's: 86 of an ES256
+/// token's base64url, 342 of an RS256 one's).
+pub const KEY_TAIL: usize = 32;
+
+/// A verified token and its claims.
+struct Verdict {
+    token: Box<str>,
+    claims: Arc<Claims>,
+}
 
 /// Verified claims by token key.
 pub struct Verdicts {
-    entries: Mutex<BoundedMap<u128, Arc<Claims>>>,
-    keys: [RandomState; 2],
+    entries: Mutex<BoundedMap<u64, Verdict>>,
+    key: RandomState,
     /// Credentials revoked through the token API: tokens bound to them stop at once, cached
     /// or not.
     revoked: Revocations,
@@ -49,25 +62,31 @@ impl Default for Verdicts {
     fn default() -> Self {
         Verdicts {
             entries: Mutex::new(BoundedMap::new(CAPACITY)),
-            keys: [RandomState::new(), RandomState::new()],
+            key: RandomState::new(),
             revoked: Revocations::default(),
         }
     }
 }
 
 impl Verdicts {
-    fn key(&self, token: &str) -> u128 {
-        let [a, b] = &self.keys;
-        (u128::from(a.hash_one(token)) << 64) | u128::from(b.hash_one(token))
+    /// Where `token`'s entry is looked for: its length and last [`KEY_TAIL`] bytes, hashed
+    /// under the random key. Finds an entry, proves nothing: [`Verdicts::get`] compares the
+    /// whole token.
+    fn key(&self, token: &str) -> u64 {
+        let bytes = token.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(KEY_TAIL)..];
+        self.key.hash_one((bytes.len(), tail))
     }
 
-    /// The claims of `token` if it verified before and `now` (Unix seconds) is inside its
-    /// validity window.
+    /// The claims of `token` if this very token verified before and `now` (Unix seconds) is
+    /// inside its validity window.
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
         let key = self.key(token);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&key)
+            .filter(|verdict| *verdict.token == *token)
+            .map(|verdict| &verdict.claims)
             .filter(|claims| claims.nbf <= now && now < claims.exp)
             .cloned()
     }
@@ -111,11 +130,16 @@ impl Verdicts {
             .contains_key(binding)
     }
 
-    /// Remember a token that just verified.
+    /// Remember a token that just verified (in place of another with the same key, should
+    /// one be there: that one is verified again when it next comes).
     pub fn insert(&self, token: &str, claims: &Arc<Claims>) {
         let key = self.key(token);
+        let verdict = Verdict {
+            token: token.into(),
+            claims: Arc::clone(claims),
+        };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(key, Arc::clone(claims));
+        entries.insert(key, verdict);
     }
 }
 
@@ -179,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn every_byte_of_the_token_is_in_its_key() {
+    fn every_byte_of_the_token_counts() {
         let verdicts = Verdicts::default();
         verdicts.insert("header.payload.sig", &claims(0, 1000));
         assert!(verdicts.get("header.payload.sig", 1).is_some());
@@ -196,5 +220,22 @@ mod tests {
             Verdicts::default().key("header.payload.sig"),
             verdicts.key("header.payload.sig")
         );
+    }
+
+    #[test]
+    fn a_token_sharing_the_keyed_tail_is_a_miss_and_replaces_nothing_it_should_not() {
+        let verdicts = Verdicts::default();
+        let signature = "s".repeat(KEY_TAIL);
+        let genuine = format!("header.payload-a.{signature}");
+        let forged = format!("header.payload-b.{signature}");
+        assert_eq!(verdicts.key(&genuine), verdicts.key(&forged), "same length and tail");
+        verdicts.insert(&genuine, &claims(0, 1000));
+        assert!(verdicts.get(&forged, 1).is_none(), "the whole token is compared");
+        assert!(verdicts.get(&genuine, 1).is_some());
+        let mut other = (*claims(0, 1000)).clone();
+        other.sub = "bob".into();
+        verdicts.insert(&forged, &Arc::new(other));
+        assert_eq!(verdicts.get(&forged, 1).unwrap().sub, "bob");
+        assert!(verdicts.get(&genuine, 1).is_none(), "replaced: verified again next time");
     }
 }
