@@ -397,16 +397,18 @@ impl Proxy {
         // decide which host the registry names in its Locations.
         headers.remove(header::FORWARDED);
         if let Some(ip) = client {
-            let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(earlier) => format!("{earlier}, {ip}"),
-                None => ip.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_str(&chain) {
-                headers.insert("x-forwarded-for", value);
+            // A chain that is not visible ASCII is dropped, not extended.
+            let earlier = headers
+                .get(&X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let value = forwarded_for(earlier.as_bytes(), ip);
+            if let Ok(value) = value {
+                headers.insert(&X_FORWARDED_FOR, value);
             }
         }
-        headers.insert("x-forwarded-proto", self.forwarded_proto.clone());
-        headers.insert("x-forwarded-host", self.forwarded_host.clone());
+        headers.insert(&X_FORWARDED_PROTO, self.forwarded_proto.clone());
+        headers.insert(&X_FORWARDED_HOST, self.forwarded_host.clone());
         Request::from_parts(parts, body::counted(incoming, metrics().upstream_sent()))
     }
 
@@ -500,6 +502,47 @@ impl Proxy {
     }
 }
 
+/// The forwarded headers' names, made once: a `&str` name is parsed again on every use (2% of
+/// a small request's instructions with `Display` of the address, callgrind).
+static X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: header::HeaderName =
+    header::HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
+
+/// `X-Forwarded-For` with `ip` appended to the `earlier` chain (empty: none), as
+/// `"{earlier}, {ip}"` would write it; an IPv4 address (the usual case) without `fmt`.
+fn forwarded_for(
+    earlier: &[u8],
+    ip: std::net::IpAddr,
+) -> Result<HeaderValue, header::InvalidHeaderValue> {
+    let mut value = Vec::with_capacity(earlier.len() + 41);
+    if !earlier.is_empty() {
+        value.extend_from_slice(earlier);
+        value.extend_from_slice(b", ");
+    }
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    value.push(b'.');
+                }
+                if octet >= 100 {
+                    value.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    value.push(b'0' + octet / 10 % 10);
+                }
+                value.push(b'0' + octet % 10);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(value, "{v6}");
+        }
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+}
+
 /// A refusal's answer, carrying for the access line who was refused (when the token could be
 /// read) and why.
 fn refused_response(error: ApiError, reason: &'static str, user: Option<String>) -> Response<Body> {
@@ -516,4 +559,22 @@ fn bearer_token(value: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(value).ok()?;
     let (scheme, token) = text.trim().split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_the_formatted_chain() {
+        for ip in ["0.0.0.0", "10.0.0.9", "127.0.0.1", "192.168.100.255", "::1", "2001:db8::7"] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(forwarded_for(b"", parsed).unwrap(), ip);
+            assert_eq!(
+                forwarded_for(b"203.0.113.5, 10.1.1.1", parsed).unwrap(),
+                format!("203.0.113.5, 10.1.1.1, {ip}").as_str()
+            );
+        }
+        assert!(forwarded_for(b"a\nb", "10.0.0.1".parse().unwrap()).is_err());
+    }
 }
