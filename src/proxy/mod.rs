@@ -409,7 +409,13 @@ impl Proxy {
         }
         headers.insert(&X_FORWARDED_PROTO, self.forwarded_proto.clone());
         headers.insert(&X_FORWARDED_HOST, self.forwarded_host.clone());
-        Request::from_parts(parts, body::counted(incoming, metrics().upstream_sent()))
+        // A request without a body (almost every GET) sends none: no counted wrapper to box.
+        let body = if http_body::Body::is_end_stream(&incoming) {
+            body::empty()
+        } else {
+            body::counted(incoming, metrics().upstream_sent())
+        };
+        Request::from_parts(parts, body)
     }
 
     /// The registry's answer as the client gets it: realm and internal Locations rewritten.
