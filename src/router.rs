@@ -535,7 +535,9 @@ fn head_size<B>(request: &Request<B>) -> usize {
 /// The length of `uri` as `Display` writes it, without writing it (an allocation per request).
 fn uri_len(uri: &http::Uri) -> usize {
     uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
-        + uri.authority().map_or(0, |authority| authority.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
         + uri.path().len()
         + uri.query().map_or(0, |query| query.len() + 1)
 }

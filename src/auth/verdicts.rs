@@ -228,14 +228,24 @@ mod tests {
         let signature = "s".repeat(KEY_TAIL);
         let genuine = format!("header.payload-a.{signature}");
         let forged = format!("header.payload-b.{signature}");
-        assert_eq!(verdicts.key(&genuine), verdicts.key(&forged), "same length and tail");
+        assert_eq!(
+            verdicts.key(&genuine),
+            verdicts.key(&forged),
+            "same length and tail"
+        );
         verdicts.insert(&genuine, &claims(0, 1000));
-        assert!(verdicts.get(&forged, 1).is_none(), "the whole token is compared");
+        assert!(
+            verdicts.get(&forged, 1).is_none(),
+            "the whole token is compared"
+        );
         assert!(verdicts.get(&genuine, 1).is_some());
         let mut other = (*claims(0, 1000)).clone();
         other.sub = "bob".into();
         verdicts.insert(&forged, &Arc::new(other));
         assert_eq!(verdicts.get(&forged, 1).unwrap().sub, "bob");
-        assert!(verdicts.get(&genuine, 1).is_none(), "replaced: verified again next time");
+        assert!(
+            verdicts.get(&genuine, 1).is_none(),
+            "replaced: verified again next time"
+        );
     }
 }

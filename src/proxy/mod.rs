@@ -511,8 +511,7 @@ impl Proxy {
 /// The forwarded headers' names, made once: a `&str` name is parsed again on every use (2% of
 /// a small request's instructions with `Display` of the address, callgrind).
 static X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: header::HeaderName =
-    header::HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
 
 /// `X-Forwarded-For` with `ip` appended to the `earlier` chain (empty: none), as
@@ -573,7 +572,14 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_the_formatted_chain() {
-        for ip in ["0.0.0.0", "10.0.0.9", "127.0.0.1", "192.168.100.255", "::1", "2001:db8::7"] {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.9",
+            "127.0.0.1",
+            "192.168.100.255",
+            "::1",
+            "2001:db8::7",
+        ] {
             let parsed: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(forwarded_for(b"", parsed).unwrap(), ip);
             assert_eq!(

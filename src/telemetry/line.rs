@@ -533,7 +533,11 @@ mod tests {
         ] {
             let mut out = Vec::new();
             push_debug_str(&mut out, text);
-            assert_eq!(String::from_utf8(out).unwrap(), format!("{text:?}"), "{text:?}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{text:?}"),
+                "{text:?}"
+            );
         }
     }
 
@@ -546,7 +550,10 @@ mod tests {
         full.version = http::Version::HTTP_2;
         let mut clock = Clock::default();
         let mut out = Vec::new();
-        full.text(&mut out, clock.timestamp(UNIX_EPOCH + Duration::new(1, 5_000)));
+        full.text(
+            &mut out,
+            clock.timestamp(UNIX_EPOCH + Duration::new(1, 5_000)),
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "1970-01-01T00:00:01.000005Z  INFO portcullis::access: request client=127.0.0.1:36744 method=GET path=/v2/a/b/manifests/x version=HTTP/2.0 status=401 duration_ms=1.234 user=\"bob\\\"\\n\" reason=\"invalid_token\" peer=[2001:db8::1]:443\n"
