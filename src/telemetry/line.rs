@@ -130,23 +130,24 @@ impl AccessLine<'_> {
     }
 
     /// tracing-subscriber's JSON format with `flatten_event(true)`; strings that come from the
-    /// request or the configuration are escaped by serde_json, as that format does.
+    /// request or the configuration are escaped by serde_json, as that format does. Written
+    /// piece by piece like [`AccessLine::text`].
     fn json(&self, out: &mut Vec<u8>, timestamp: Timestamp<'_>) {
-        let _ = write!(
-            out,
-            "{{\"timestamp\":\"{timestamp}\",\"level\":\"INFO\",\"message\":\"request\",\"client\":\"{}\",\"method\":",
-            Client(self.client)
-        );
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        timestamp.push(out);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"client\":\"");
+        Client(self.client).push(out);
+        out.extend_from_slice(b"\",\"method\":");
         let _ = serde_json::to_writer(&mut *out, self.method);
         out.extend_from_slice(b",\"path\":");
         let _ = serde_json::to_writer(&mut *out, self.path);
-        let _ = write!(
-            out,
-            ",\"version\":\"{:?}\",\"status\":{},\"duration_ms\":{},\"user\":",
-            self.version,
-            self.status,
-            Millis(self.elapsed)
-        );
+        out.extend_from_slice(b",\"version\":\"");
+        push_version(out, self.version);
+        out.extend_from_slice(b"\",\"status\":");
+        push_decimal(out, u64::from(self.status));
+        out.extend_from_slice(b",\"duration_ms\":");
+        Millis(self.elapsed).push(out);
+        out.extend_from_slice(b",\"user\":");
         let _ = serde_json::to_writer(&mut *out, self.user);
         if let Some(reason) = self.reason {
             out.extend_from_slice(b",\"reason\":");
@@ -557,6 +558,27 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "1970-01-01T00:00:01.000005Z  INFO portcullis::access: request client=127.0.0.1:36744 method=GET path=/v2/a/b/manifests/x version=HTTP/2.0 status=401 duration_ms=1.234 user=\"bob\\\"\\n\" reason=\"invalid_token\" peer=[2001:db8::1]:443\n"
+        );
+    }
+
+    #[test]
+    fn the_json_line_is_the_one_the_fmt_form_wrote() {
+        let mut full = line("/v2/a\"b/manifests/x", "bob");
+        full.reason = Some("invalid_token");
+        full.peer = Some("10.0.0.3:51000".parse().unwrap());
+        let mut clock = Clock::default();
+        let at = UNIX_EPOCH + Duration::new(1_795_755_641, 358_992_000);
+        let mut out = Vec::new();
+        full.json(&mut out, clock.timestamp(at));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            concat!(
+                r#"{"timestamp":"2026-11-27T05:00:41.358992Z","level":"INFO","message":"request","#,
+                r#""client":"127.0.0.1:36744","method":"GET","path":"/v2/a\"b/manifests/x","#,
+                r#""version":"HTTP/1.1","status":200,"duration_ms":1.234,"user":"bob","#,
+                r#""reason":"invalid_token","peer":"10.0.0.3:51000","target":"portcullis::access"}"#,
+                "\n"
+            )
         );
     }
 }
