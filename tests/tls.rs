@@ -423,3 +423,148 @@ fn serve_warns_at_start_when_public_url_is_https_but_the_listener_is_plain() {
         proxied.gateway.log()
     );
 }
+
+/// Answers read so far on `stream` (each `HTTP/1.1 ` status line), reading until there are
+/// `want` or 5 s passed; the stream has a short read timeout.
+fn answers(stream: &mut impl Read, seen: &mut Vec<u8>, want: usize) -> usize {
+    let count = |seen: &[u8]| seen.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+    let started = Instant::now();
+    let mut chunk = [0u8; 4096];
+    while count(seen) < want && started.elapsed() < Duration::from_secs(5) {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    count(seen)
+}
+
+/// Whether the gateway closed `stream` within `bound` (reading and dropping what it sends).
+fn closed_within(stream: &mut impl Read, bound: Duration) -> bool {
+    let started = Instant::now();
+    let mut chunk = [0u8; 4096];
+    while started.elapsed() < bound {
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// One keep-alive HTTP/1.1 connection, quiet between requests (the gateway then holds it
+/// without hyper's buffers and makes a new parser when bytes come): every request is answered
+/// once, a head split across a wait included, a request body is never taken for a request,
+/// pipelined requests are all answered, and the header deadline still closes it when idle.
+fn keep_alive_across_quiet_waits(stream: &mut (impl Read + Write)) {
+    let pause = || std::thread::sleep(Duration::from_millis(700));
+    let mut seen = Vec::new();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(answers(stream, &mut seen, 1), 1);
+    pause();
+    stream.write_all(b"GET /v2/ HTTP/1.1\r\nHo").unwrap();
+    stream.flush().unwrap();
+    pause();
+    stream.write_all(b"st: 127.0.0.1\r\n\r\n").unwrap();
+    assert_eq!(
+        answers(stream, &mut seen, 2),
+        2,
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    pause();
+    // A body that reads as a request: answered once, as one request.
+    let smuggled = "GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    write!(
+        stream,
+        "POST /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    )
+    .unwrap();
+    assert_eq!(answers(stream, &mut seen, 3), 3);
+    pause();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(answers(stream, &mut seen, 5), 5);
+    pause();
+    assert_eq!(
+        answers(stream, &mut seen, 6),
+        5,
+        "the POST's body was answered as a request: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.split("HTTP/1.1 ").skip(1).all(|a| a.starts_with('4')),
+        "{text}"
+    );
+    // server.header_read_timeout is 3s: an idle keep-alive connection is closed after it.
+    assert!(
+        closed_within(stream, Duration::from_secs(15)),
+        "an idle connection outlived the header deadline"
+    );
+}
+
+#[test]
+fn quiet_keep_alive_connections_over_tls_and_plain_http_serve_every_request_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(dir.path());
+    let extra = "server: { header_read_timeout: 3s }\n".to_string();
+    let upstream = "http://127.0.0.1:1";
+    let plain = support::gateway::Gateway::start(
+        support::gateway::GatewayFiles::init("ec", upstream),
+        &GatewayOptions {
+            extra: extra.clone(),
+            ..GatewayOptions::new(upstream)
+        },
+    );
+    let tls = support::gateway::Gateway::start(
+        support::gateway::GatewayFiles::init("ec", upstream),
+        &GatewayOptions {
+            tls: Some((cert, key)),
+            extra,
+            ..GatewayOptions::new(upstream)
+        },
+    );
+
+    let mut stream = std::net::TcpStream::connect(&plain.host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    keep_alive_across_quiet_waits(&mut stream);
+
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&ca).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(&tls.host).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(session, tcp);
+    keep_alive_across_quiet_waits(&mut stream);
+}

@@ -15,6 +15,7 @@ mod activity;
 pub mod client_addr;
 pub mod limits;
 pub mod ops;
+mod park;
 pub mod proxy_protocol;
 pub mod tls;
 mod workers;
@@ -22,12 +23,14 @@ mod workers;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -39,6 +42,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use self::activity::{Activity, LastActivity};
 use self::limits::{Holding, InFlight, UpstreamSlots};
+use self::park::{Readiness, Sniffed};
 use self::workers::Workers;
 use crate::body::{Body, BoxError};
 use crate::config::ServerSettings;
@@ -152,6 +156,12 @@ const MAX_HEADERS: usize = 1000;
 /// long it may take to go before it is cut.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long an HTTP/1 connection waits for its next request with hyper's buffers before it
+/// is parked without them (see `park`). Not at once: making hyper's connection again costs
+/// about 8% more instructions on a small request (callgrind), which a client sending its
+/// requests back to back would pay on each; a connection quiet this long is idle.
+const PARK_AFTER: Duration = Duration::from_millis(500);
+
 /// At most one "max_connections reached" warning per this interval.
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -197,6 +207,11 @@ where
         .max_header_list_size(
             u32::try_from(settings.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
+    let builders = Arc::new(Builders {
+        http1: http1_builder(&settings),
+        auto: builder,
+    });
+    let settings = Arc::new(settings);
 
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let (closing, closing_rx) = watch::channel(false);
@@ -245,7 +260,7 @@ where
             }
         };
         let connection = Connection {
-            builder: builder.clone(),
+            builders: builders.clone(),
             tls: tls.clone(),
             peer,
             settings: settings.clone(),
@@ -293,13 +308,44 @@ async fn drain(
     }
 }
 
-/// One accepted connection and what serving it needs.
+/// The HTTP/1 server for connections that do not start with the HTTP/2 preface, configured
+/// as `serve` configures the auto builder's HTTP/1 side (which then serves none: see `park`).
+fn http1_builder(settings: &ServerSettings) -> http1::Builder {
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(settings.max_header_bytes.saturating_mul(2).max(8192));
+    http1
+}
+
+/// The HTTP servers, built once and shared by every connection.
+struct Builders {
+    /// For connections that start with the HTTP/2 preface.
+    auto: auto::Builder<TokioExecutor>,
+    /// For the others (see `park`: an HTTP/1 connection is taken apart while idle).
+    http1: http1::Builder,
+}
+
+/// One accepted connection and what serving it needs. Settings and builders are shared, not
+/// copied: each of 10,000 idle connections holds this for its whole life.
 struct Connection {
-    builder: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
     tls: Option<TlsAcceptor>,
     peer: SocketAddr,
-    settings: ServerSettings,
+    settings: Arc<ServerSettings>,
     closing: watch::Receiver<bool>,
+}
+
+/// How [`Connection::drive`] stopped.
+enum Driven<T> {
+    /// The connection's future ended.
+    Done(T),
+    /// An HTTP/1 connection is quiet and may be parked (see `park`).
+    Park,
+    /// It was cut: asked to close for its header deadline, it did not within [`CLOSE_GRACE`].
+    Cut,
 }
 
 impl Connection {
@@ -324,13 +370,18 @@ impl Connection {
         } else {
             peer
         };
-        let trusted = self.settings.trusted_proxies.clone();
+        let settings = self.settings.clone();
         let share =
             UpstreamSlots::connection_share(self.settings.max_upstream_requests_per_connection);
         let in_flight = InFlight::new();
         let requests = in_flight.clone();
+        let last = LastActivity::new();
+        let activity = last.clone();
         let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            let client = client_addr::resolve(source, request.headers(), &trusted);
+            if !http_body::Body::is_end_stream(request.body()) {
+                activity.body_seen();
+            }
+            let client = client_addr::resolve(source, request.headers(), &settings.trusted_proxies);
             request.extensions_mut().insert(ClientAddr(client));
             request.extensions_mut().insert(PeerAddr(peer));
             request.extensions_mut().insert(share.clone());
@@ -341,7 +392,6 @@ impl Connection {
                 Ok::<_, Infallible>(response.map(|body| Holding::new(body, under_way)))
             }
         });
-        let last = LastActivity::new();
         match &self.tls {
             None => {
                 self.serve(
@@ -355,8 +405,10 @@ impl Connection {
             Some(acceptor) => {
                 match tls::accept(acceptor, stream, self.settings.header_read_timeout).await {
                     Ok(stream) => {
+                        // Boxed: the stream (rustls's state inline, about 2 KiB) moves
+                        // between the states of `serve`'s future, each with room for it.
                         self.serve(
-                            Activity::new(stream, last.clone()),
+                            Box::new(Activity::new(stream, last.clone())),
                             hyper_service,
                             last,
                             in_flight,
@@ -374,12 +426,9 @@ impl Connection {
     /// Serve HTTP on the connection until it ends; close it politely when it has been idle
     /// too long or the server is shutting down.
     ///
-    /// The header deadline, for HTTP/2 as for HTTP/1 (where hyper enforces it too): a
-    /// connection that sends bytes but completes no request head within
-    /// `server.header_read_timeout` of opening, or of its last request ending, is closed
-    /// (GOAWAY, then cut after [`CLOSE_GRACE`]). Any byte counts as activity for the idle
-    /// timeout, so without this a HEADERS frame dribbled a byte a second would hold the
-    /// connection forever. A connection sending nothing at all is left to `idle_timeout`.
+    /// The first bytes choose the protocol (the HTTP/2 preface or not, as the auto builder
+    /// chooses). An HTTP/1 connection is parked while it waits for its next request: hyper's
+    /// connection, with its buffers, is dropped and made again when bytes come (see `park`).
     async fn serve<IO, Svc, B>(
         mut self,
         io: IO,
@@ -387,45 +436,176 @@ impl Connection {
         last: LastActivity,
         in_flight: InFlight,
     ) where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Readiness + Unpin + Send + 'static,
         Svc: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
             + Send
             + 'static,
         Svc::Future: Send + 'static,
         B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
     {
-        let connection = self.builder.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(connection);
         let idle_timeout = self.settings.idle_timeout;
         let header_timeout = self.settings.header_read_timeout;
         let mut tick = tokio::time::interval(
             (idle_timeout.min(header_timeout) / 4).max(Duration::from_millis(250)),
         );
-        let mut cut_at: Option<Instant> = None;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut closing_asked = *self.closing.borrow();
-        if closing_asked {
-            connection.as_mut().graceful_shutdown();
-        }
+
+        // Reading the first bytes is the start of a request head: the same deadlines apply.
+        let mut sniffing = park::Cancellable::new(Box::pin(park::sniff(io)));
+        let sniffed = match self
+            .drive(
+                Pin::new(&mut sniffing),
+                |sniff| sniff.get_mut().cancel(),
+                &mut tick,
+                &last,
+                &in_flight,
+                false,
+            )
+            .await
+        {
+            Driven::Done(Some(Ok(sniffed))) => sniffed,
+            Driven::Done(Some(Err(error))) => {
+                tracing::debug!(client = %self.peer, "connection ended with an error: {error}");
+                return;
+            }
+            Driven::Done(None) | Driven::Park | Driven::Cut => return,
+        };
+        drop(sniffing);
+        let mut io = match sniffed {
+            Sniffed::Closed => return,
+            Sniffed::Http2(io) => {
+                let builders = self.builders.clone();
+                let mut connection =
+                    Box::pin(builders.auto.serve_connection(TokioIo::new(io), service));
+                let driven = self
+                    .drive(
+                        connection.as_mut(),
+                        |connection| connection.graceful_shutdown(),
+                        &mut tick,
+                        &last,
+                        &in_flight,
+                        false,
+                    )
+                    .await;
+                if let Driven::Done(Err(error)) = driven {
+                    tracing::debug!(client = %self.peer, "connection ended with an error: {error}");
+                }
+                return;
+            }
+            Sniffed::Http1(io) => io,
+        };
+        let mut service = service;
         loop {
-            tokio::select! {
-                result = connection.as_mut() => {
+            let mut connection = Box::new(
+                self.builders
+                    .http1
+                    .serve_connection(TokioIo::new(io), service),
+            );
+            let driven = self
+                .drive(
+                    Pin::new(&mut *connection),
+                    |connection| connection.graceful_shutdown(),
+                    &mut tick,
+                    &last,
+                    &in_flight,
+                    true,
+                )
+                .await;
+            match driven {
+                Driven::Done(result) => {
                     if let Err(error) = result {
                         tracing::debug!(client = %self.peer, "connection ended with an error: {error}");
                     }
                     return;
                 }
+                Driven::Cut => return,
+                Driven::Park => {}
+            }
+            // In a block: the box itself is freed here, not at the end of the iteration.
+            let parts = {
+                let connection = connection;
+                connection.into_parts()
+            };
+            service = parts.service;
+            io = parts.io.into_inner();
+            // What hyper read but could not parse yet (the start of the next head) goes first.
+            io.unread(parts.read_buf);
+            if !self.park(&mut io, &mut tick, &last, &in_flight).await {
+                return;
+            }
+        }
+    }
+
+    /// Run `connection` until it ends, closing it with `shut` when it has been idle too long
+    /// or the server is shutting down; with `parkable`, stop as soon as it is quiet.
+    ///
+    /// The header deadline, for HTTP/2 as for HTTP/1 (where hyper enforces it too): a
+    /// connection that sends bytes but completes no request head within
+    /// `server.header_read_timeout` of opening, or of its last request ending, is closed
+    /// (GOAWAY, then cut after [`CLOSE_GRACE`]). Any byte counts as activity for the idle
+    /// timeout, so without this a HEADERS frame dribbled a byte a second would hold the
+    /// connection forever. A connection sending nothing at all is left to `idle_timeout`.
+    async fn drive<F: Future>(
+        &mut self,
+        mut connection: Pin<&mut F>,
+        mut shut: impl FnMut(Pin<&mut F>),
+        tick: &mut tokio::time::Interval,
+        last: &LastActivity,
+        in_flight: &InFlight,
+        parkable: bool,
+    ) -> Driven<F::Output> {
+        let idle_timeout = self.settings.idle_timeout;
+        let header_timeout = self.settings.header_read_timeout;
+        let mut cut_at: Option<Instant> = None;
+        let mut closing_asked = *self.closing.borrow();
+        if closing_asked {
+            shut(connection.as_mut());
+        }
+        // Wakes the connection PARK_AFTER after its last request ended, to park it then.
+        let park_timer = tokio::time::sleep(PARK_AFTER);
+        tokio::pin!(park_timer);
+        loop {
+            let may_park = parkable && !closing_asked;
+            tokio::select! {
+                polled = std::future::poll_fn(|cx| {
+                    if let std::task::Poll::Ready(result) = connection.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(Some(result));
+                    }
+                    if !(may_park && last.quiet()) {
+                        return std::task::Poll::Pending;
+                    }
+                    let Some(idle) = in_flight.idle_for() else {
+                        return std::task::Poll::Pending;
+                    };
+                    if idle >= PARK_AFTER {
+                        return std::task::Poll::Ready(None);
+                    }
+                    let at = tokio::time::Instant::from_std(in_flight.idle_since() + PARK_AFTER);
+                    if park_timer.deadline() != at {
+                        park_timer.as_mut().reset(at);
+                    }
+                    // Ready only once the deadline passed: poll again to check then.
+                    if park_timer.as_mut().poll(cx).is_ready() {
+                        cx.waker().wake_by_ref();
+                    }
+                    std::task::Poll::Pending
+                }) => {
+                    return match polled {
+                        Some(result) => Driven::Done(result),
+                        None => Driven::Park,
+                    };
+                }
                 changed = self.closing.changed(), if !closing_asked => {
                     if changed.is_err() || *self.closing.borrow() {
                         closing_asked = true;
-                        connection.as_mut().graceful_shutdown();
+                        shut(connection.as_mut());
                     }
                 }
                 _ = tick.tick(), if !closing_asked || cut_at.is_some() => {
                     if let Some(at) = cut_at {
                         if Instant::now() >= at {
                             tracing::debug!(client = %self.peer, "cutting a connection that did not close after its header deadline");
-                            return;
+                            return Driven::Cut;
                         }
                         continue;
                     }
@@ -436,15 +616,62 @@ impl Connection {
                         tracing::info!(client = %self.peer, "closing a connection that sent no complete request head within {header_timeout:?} (server.header_read_timeout)");
                         closing_asked = true;
                         cut_at = Some(Instant::now() + CLOSE_GRACE);
-                        connection.as_mut().graceful_shutdown();
+                        shut(connection.as_mut());
                     } else if last.idle_for() >= idle_timeout {
                         tracing::debug!(client = %self.peer, "closing a connection idle for {idle_timeout:?} (server.idle_timeout)");
                         closing_asked = true;
-                        connection.as_mut().graceful_shutdown();
+                        shut(connection.as_mut());
                     }
                 }
             }
         }
+    }
+
+    /// Hold a parked HTTP/1 connection (nothing but the stream) until the client sends bytes;
+    /// `false` when it was closed instead. The deadlines are hyper's and `drive`'s: hyper
+    /// fails a keep-alive connection whose next head has not come `server.header_read_timeout`
+    /// after its last request ended; `server.idle_timeout` and shutdown close it politely.
+    async fn park<S>(
+        &mut self,
+        io: &mut S,
+        tick: &mut tokio::time::Interval,
+        last: &LastActivity,
+        in_flight: &InFlight,
+    ) -> bool
+    where
+        S: Readiness + tokio::io::AsyncWrite + Unpin,
+    {
+        let idle_timeout = self.settings.idle_timeout;
+        let header_timeout = self.settings.header_read_timeout;
+        let head_deadline =
+            tokio::time::sleep_until((in_flight.idle_since() + header_timeout).into());
+        tokio::pin!(head_deadline);
+        let polite = loop {
+            tokio::select! {
+                // An error or the end counts too: the new hyper connection reads it.
+                _ = park::readable(&*io) => return true,
+                changed = self.closing.changed() => {
+                    if changed.is_err() || *self.closing.borrow() {
+                        break true;
+                    }
+                }
+                () = &mut head_deadline => {
+                    tracing::debug!(client = %self.peer, "connection ended with an error: read header from client timeout");
+                    break false;
+                }
+                _ = tick.tick() => {
+                    if last.idle_for() >= idle_timeout {
+                        tracing::debug!(client = %self.peer, "closing a connection idle for {idle_timeout:?} (server.idle_timeout)");
+                        break true;
+                    }
+                }
+            }
+        };
+        if polite {
+            // What hyper does closing an idle connection: TLS close_notify, then FIN.
+            let _ = tokio::time::timeout(CLOSE_GRACE, tokio::io::AsyncWriteExt::shutdown(io)).await;
+        }
+        false
     }
 }
 
