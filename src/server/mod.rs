@@ -149,8 +149,12 @@ pub enum Drained {
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Header lines an HTTP/1 request may carry (its total size is bounded by
-/// `server.max_header_bytes`).
-const MAX_HEADERS: usize = 1000;
+/// `server.max_header_bytes`); beyond them hyper answers a body-less 431. Above hyper's
+/// default of 100, so a head with a proxy's or a tool's extra lines is still answered by the
+/// router in the registry's JSON; not far above it: hyper sets up this many header slots on
+/// the heap, twice, for every request (1,000 cost 9% more instructions per small request
+/// than 128: `bench/callgrind.sh`, BENCHMARKS.md). No container client sends more than ~20.
+const MAX_HEADERS: usize = 128;
 
 /// After a connection has been asked to close for not sending a request head in time, how
 /// long it may take to go before it is cut.
@@ -193,8 +197,8 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        // hyper's default of 100 headers answers a body-less 431 to heads far below
-        // server.max_header_bytes; the router's own check (registry JSON) is the real bound.
+        // The number of header lines, a little above hyper's default (see MAX_HEADERS); the
+        // router's own check of the head's size (registry JSON) is the bound that matters.
         .max_headers(MAX_HEADERS)
         // The router answers heads over the limit with a registry-style 431; hyper's own
         // (body-less) 431 only bounds memory, at twice the limit.
