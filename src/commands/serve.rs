@@ -233,6 +233,10 @@ async fn watch_config(
                 );
                 // Moved in, not copied: a copy of 100,000 projects was most of a reload.
                 gateway.replace_directory(std::mem::take(&mut new.directory));
+                // The directory replaced is freed now (unless a request still holds it): give
+                // its pages back, off the runtime, or the process stays at two directories'
+                // size (312 MiB after a reload at 100,000 projects, against 169 after start).
+                tokio::task::spawn_blocking(crate::config::release_freed_memory);
                 metrics().config_reload(true);
                 tracing::info!(
                     trigger,
