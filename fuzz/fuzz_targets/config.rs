@@ -1,6 +1,7 @@
 //! `gateway.yaml`: arbitrary text parsed, `${VAR}`-expanded and validated as the gateway does
 //! at start and on reload (`Config::from_yaml`). Never panics: every bad file is a list of
-//! problems, each naming its key.
+//! problems, each naming its key. And the fast path (the text read straight into the file's
+//! structs) never reads a file otherwise than the `Value` tree path does.
 #![no_main]
 
 use std::path::Path;
@@ -23,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if let Err(difference) = portcullis::config::direct_read_agrees_with_tree(text) {
+        panic!("the direct path and the tree path disagree: {difference}");
+    }
     match Config::from_yaml(text, Path::new("/etc/portcullis/gateway.yaml"), &lookup) {
         Ok(config) => {
             let _ = config.public_url.realm();

@@ -56,11 +56,12 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         log_format.unwrap_or(config.log_format),
         config.log_level.as_deref(),
     );
+    // The directory moves into the gateway; the config kept for the reload's restart check
+    // (and its clone below) need none: with 100,000 projects each copy was a third of the
+    // process's memory, and making it a tenth of the start-up.
+    let directory = std::mem::take(&mut config.directory);
     let gateway = Gateway::new(&config)?;
-    // The gateway holds its own copy of the directory; the config kept for the reload's
-    // restart check (and its clone below) need none: with 100,000 projects each copy was a
-    // third of the process's memory.
-    drop(std::mem::take(&mut config.directory));
+    gateway.replace_directory(directory);
     crate::config::release_freed_memory();
     let (acceptor, certificates) = match config.tls.as_ref().map(tls::acceptor).transpose()? {
         Some((acceptor, certificates)) => (Some(acceptor), Some(certificates)),
@@ -232,6 +233,10 @@ async fn watch_config(
                 );
                 // Moved in, not copied: a copy of 100,000 projects was most of a reload.
                 gateway.replace_directory(std::mem::take(&mut new.directory));
+                // The directory replaced is freed now (unless a request still holds it): give
+                // its pages back, off the runtime, or the process stays at two directories'
+                // size (312 MiB after a reload at 100,000 projects, against 169 after start).
+                tokio::task::spawn_blocking(crate::config::release_freed_memory);
                 metrics().config_reload(true);
                 tracing::info!(
                     trigger,

@@ -16,33 +16,84 @@ use crate::auth::directory::{
 };
 use crate::auth::scope::RepositoryName;
 
-/// Where each username and each token digest was first seen, to report duplicates.
-#[derive(Default)]
-struct Seen {
-    usernames: HashMap<String, String>,
-    digests: HashMap<[u8; 32], String>,
+/// Where an entry is in the file (`users[3]`, `projects[5].deploy_tokens[0]`), made into a
+/// key string only for a problem: a string for each key of each entry was a third of a large
+/// directory's validation (100,000 projects: a million strings, nearly all never shown).
+#[derive(Debug, Clone, Copy)]
+struct At {
+    list: &'static str,
+    index: usize,
+    within: Option<(&'static str, usize)>,
 }
 
-impl Seen {
-    fn username(&mut self, c: &mut Checker, key: String, username: &str) {
-        if let Some(first) = self.usernames.get(username) {
-            c.problems.push(Problem::new(
-                key,
-                format!("username {username:?} is already used at {first}: a Basic username must name one user, deploy token or bot"),
-            ));
-        } else {
-            self.usernames.insert(username.to_owned(), key);
+impl At {
+    fn new(list: &'static str, index: usize) -> At {
+        At {
+            list,
+            index,
+            within: None,
         }
     }
 
-    fn digest(&mut self, c: &mut Checker, key: String, digest: [u8; 32]) {
-        if let Some(first) = self.digests.get(&digest) {
+    /// The `index`th entry of this entry's `list`.
+    fn within(self, list: &'static str, index: usize) -> At {
+        At {
+            within: Some((list, index)),
+            ..self
+        }
+    }
+
+    /// The key of `field` of this entry, e.g. `users[0].personal_access_tokens[1].scopes`.
+    fn key(self, field: &str) -> String {
+        match self.within {
+            None => format!("{}[{}].{field}", self.list, self.index),
+            Some((list, index)) => format!("{}[{}].{list}[{index}].{field}", self.list, self.index),
+        }
+    }
+}
+
+/// [`Checker::check`] with the key made only when there is a problem.
+fn check<T>(c: &mut Checker, at: At, field: &str, result: Result<T, String>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(message) => {
+            c.problems.push(Problem::new(at.key(field), message));
+            None
+        }
+    }
+}
+
+/// Where each username and each token digest was first seen, to report duplicates.
+#[derive(Default)]
+struct Seen {
+    usernames: HashMap<String, At>,
+    digests: HashMap<[u8; 32], At>,
+}
+
+impl Seen {
+    /// `at`'s `username`.
+    fn username(&mut self, c: &mut Checker, at: At, username: &str) {
+        if let Some(first) = self.usernames.get(username) {
+            let first = first.key("username");
             c.problems.push(Problem::new(
-                key,
+                at.key("username"),
+                format!("username {username:?} is already used at {first}: a Basic username must name one user, deploy token or bot"),
+            ));
+        } else {
+            self.usernames.insert(username.to_owned(), at);
+        }
+    }
+
+    /// `at`'s `token_sha256`.
+    fn digest(&mut self, c: &mut Checker, at: At, digest: [u8; 32]) {
+        if let Some(first) = self.digests.get(&digest) {
+            let first = first.key("token_sha256");
+            c.problems.push(Problem::new(
+                at.key("token_sha256"),
                 format!("the same token is already configured at {first}"),
             ));
         } else {
-            self.digests.insert(digest, key);
+            self.digests.insert(digest, at);
         }
     }
 }
@@ -58,7 +109,7 @@ pub(super) fn validate(
     super::settings::refuse_on_groups(c, &groups);
     let project_settings = super::settings::projects(c, &groups, &projects);
     let users = validate_users(c, &mut seen, users);
-    let known: HashSet<String> = users.iter().map(|u| u.username.clone()).collect();
+    let known: HashSet<&str> = users.iter().map(|u| u.username.as_str()).collect();
     let mut tokens = Vec::new();
     let groups: Vec<Group> = namespaces(
         c,
@@ -99,18 +150,18 @@ pub(super) fn validate(
 fn validate_users(c: &mut Checker, seen: &mut Seen, users: Vec<UserFile>) -> Vec<User> {
     let mut out = Vec::with_capacity(users.len());
     for (i, user) in users.into_iter().enumerate() {
-        let key = format!("users[{i}]");
-        check_username(c, &format!("{key}.username"), &user.username);
-        seen.username(c, format!("{key}.username"), &user.username);
+        let at = At::new("users", i);
+        check_username(c, at, &user.username);
+        seen.username(c, at, &user.username);
         let password_hash = user
             .password_hash
             .as_deref()
-            .and_then(|h| c.check(format!("{key}.password_hash"), PasswordHash::parse(h)));
+            .and_then(|h| check(c, at, "password_hash", PasswordHash::parse(h)));
         let mut tokens = Vec::new();
         for (j, pat) in user.personal_access_tokens.into_iter().enumerate() {
-            let pkey = format!("{key}.personal_access_tokens[{j}]");
-            if let Some(token) = validate_pat(c, &pkey, pat) {
-                seen.digest(c, format!("{pkey}.token_sha256"), token.digest);
+            let at = at.within("personal_access_tokens", j);
+            if let Some(token) = validate_pat(c, at, pat) {
+                seen.digest(c, at, token.digest);
                 tokens.push(token);
             }
         }
@@ -125,16 +176,17 @@ fn validate_users(c: &mut Checker, seen: &mut Seen, users: Vec<UserFile>) -> Vec
     out
 }
 
-fn check_username(c: &mut Checker, key: &str, username: &str) {
+/// `at`'s `username`.
+fn check_username(c: &mut Checker, at: At, username: &str) {
     if username.is_empty() || username.contains(':') {
         c.problems.push(Problem::new(
-            key,
+            at.key("username"),
             "must be non-empty and must not contain ':' (it is sent in Basic auth)",
         ));
     }
     if username == crate::auth::credentials::CI_USERNAME {
         c.problems.push(Problem::new(
-            key,
+            at.key("username"),
             "gitlab-ci-token is reserved for CI job tokens (`portcullis ci-token`)",
         ));
     }
@@ -149,18 +201,16 @@ struct TokenBasics {
 
 fn token_basics(
     c: &mut Checker,
-    key: &str,
+    at: At,
     sha256: &str,
     scopes: &[String],
     expires_at: Option<&str>,
 ) -> Option<TokenBasics> {
-    let digest = c.check(format!("{key}.token_sha256"), parse_sha256_hex(sha256));
-    let scopes = c.check(format!("{key}.scopes"), RegistryScopes::parse(scopes));
+    let digest = check(c, at, "token_sha256", parse_sha256_hex(sha256));
+    let scopes = check(c, at, "scopes", RegistryScopes::parse(scopes));
     let expires_at = match expires_at {
         None => Some(None),
-        Some(text) => c
-            .check(format!("{key}.expires_at"), parse_expiry(text))
-            .map(Some),
+        Some(text) => check(c, at, "expires_at", parse_expiry(text)).map(Some),
     };
     Some(TokenBasics {
         digest: digest?,
@@ -171,12 +221,12 @@ fn token_basics(
 
 fn validate_pat(
     c: &mut Checker,
-    key: &str,
+    at: At,
     pat: PersonalAccessTokenFile,
 ) -> Option<PersonalAccessToken> {
     let basics = token_basics(
         c,
-        key,
+        at,
         &pat.token_sha256,
         &pat.scopes,
         pat.expires_at.as_deref(),
@@ -194,8 +244,8 @@ fn validate_pat(
 fn namespaces(
     c: &mut Checker,
     seen: &mut Seen,
-    users: &HashSet<String>,
-    list: &str,
+    users: &HashSet<&str>,
+    list: &'static str,
     entries: Vec<ProjectFile>,
     kind: NamespaceKind,
     tokens: &mut Vec<NamespaceToken>,
@@ -203,32 +253,36 @@ fn namespaces(
     let mut paths = HashSet::new();
     let mut out = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
-        let key = format!("{list}[{i}]");
-        let path = c.check(
-            format!("{key}.path"),
+        let at = At::new(list, i);
+        let path = check(
+            c,
+            at,
+            "path",
             RepositoryName::parse(&entry.path).map_err(|e| e.to_string()),
         );
-        if !paths.insert(entry.path.clone()) {
+        if paths.contains(&entry.path) {
             c.problems.push(Problem::new(
-                format!("{key}.path"),
+                at.key("path"),
                 format!("{:?} is defined twice", entry.path),
             ));
+        } else {
+            paths.insert(entry.path);
         }
-        let visibility = c.check(
-            format!("{key}.visibility"),
-            entry.visibility.parse::<Visibility>(),
-        );
-        let mut members = HashMap::new();
+        let visibility = check(c, at, "visibility", entry.visibility.parse::<Visibility>());
+        let mut members = HashMap::with_capacity(entry.members.len());
         for (name, role) in entry.members {
-            let mkey = format!("{key}.members.{name}");
-            if !users.contains(&name) {
+            let member_key = || format!("{}.{name}", at.key("members"));
+            if !users.contains(name.as_str()) {
                 c.problems.push(Problem::new(
-                    &mkey,
+                    member_key(),
                     format!("no user {name:?} is defined under users"),
                 ));
             }
-            if let Some(role) = c.check(mkey, role.parse::<Role>()) {
-                members.insert(name, role);
+            match role.parse::<Role>() {
+                Ok(role) => {
+                    members.insert(name, role);
+                }
+                Err(message) => c.problems.push(Problem::new(member_key(), message)),
             }
         }
         let Some(path) = path else { continue };
@@ -240,8 +294,8 @@ fn namespaces(
                 expires_at: token.expires_at.as_deref(),
                 revoked: token.revoked,
             };
-            let key = format!("{key}.deploy_tokens[{j}]");
-            tokens.extend(namespace_token(c, seen, &key, fields, None, &path, kind));
+            let at = at.within("deploy_tokens", j);
+            tokens.extend(namespace_token(c, seen, at, fields, None, &path, kind));
         }
         for (j, token) in entry.access_tokens.into_iter().enumerate() {
             let fields = TokenFields {
@@ -251,11 +305,11 @@ fn namespaces(
                 expires_at: token.expires_at.as_deref(),
                 revoked: token.revoked,
             };
-            let key = format!("{key}.access_tokens[{j}]");
+            let at = at.within("access_tokens", j);
             tokens.extend(namespace_token(
                 c,
                 seen,
-                &key,
+                at,
                 fields,
                 Some(&token.role),
                 &path,
@@ -282,22 +336,20 @@ struct TokenFields<'a> {
 fn namespace_token(
     c: &mut Checker,
     seen: &mut Seen,
-    key: &str,
+    at: At,
     token: TokenFields<'_>,
     role: Option<&str>,
     namespace: &RepositoryName,
     kind: NamespaceKind,
 ) -> Option<NamespaceToken> {
-    check_username(c, &format!("{key}.username"), &token.username);
-    seen.username(c, format!("{key}.username"), &token.username);
+    check_username(c, at, &token.username);
+    seen.username(c, at, &token.username);
     let role = match role {
         None => Some(None),
-        Some(role) => c
-            .check(format!("{key}.role"), role.parse::<Role>())
-            .map(Some),
+        Some(role) => check(c, at, "role", role.parse::<Role>()).map(Some),
     };
-    let basics = token_basics(c, key, token.token_sha256, token.scopes, token.expires_at)?;
-    seen.digest(c, format!("{key}.token_sha256"), basics.digest);
+    let basics = token_basics(c, at, token.token_sha256, token.scopes, token.expires_at)?;
+    seen.digest(c, at, basics.digest);
     Some(NamespaceToken {
         username: token.username,
         digest: basics.digest,
@@ -315,24 +367,24 @@ fn check_visibility(c: &mut Checker, groups: &[Group], projects: &[Project]) {
     let below = groups
         .iter()
         .enumerate()
-        .map(|(i, g)| (format!("groups[{i}].visibility"), &g.path, g.visibility))
+        .map(|(i, g)| (At::new("groups", i), &g.path, g.visibility))
         .chain(
             projects
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (format!("projects[{i}].visibility"), &p.path, p.visibility)),
+                .map(|(i, p)| (At::new("projects", i), &p.path, p.visibility)),
         );
     // A path's parent groups are its proper prefixes: looked up, not searched for (a pass over
     // every group for each of 100,000 projects took most of a second).
     let by_path: HashMap<&str, &Group> = groups.iter().map(|g| (g.path.as_str(), g)).collect();
-    for (key, path, visibility) in below {
+    for (at, path, visibility) in below {
         let parents = std::iter::successors(Some(path.as_str()), |p| p.rfind('/').map(|i| &p[..i]))
             .skip(1)
             .filter_map(|p| by_path.get(p).copied());
         for parent in parents {
             if visibility > parent.visibility {
                 c.problems.push(Problem::new(
-                    key.clone(),
+                    at.key("visibility"),
                     format!(
                         "{path} is {} but its group {} is {}: it cannot be more visible than its group",
                         visibility_name(visibility),

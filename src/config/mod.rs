@@ -4,6 +4,7 @@
 //! their path, every one of them listed by [`shape`]); [`validate`] turns it into typed values and collects every problem it finds,
 //! each naming its key, so `portcullis check` can list them all at once.
 
+mod direct;
 mod directory;
 mod duration;
 mod env;
@@ -304,6 +305,28 @@ impl Config {
             path: path.to_owned(),
             problems,
         };
+        let base = path.parent().unwrap_or(Path::new("."));
+        // Straight from the text when that reads it exactly as the tree below would (no `${`,
+        // no tags, ...): the tree was most of a large directory's load. Anything else, errors
+        // included, takes the tree path, which reports every problem as it always has.
+        if let Some(raw) = direct::read(text) {
+            return validate::validate(raw, base, path).map_err(invalid);
+        }
+        Self::from_tree(text, path, lookup)
+    }
+
+    /// [`Config::from_yaml`] through serde_yaml's `Value` tree: `${VAR}` expansion, and every
+    /// shape problem listed with its key.
+    fn from_tree(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
         let mut value: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| invalid(vec![Problem::new("", format!("not valid YAML: {e}"))]))?;
         if value.is_null() {
@@ -325,7 +348,6 @@ impl Config {
                         .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
             })
         };
-        let base = path.parent().unwrap_or(Path::new("."));
         match validate::validate(raw, base, path) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(invalid(problems)),
@@ -335,6 +357,14 @@ impl Config {
             }
         }
     }
+}
+
+/// Whether reading `text` straight into the file's structs (the fast path [`Config::from_yaml`]
+/// takes when it can) gives exactly what the `Value` tree gives: `Err` says how they differ.
+/// For the `config` fuzz target.
+#[doc(hidden)]
+pub fn direct_read_agrees_with_tree(text: &str) -> Result<(), String> {
+    direct::agrees_with_tree(text)
 }
 
 /// Give the memory a load freed back to the kernel. Reading a large directory (100,000

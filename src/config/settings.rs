@@ -58,10 +58,21 @@ pub(super) fn projects(
     groups: &[ProjectFile],
     projects: &[ProjectFile],
 ) -> HashMap<RepositoryName, ProjectSettings> {
-    let group_paths: HashSet<&str> = groups.iter().map(|g| g.path.as_str()).collect();
-    let project_paths: HashSet<&str> = projects.iter().map(|p| p.path.as_str()).collect();
+    // Only an allowlist needs the paths defined (two sets of 100,000 at directory scale).
+    let allowlists = projects.iter().any(|p| p.job_token_allowlist.is_some());
+    let group_paths = defined_paths(allowlists, groups);
+    let project_paths = defined_paths(allowlists, projects);
     let mut out = HashMap::new();
     for (i, project) in projects.iter().enumerate() {
+        // None of these keys: the defaults, which the directory gives a project it has no
+        // settings for (an entry and an allocation for each of 100,000 projects otherwise).
+        if project.container_registry_access_level.is_none()
+            && project.archived.is_none()
+            && project.job_token_allowlist.is_none()
+            && project.container_protection.is_none()
+        {
+            continue;
+        }
         let key = format!("projects[{i}]");
         let Ok(path) = RepositoryName::parse(&project.path) else {
             continue; // reported with the path itself
@@ -112,6 +123,14 @@ pub(super) fn projects(
         out.insert(path, settings);
     }
     out
+}
+
+/// The paths of `list` when `wanted`, else none.
+fn defined_paths(wanted: bool, list: &[ProjectFile]) -> HashSet<&str> {
+    match wanted {
+        true => list.iter().map(|p| p.path.as_str()).collect(),
+        false => HashSet::new(),
+    }
 }
 
 fn level(c: &mut Checker, key: String, text: &str) -> Option<MinimumLevel> {
