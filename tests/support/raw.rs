@@ -63,8 +63,11 @@ impl RawRequest {
             head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(&self.body).unwrap();
+        // A gateway that refuses the prefix closes at once, and the kernel may then reset the
+        // connection under these writes: that is an answer too (none, status 0), not a failure.
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&self.body));
         let mut bytes = Vec::new();
         let _ = stream.read_to_end(&mut bytes);
         RawReply::parse(&bytes, self.method == "HEAD")
