@@ -12,12 +12,13 @@
 #   --perf DIR    also `perf record -g` the gateway under one more h2load run: DIR/BIN.h2.perf.data
 #   --strace DIR  also `strace -c -f` the gateway under one short h2load and one wrk run
 #   --callgrind DIR  instead of the above, count instructions per request under callgrind:
-#                 h2load -n 3200 over HTTP/2 (4 x 16) and over HTTP/1.1 (h2load --h1, 64
+#                 h2load -n 9600 over HTTP/2 (4 x 16) and over HTTP/1.1 (h2load --h1, 64
 #                 connections); DIR/BIN.{h2,h1}.callgrind for callgrind_annotate
 #   --frames      print the frames of two requests on one connection (nghttp -nv) and stop
 #   BIN...        gateways to compare, each measured in turn (default target/perf/portcullis)
 #
 # h2load: 4 connections x 16 streams (bench/run.sh's row); wrk: 64 connections, 2 threads.
+# TOKEN_HEADER=jwks mints the short tokens of `token.header: jwks` (no x5c chain in each).
 # Needs nginx, h2load, wrk, openssl, curl, python3 (perf and strace for those options).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 die() { echo "bench/profile-h2.sh: $*" >&2; exit 1; }
 port() { python3 "$helper" port; }
+# write and read system calls so far (/proc/PID/io: no tracing, so no perturbation)
+syscalls() { awk '$1=="syscw:"{w=$2} $1=="syscr:"{r=$2} END{print w, r}' "/proc/$1/io"; }
+per_req() { awk -v d="$(($2 - $1))" -v n="$3" 'BEGIN{printf "%.2f", d / n}'; }
 cpu_ticks() { local f; read -ra f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
 per_request_us() { awk -v d="$(($2 - $1))" -v hz="$(getconf CLK_TCK)" -v n="$3" 'BEGIN{printf "%.1f", d / hz * 1e6 / n}'; }
 median() { tr ' ' '\n' | sort -g | awk '{v[NR] = $1} END{printf "%s / %s / %s", v[1], v[int((NR + 1) / 2)], v[NR]}'; }
@@ -98,7 +102,7 @@ cat > "$work/gw/gateway.yaml" <<YAML
 listen: "127.0.0.1:$gw_port"
 public_url: "https://127.0.0.1:$gw_port"
 upstream: { url: "http://127.0.0.1:$static_port" }
-token: { issuer: portcullis, service: container_registry, expiry: 1h, signing_key: token.key, certificate: token.crt }
+token: { issuer: portcullis, service: container_registry, expiry: 1h, signing_key: token.key, certificate: token.crt${TOKEN_HEADER:+, header: $TOKEN_HEADER} }
 users:
   - username: alice
     personal_access_tokens:
@@ -129,7 +133,7 @@ h1() { # SECONDS -> h1_done
 }
 
 if [ -n "$callgrind_dir" ]; then
-  mkdir -p "$callgrind_dir"
+  mkdir -p "$callgrind_dir"; cg_requests=9600
   echo "| binary | HTTP/2 4 x 16: instructions per request | HTTP/1.1 64 conns: instructions per request |"
   echo "|---|---|---|"
   for bin in "${bins[@]}"; do
@@ -144,12 +148,12 @@ if [ -n "$callgrind_dir" ]; then
       flags=(-c 4 -m 16); [ "$kind" = h2 ] || flags=(--h1 -c 64)
       h2load "${flags[@]}" -t 1 -n 640 -H "$auth" "$url" > /dev/null 2>&1 || die "warm-up failed"
       callgrind_control -z "$gw_pid" > /dev/null 2>&1
-      h2load "${flags[@]}" -t 1 -n 3200 -H "$auth" "$url" > "$work/h2load.out" 2>&1 || die "h2load failed"
-      grep -q '3200 succeeded' "$work/h2load.out" || { cat "$work/h2load.out" >&2; die "not every request succeeded"; }
+      h2load "${flags[@]}" -t 1 -n "$cg_requests" -H "$auth" "$url" > "$work/h2load.out" 2>&1 || die "h2load failed"
+      grep -q "$cg_requests succeeded" "$work/h2load.out" || { cat "$work/h2load.out" >&2; die "not every request succeeded"; }
       rm -f "$cg".*; callgrind_control -d "$gw_pid" > /dev/null 2>&1; sleep 1
       total=$(cat "$cg".* | awk '/^summary:/{t += $2} END{print t}')
       cat "$cg".* > "$callgrind_dir/$name.$kind.callgrind"
-      row="$row $(awk -v t="$total" 'BEGIN{printf "%.0f", t / 3200}') |"
+      row="$row $(awk -v t="$total" -v n="$cg_requests" 'BEGIN{printf "%.0f", t / n}') |"
     done
     echo "$row"
     kill "$gw_pid"; for _ in $(seq 100); do kill -0 "$gw_pid" 2> /dev/null || break; sleep 0.1; done
@@ -172,19 +176,25 @@ for bin in "${bins[@]}"; do
     exit 0
   fi
   h2 1; h1 1 # warm-up
-  c2=() c1=() r2=() r1=() u2=0 u1=0
+  c2=() c1=() r2=() r1=() sw2=() sr2=() sw1=() sr1=() u2=0 u1=0
   for _ in $(seq "$runs"); do
-    p0=$(cpu_ticks "$gw_pid"); h2 "$duration" & hp=$!
-    sleep 1; u=$(upstream_conns); [ "$u" -gt "$u2" ] && u2=$u
-    wait "$hp"; p1=$(cpu_ticks "$gw_pid")
+    read -r w0 s0 < <(syscalls "$gw_pid")
+    (sleep 1; upstream_conns > "$work/conns") & sp=$!
+    p0=$(cpu_ticks "$gw_pid"); h2 "$duration"; p1=$(cpu_ticks "$gw_pid")
+    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u2" ] && u2=$u
+    read -r w1 s1 < <(syscalls "$gw_pid")
     c2+=("$(per_request_us "$p0" "$p1" "$h2_done")") r2+=("$h2_rps")
-    p0=$(cpu_ticks "$gw_pid"); h1 "$duration" & hp=$!
-    sleep 1; u=$(upstream_conns); [ "$u" -gt "$u1" ] && u1=$u
-    wait "$hp"; p1=$(cpu_ticks "$gw_pid")
+    sw2+=("$(per_req "$w0" "$w1" "$h2_done")") sr2+=("$(per_req "$s0" "$s1" "$h2_done")")
+    (sleep 1; upstream_conns > "$work/conns") & sp=$!
+    p0=$(cpu_ticks "$gw_pid"); h1 "$duration"; p1=$(cpu_ticks "$gw_pid")
+    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u1" ] && u1=$u
+    read -r w0 s0 < <(syscalls "$gw_pid")
     c1+=("$(per_request_us "$p0" "$p1" "$h1_done")") r1+=("$h1_rps")
+    sw1+=("$(per_req "$w1" "$w0" "$h1_done")") sr1+=("$(per_req "$s1" "$s0" "$h1_done")")
   done
   printf '%-40s %-28s %-28s %-24s %-24s %s\n' "$(basename "$bin")" "$(echo "${c2[*]}" | median)" "$(echo "${c1[*]}" | median)" \
     "$(echo "${r2[*]}" | median)" "$(echo "${r1[*]}" | median)" "$u2/$u1"
+  echo "  writes / reads per request (median): h2 $(echo "${sw2[*]}" | median | awk '{print $3}') / $(echo "${sr2[*]}" | median | awk '{print $3}'), h1 $(echo "${sw1[*]}" | median | awk '{print $3}') / $(echo "${sr1[*]}" | median | awk '{print $3}')"
   name=$(basename "$bin")
   if [ -n "$perf_dir" ]; then
     mkdir -p "$perf_dir"
@@ -198,6 +208,15 @@ for bin in "${bins[@]}"; do
     for kind in h2 h1; do
       strace -c -f -p "$gw_pid" -o "$strace_dir/$name.$kind.strace" 2> /dev/null & sp=$!
       sleep 0.5; "$kind" 2; sleep 0.2; kill -INT "$sp"; wait "$sp" || true
+      # STRACE_FDS=1: which sockets the writes go to (the upstream, the client, a log), per request
+      if [ -n "${STRACE_FDS:-}" ]; then
+        strace -f -yy -e trace=write,writev -p "$gw_pid" -o "$strace_dir/$name.$kind.fds" 2> /dev/null & sp=$!
+        sleep 0.5; "$kind" 2; sleep 0.2; kill -INT "$sp"; wait "$sp" || true
+        done_var=${kind}_done
+        echo "$name $kind: writes per request by target: $(grep -v 'resumed>' "$strace_dir/$name.$kind.fds" | sed -nE 's/^[0-9]+ +(writev?)\([0-9]+<(TCP:\[[^]]*\]|[^>]*)>.*/\1 \2/p' \
+          | sed -E 's/TCP:\[127.0.0.1:[0-9]+->127.0.0.1:'"$static_port"'\]/upstream/; s/TCP:\[127.0.0.1:'"$gw_port"'->[^]]*\]/client/; s#/tmp/[^ ]*/#log:#' \
+          | sort | uniq -c | sort -rn | head -5 | awk -v n="${!done_var}" '{printf "%s %s %.2f; ", $2, $3, $1 / n}')"
+      fi
       done_var=${kind}_done
       echo "$name $kind: ${!done_var} requests; syscalls per request: $(awk -v n="${!done_var}" '$NF=="total"{printf "%.2f", $4 / n}' "$strace_dir/$name.$kind.strace")"
     done
