@@ -14,6 +14,8 @@
 #   --callgrind DIR  instead of the above, count instructions per request under callgrind:
 #                 h2load -n 9600 over HTTP/2 (4 x 16) and over HTTP/1.1 (h2load --h1, 64
 #                 connections); DIR/BIN.{h2,h1}.callgrind for callgrind_annotate
+#   --blob MIB    instead of the loads, GET a MIB-MiB file over TLS with curl (HTTP/2 by ALPN, as
+#                 bench/run.sh's TLS blob row): the gateway's CPU ms per GiB and MiB/s
 #   --frames      print the frames of two requests on one connection (nghttp -nv) and stop
 #   BIN...        gateways to compare, each measured in turn (default target/perf/portcullis)
 #
@@ -23,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-runs=3 duration=5 perf_dir="" strace_dir="" callgrind_dir="" frames=0 bins=()
+runs=3 duration=5 perf_dir="" strace_dir="" callgrind_dir="" frames=0 blob_mib=0 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --perf) perf_dir=$(realpath -m "$2"); shift 2 ;;
     --strace) strace_dir=$(realpath -m "$2"); shift 2 ;;
     --frames) frames=1; shift ;;
+    --blob) blob_mib=$2; shift 2 ;;
     --callgrind) callgrind_dir=$(realpath -m "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) bins+=("$(realpath "$1")"); shift ;;
@@ -68,6 +71,12 @@ mkdir -p "$work/static/root/v2/$repo/blobs" "$work/gw"
 head -c 1024 /dev/urandom > "$work/small.bin"
 small=sha256:$(sha256sum "$work/small.bin" | cut -d' ' -f1)
 cp "$work/small.bin" "$work/static/root/v2/$repo/blobs/$small"
+big=""
+if [ "$blob_mib" != 0 ]; then
+  head -c "$((blob_mib << 20))" /dev/zero > "$work/big.bin"
+  big=sha256:$(sha256sum "$work/big.bin" | cut -d' ' -f1)
+  mv "$work/big.bin" "$work/static/root/v2/$repo/blobs/$big"
+fi
 nginx_user=""; [ "$(id -u)" = 0 ] && nginx_user="user root;"
 cat > "$work/static/nginx.conf" <<NGINX
 $nginx_user
@@ -171,6 +180,20 @@ for bin in "${bins[@]}"; do
   auth="Authorization: Bearer $bearer"
   echo "$(basename "$bin"): the Bearer token is ${#bearer} bytes" >&2
   [ "$(curl -sf -H "$auth" "$url" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "the 1 KiB GET through the gateway is wrong"
+  if [ "$blob_mib" != 0 ]; then
+    ms=() speeds=() versions=""
+    for _ in $(seq "$runs"); do
+      p0=$(cpu_ticks "$gw_pid")
+      read -r speed size version < <(curl -s --tlsv1.3 -o /dev/null -w '%{speed_download} %{size_download} %{http_version}\n' -H "$auth" "${url%/*}/$big")
+      p1=$(cpu_ticks "$gw_pid")
+      [ "$size" = "$((blob_mib << 20))" ] || die "blob GET gave $size bytes"
+      ms+=("$(awk -v d="$((p1 - p0))" -v hz="$(getconf CLK_TCK)" -v b="$size" 'BEGIN{printf "%.0f", d / hz * 1000 * 1073741824 / b}')")
+      speeds+=("$(awk -v s="$speed" 'BEGIN{printf "%.0f", s / 1048576}')") versions="$versions $version"
+    done
+    echo "$(basename "$bin"): ${blob_mib} MiB GET (HTTP/$versions): CPU ms per GiB $(echo "${ms[*]}" | median), MiB/s $(echo "${speeds[*]}" | median)"
+    kill "$gw_pid"; for _ in $(seq 50); do kill -0 "$gw_pid" 2> /dev/null || break; sleep 0.1; done
+    continue
+  fi
   if [ "$frames" = 1 ]; then
     nghttp -nv -H "$auth" "$url" "$url" | grep -E "(send|recv) [A-Z_]+ frame|SETTINGS_|window_size_increment|length="
     exit 0

@@ -6,11 +6,14 @@
 //! answer went out as its own TLS record and its own system call (`bench/profile-h2.sh
 //! --strace`: one `writev` to the client per request at 64 streams). [`Coalesce`] sits between
 //! the HTTP/2 connection and the TLS stream: small writes are gathered in a buffer of at most
-//! one TLS record's plaintext ([`RECORD`]), and a flush, while other requests of the connection
-//! are still being answered ([`InFlight`]), first yields once to the scheduler so that their
-//! frames join the same write. A flush with nothing else under way, a full buffer, and a large
-//! write (a blob's DATA frames) go straight through: no added latency for a lone request, no
-//! extra copy for bulk data.
+//! one TLS record's plaintext ([`RECORD`]), and a flush, while requests of the connection are
+//! still being answered ([`InFlight`]: an answer whose body has ended no longer counts), first
+//! yields once to the scheduler so that their frames join the same write. A flush with no
+//! request under way (a lone request's whole answer), a full buffer and a large write (a
+//! blob's full-size DATA frames) go straight through: no added wait for a lone small request,
+//! no extra copy for full frames. A streamed answer's flushes yield once each while it lasts,
+//! which lets more of it join each write (the 256 MiB GET over HTTP/2 cost the same CPU per
+//! GiB before and after: BENCHMARKS.md, "HTTP/2 after the profile").
 
 use std::future::Future;
 use std::io;
@@ -143,5 +146,83 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A writer that records each write it is handed.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<usize>,
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.len());
+            self.bytes.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn small_frames_share_one_write_and_large_ones_pass_straight_through() {
+        let requests = InFlight::new();
+        let _under_way = requests.start();
+        let mut stream = Coalesce::new(Recorder::default(), Some(requests.clone()));
+        for frame in [&b"headers"[..], b"data", b"more headers", b"more data"] {
+            stream.write_all(frame).await.unwrap();
+        }
+        assert!(
+            stream.inner.writes.is_empty(),
+            "nothing written before the flush"
+        );
+        stream.flush().await.unwrap();
+        assert_eq!(stream.inner.writes, [32]);
+        let large = vec![7u8; RECORD + 1];
+        stream.write_all(&large).await.unwrap();
+        assert_eq!(
+            stream.inner.writes,
+            [32, RECORD + 1],
+            "no copy of bulk data"
+        );
+        // A small write, then one that would overflow the record: the first goes out first.
+        stream.write_all(&[1; 100]).await.unwrap();
+        stream.write_all(&vec![2; RECORD - 50]).await.unwrap();
+        stream.flush().await.unwrap();
+        assert_eq!(stream.inner.writes[2..], [100, RECORD - 50]);
+        assert_eq!(
+            stream.inner.bytes.len(),
+            32 + RECORD + 1 + 100 + RECORD - 50
+        );
+    }
+
+    #[tokio::test]
+    async fn without_http2_every_write_goes_straight_through() {
+        let mut stream = Coalesce::new(Recorder::default(), None);
+        stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        assert_eq!(stream.inner.writes, [19]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_what_is_pending() {
+        let mut stream = Coalesce::new(Recorder::default(), Some(InFlight::new()));
+        stream.write_all(b"goaway").await.unwrap();
+        stream.shutdown().await.unwrap();
+        assert_eq!(stream.inner.bytes, b"goaway");
     }
 }
