@@ -57,7 +57,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 die() { echo "bench/profile-h2.sh: $*" >&2; exit 1; }
 port() { python3 "$helper" port; }
-# write and read system calls so far (/proc/PID/io: no tracing, so no perturbation)
+# write (and read) system calls so far (/proc/PID/io: no tracer, so no perturbation; syscr
+# counts read(2), not the recvfrom the gateway's sockets use)
 syscalls() { awk '$1=="syscw:"{w=$2} $1=="syscr:"{r=$2} END{print w, r}' "/proc/$1/io"; }
 per_req() { awk -v d="$(($2 - $1))" -v n="$3" 'BEGIN{printf "%.2f", d / n}'; }
 cpu_ticks() { local f; read -ra f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
@@ -217,7 +218,7 @@ for bin in "${bins[@]}"; do
   done
   printf '%-40s %-28s %-28s %-24s %-24s %s\n' "$(basename "$bin")" "$(echo "${c2[*]}" | median)" "$(echo "${c1[*]}" | median)" \
     "$(echo "${r2[*]}" | median)" "$(echo "${r1[*]}" | median)" "$u2/$u1"
-  echo "  writes / reads per request (median): h2 $(echo "${sw2[*]}" | median | awk '{print $3}') / $(echo "${sr2[*]}" | median | awk '{print $3}'), h1 $(echo "${sw1[*]}" | median | awk '{print $3}') / $(echo "${sr1[*]}" | median | awk '{print $3}')"
+  echo "  write system calls per request, median (syscw: write/writev; recvfrom is not counted there): h2 $(echo "${sw2[*]}" | median | awk '{print $3}'), h1 $(echo "${sw1[*]}" | median | awk '{print $3}')"
   name=$(basename "$bin")
   if [ -n "$perf_dir" ]; then
     mkdir -p "$perf_dir"
