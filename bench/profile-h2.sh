@@ -15,7 +15,9 @@
 #                 h2load -n 9600 over HTTP/2 (4 x 16) and over HTTP/1.1 (h2load --h1, 64
 #                 connections); DIR/BIN.{h2,h1}.callgrind for callgrind_annotate
 #   --blob MIB    instead of the loads, GET a MIB-MiB file over TLS with curl (HTTP/2 by ALPN, as
-#                 bench/run.sh's TLS blob row): the gateway's CPU ms per GiB and MiB/s
+#                 bench/run.sh's TLS blob row): the gateway's CPU ms per GiB and MiB/s, its
+#                 write system calls and TLS records per GiB; with --strace all its system
+#                 calls per GiB under strace -c -f for one more GET
 #   --frames      print the frames of two requests on one connection (nghttp -nv) and stop
 #   BIN...        gateways to compare, each measured in turn (default target/perf/portcullis)
 #
@@ -59,6 +61,7 @@ die() { echo "bench/profile-h2.sh: $*" >&2; exit 1; }
 port() { python3 "$helper" port; }
 # write (and read) system calls so far (/proc/PID/io: no tracer, so no perturbation; syscr
 # counts read(2), not the recvfrom the gateway's sockets use)
+wchar() { awk '$1=="wchar:"{print $2}' "/proc/$1/io"; }
 syscalls() { awk '$1=="syscw:"{w=$2} $1=="syscr:"{r=$2} END{print w, r}' "/proc/$1/io"; }
 per_req() { awk -v d="$(($2 - $1))" -v n="$3" 'BEGIN{printf "%.2f", d / n}'; }
 cpu_ticks() { local f; read -ra f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
@@ -182,16 +185,27 @@ for bin in "${bins[@]}"; do
   echo "$(basename "$bin"): the Bearer token is ${#bearer} bytes" >&2
   [ "$(curl -sf -H "$auth" "$url" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "the 1 KiB GET through the gateway is wrong"
   if [ "$blob_mib" != 0 ]; then
-    ms=() speeds=() versions=""
+    ms=() speeds=() versions="" writes=() records=()
     for _ in $(seq "$runs"); do
-      p0=$(cpu_ticks "$gw_pid")
+      p0=$(cpu_ticks "$gw_pid") c0=$(wchar "$gw_pid"); read -r w0 _ < <(syscalls "$gw_pid")
       read -r speed size version < <(curl -s --tlsv1.3 -o /dev/null -w '%{speed_download} %{size_download} %{http_version}\n' -H "$auth" "${url%/*}/$big")
-      p1=$(cpu_ticks "$gw_pid")
+      p1=$(cpu_ticks "$gw_pid") c1=$(wchar "$gw_pid"); read -r w1 _ < <(syscalls "$gw_pid")
       [ "$size" = "$((blob_mib << 20))" ] || die "blob GET gave $size bytes"
+      writes+=("$(awk -v d="$((w1 - w0))" -v b="$size" 'BEGIN{printf "%.0f", d * 1073741824 / b}')")
+      # TLS records: what was written beyond the payload and its 9-byte HTTP/2 frame headers
+      # (one a 16 KiB frame), at 22 bytes a TLS 1.3 record (5 header, 1 type, 16 tag).
+      records+=("$(awk -v d="$((c1 - c0))" -v b="$size" 'BEGIN{printf "%.0f", (d - b - b / 16384 * 9) / 22 * 1073741824 / b}')")
       ms+=("$(awk -v d="$((p1 - p0))" -v hz="$(getconf CLK_TCK)" -v b="$size" 'BEGIN{printf "%.0f", d / hz * 1000 * 1073741824 / b}')")
       speeds+=("$(awk -v s="$speed" 'BEGIN{printf "%.0f", s / 1048576}')") versions="$versions $version"
     done
     echo "$(basename "$bin"): ${blob_mib} MiB GET (HTTP/$versions): CPU ms per GiB $(echo "${ms[*]}" | median), MiB/s $(echo "${speeds[*]}" | median)"
+    echo "  per GiB: write system calls $(echo "${writes[*]}" | median), TLS records (from the bytes written) $(echo "${records[*]}" | median)"
+    if [ -n "$strace_dir" ]; then
+      mkdir -p "$strace_dir"; name=$(basename "$bin")
+      strace -c -f -p "$gw_pid" -o "$strace_dir/$name.blob.strace" 2> /dev/null & sp=$!
+      sleep 0.5; curl -s --tlsv1.3 -o /dev/null -H "$auth" "${url%/*}/$big"; sleep 0.2; kill -INT "$sp"; wait "$sp" || true
+      echo "  strace -c -f, one GET: system calls per GiB $(awk -v m="$blob_mib" '$NF=="total"{printf "%.0f", $4 * 1024 / m}' "$strace_dir/$name.blob.strace")"
+    fi
     kill "$gw_pid"; for _ in $(seq 50); do kill -0 "$gw_pid" 2> /dev/null || break; sleep 0.1; done
     continue
   fi
