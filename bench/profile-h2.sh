@@ -13,7 +13,8 @@
 #   --strace DIR  also `strace -c -f` the gateway under one short h2load and one wrk run
 #   --callgrind DIR  instead of the above, count instructions per request under callgrind:
 #                 h2load -n 9600 over HTTP/2 (4 x 16) and over HTTP/1.1 (h2load --h1, 64
-#                 connections); DIR/BIN.{h2,h1}.callgrind for callgrind_annotate
+#                 connections); DIR/BIN.{h2,h1}.callgrind for callgrind_annotate; with --blob
+#                 also instructions per MiB of one MIB-MiB GET over HTTP/2 (DIR/BIN.blob.callgrind)
 #   --blob MIB    instead of the loads, GET a MIB-MiB file over TLS with curl (HTTP/2 by ALPN, as
 #                 bench/run.sh's TLS blob row): the gateway's CPU ms per GiB and MiB/s, its
 #                 write system calls and TLS records per GiB; with --strace all its system
@@ -168,6 +169,16 @@ if [ -n "$callgrind_dir" ]; then
       cat "$cg".* > "$callgrind_dir/$name.$kind.callgrind"
       row="$row $(awk -v t="$total" -v n="$cg_requests" 'BEGIN{printf "%.0f", t / n}') |"
     done
+    if [ "$blob_mib" != 0 ]; then # with --blob: instructions per MiB of one GET over HTTP/2
+      curl -s --tlsv1.3 -o /dev/null -H "$auth" "${url%/*}/$big" || die "blob warm-up failed"
+      callgrind_control -z "$gw_pid" > /dev/null 2>&1
+      size=$(curl -s --tlsv1.3 -o /dev/null -w '%{size_download}' -H "$auth" "${url%/*}/$big")
+      [ "$size" = "$((blob_mib << 20))" ] || die "blob GET gave $size bytes"
+      rm -f "$cg".*; callgrind_control -d "$gw_pid" > /dev/null 2>&1; sleep 1
+      total=$(cat "$cg".* | awk '/^summary:/{t += $2} END{print t}')
+      cat "$cg".* > "$callgrind_dir/$name.blob.callgrind"
+      row="$row ${blob_mib} MiB GET: $(awk -v t="$total" -v m="$blob_mib" 'BEGIN{printf "%.0f", t / m}') instructions per MiB |"
+    fi
     echo "$row"
     kill "$gw_pid"; for _ in $(seq 100); do kill -0 "$gw_pid" 2> /dev/null || break; sleep 0.1; done
   done

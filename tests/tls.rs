@@ -462,6 +462,53 @@ fn push_blob_over_tls(stack: &Stack, ca: &Path, bearer: &str, data: &[u8]) -> St
     digest
 }
 
+/// A large answer over HTTP/2 (a blob GET's full-size DATA frames, the path `server::coalesce`
+/// must never hold bytes on) arrives whole and byte-identical: its sha256 is the digest it was
+/// pushed under; and a lone small answer on a connection of its own arrives at once after it.
+#[test]
+fn a_large_http2_answer_arrives_whole_and_a_lone_small_one_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, ca) = tls_stack(dir.path());
+    let bearer = stack.token(
+        "alice",
+        ALICE_PAT,
+        &["repository:mygroup/myproject:pull,push"],
+    );
+    let large = support::process::random_bytes(8 * 1024 * 1024 + 5);
+    let small = support::process::random_bytes(700);
+    let large_digest = push_blob_over_tls(&stack, &ca, &bearer, &large);
+    let small_digest = push_blob_over_tls(&stack, &ca, &bearer, &small);
+    let out_dir = tempfile::tempdir().unwrap();
+    for (digest, size) in [(&large_digest, large.len()), (&small_digest, small.len())] {
+        let file = out_dir.path().join("answer");
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "60", "--cacert"])
+            .arg(&ca)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {bearer}"))
+            .args(["-w", "%{http_version} %{http_code} %{size_download}", "-o"])
+            .arg(&file)
+            .arg(format!(
+                "{}/v2/mygroup/myproject/blobs/{digest}",
+                stack.gateway.url
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("2 200 {size}"),
+            "{out:?}"
+        );
+        let sum = Command::new("sha256sum").arg(&file).output().unwrap();
+        let got = String::from_utf8_lossy(&sum.stdout);
+        assert_eq!(
+            format!("sha256:{}", got.split_whitespace().next().unwrap()),
+            *digest,
+            "the answer is the blob, byte for byte"
+        );
+    }
+}
+
 /// The gateway gathers the frames of an HTTP/2 connection's streams into shared TLS records
 /// (`server::coalesce`): many streams at once on one connection, small answers and a large one
 /// (the path that bypasses the buffer) mixed, each arrives whole and in HTTP/2; the SETTINGS a
