@@ -568,3 +568,207 @@ fn quiet_keep_alive_connections_over_tls_and_plain_http_serve_every_request_once
     let mut stream = rustls::StreamOwned::new(session, tcp);
     keep_alive_across_quiet_waits(&mut stream);
 }
+
+/// Pushes `data` as a blob of `mygroup/myproject` through the gateway over TLS; its digest.
+fn push_blob_over_tls(stack: &Stack, ca: &Path, bearer: &str, data: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("blob");
+    std::fs::write(&blob, data).unwrap();
+    let sum = Command::new("sha256sum").arg(&blob).output().unwrap();
+    let digest = format!(
+        "sha256:{}",
+        String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let started = support::http::request(
+        "POST",
+        &format!("{}/v2/mygroup/myproject/blobs/uploads/", stack.gateway.url),
+    )
+    .bearer(bearer)
+    .arg("--cacert")
+    .arg(ca.to_str().unwrap())
+    .send();
+    assert_eq!(started.status, 202, "{}", started.body);
+    let location = started.header("location").unwrap().to_owned();
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(ca)
+        .args(["-X", "PUT", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {bearer}"))
+        .args(["-H", "Content-Type: application/octet-stream", "-T"])
+        .arg(&blob)
+        .arg(format!("{location}{separator}digest={digest}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "{out:?}");
+    digest
+}
+
+/// A large answer over HTTP/2 (a blob GET's full-size DATA frames, the path `server::coalesce`
+/// must never hold bytes on) arrives whole and byte-identical: its sha256 is the digest it was
+/// pushed under; and a lone small answer on a connection of its own arrives at once after it.
+#[test]
+fn a_large_http2_answer_arrives_whole_and_a_lone_small_one_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, ca) = tls_stack(dir.path());
+    let bearer = stack.token(
+        "alice",
+        ALICE_PAT,
+        &["repository:mygroup/myproject:pull,push"],
+    );
+    let large = support::process::random_bytes(8 * 1024 * 1024 + 5);
+    let small = support::process::random_bytes(700);
+    let large_digest = push_blob_over_tls(&stack, &ca, &bearer, &large);
+    let small_digest = push_blob_over_tls(&stack, &ca, &bearer, &small);
+    let out_dir = tempfile::tempdir().unwrap();
+    for (digest, size) in [(&large_digest, large.len()), (&small_digest, small.len())] {
+        let file = out_dir.path().join("answer");
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "60", "--cacert"])
+            .arg(&ca)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {bearer}"))
+            .args(["-w", "%{http_version} %{http_code} %{size_download}", "-o"])
+            .arg(&file)
+            .arg(format!(
+                "{}/v2/mygroup/myproject/blobs/{digest}",
+                stack.gateway.url
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("2 200 {size}"),
+            "{out:?}"
+        );
+        let sum = Command::new("sha256sum").arg(&file).output().unwrap();
+        let got = String::from_utf8_lossy(&sum.stdout);
+        assert_eq!(
+            format!("sha256:{}", got.split_whitespace().next().unwrap()),
+            *digest,
+            "the answer is the blob, byte for byte"
+        );
+    }
+}
+
+/// The gateway gathers the frames of an HTTP/2 connection's streams into shared TLS records
+/// (`server::coalesce`): many streams at once on one connection, small answers and a large one
+/// (the path that bypasses the buffer) mixed, each arrives whole and in HTTP/2; the SETTINGS a
+/// client sees keep the stream cap and the header list bound.
+#[test]
+fn http2_streams_sharing_one_connection_each_get_their_whole_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, ca) = tls_stack(dir.path());
+    let bearer = stack.token(
+        "alice",
+        ALICE_PAT,
+        &["repository:mygroup/myproject:pull,push"],
+    );
+    let small = support::process::random_bytes(1024);
+    let large = support::process::random_bytes(3 * 1024 * 1024 + 17);
+    let small_digest = push_blob_over_tls(&stack, &ca, &bearer, &small);
+    let large_digest = push_blob_over_tls(&stack, &ca, &bearer, &large);
+
+    // 40 GETs multiplexed on one connection (curl --parallel over HTTP/2): 36 small, 4 large.
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut config = String::new();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let (digest, data) = if i % 10 == 3 {
+            (&large_digest, &large)
+        } else {
+            (&small_digest, &small)
+        };
+        let file = out_dir.path().join(format!("answer-{i}"));
+        config.push_str(&format!(
+            "url = \"{}/v2/mygroup/myproject/blobs/{digest}\"\noutput = \"{}\"\n",
+            stack.gateway.url,
+            file.display()
+        ));
+        expected.push((file, data));
+    }
+    let config_file = out_dir.path().join("curl.config");
+    std::fs::write(&config_file, config).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "--parallel",
+            "--parallel-max",
+            "40",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {bearer}"))
+        .args(["-w", "%{http_version} %{http_code} %{num_connects}\n", "-K"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    let written = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(
+        lines.len(),
+        40,
+        "{written}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lines.iter().all(|l| l.starts_with("2 200 ")),
+        "every answer a 200 over HTTP/2: {written}"
+    );
+    let connections: u32 = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert!(
+        connections < 40,
+        "the streams shared connections ({connections} for 40 requests)"
+    );
+    for (file, data) in &expected {
+        let got = std::fs::read(file).unwrap();
+        assert!(
+            got == **data,
+            "{} is {} bytes, not the blob's {}",
+            file.display(),
+            got.len(),
+            data.len()
+        );
+    }
+
+    // The SETTINGS every HTTP/2 client gets: the stream cap and the header list bound hold.
+    let nghttp = require_tool("nghttp", "nghttp2-client");
+    let out = Command::new(nghttp)
+        .args(["-nv", "-H"])
+        .arg(format!("Authorization: Bearer {bearer}"))
+        .arg(format!(
+            "{}/v2/mygroup/myproject/blobs/{small_digest}",
+            stack.gateway.url
+        ))
+        .output()
+        .unwrap();
+    let frames = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let settings = frames
+        .split("recv SETTINGS frame")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no SETTINGS from the gateway: {frames}"));
+    assert!(
+        settings.contains("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100]"),
+        "{settings}"
+    );
+    assert!(
+        settings.contains("SETTINGS_MAX_HEADER_LIST_SIZE(0x06):"),
+        "{settings}"
+    );
+    assert!(
+        frames.contains("recv DATA frame <length=1024, flags=0x01"),
+        "{frames}"
+    );
+}

@@ -13,6 +13,7 @@
 
 mod activity;
 pub mod client_addr;
+mod coalesce;
 pub mod limits;
 pub mod ops;
 mod park;
@@ -41,6 +42,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use self::activity::{Activity, LastActivity};
+use self::coalesce::Coalesce;
 use self::limits::{Holding, InFlight, UpstreamSlots};
 use self::park::{Readiness, Sniffed};
 use self::workers::Workers;
@@ -409,6 +411,9 @@ impl Connection {
             Some(acceptor) => {
                 match tls::accept(acceptor, stream, self.settings.header_read_timeout).await {
                     Ok(stream) => {
+                        // HTTP/2 (by ALPN): several streams' frames to one TLS record.
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let stream = Coalesce::new(stream, h2.then(|| in_flight.clone()));
                         // Boxed: the stream (rustls's state inline, about 2 KiB) moves
                         // between the states of `serve`'s future, each with room for it.
                         self.serve(

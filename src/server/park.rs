@@ -58,6 +58,13 @@ impl<S: Readiness> Readiness for Activity<S> {
     }
 }
 
+/// Only HTTP/1 connections are parked, and for them `Coalesce` passes every write through.
+impl<S: Readiness> Readiness for super::coalesce::Coalesce<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().poll_read_ready(cx)
+    }
+}
+
 impl<S: Readiness + ?Sized> Readiness for Box<S> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_read_ready(cx)
