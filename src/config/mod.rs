@@ -312,7 +312,7 @@ impl Config {
         if let Some(raw) = direct::read(text) {
             return validate::validate(raw, base, path).map_err(invalid);
         }
-        Self::from_tree(text, path, lookup)
+        Self::from_tree(text, path, base, invalid, lookup)
     }
 
     /// [`Config::from_yaml`] through serde_yaml's `Value` tree: `${VAR}` expansion, and every
@@ -320,13 +320,10 @@ impl Config {
     fn from_tree(
         text: &str,
         path: &Path,
+        base: &Path,
+        invalid: impl Fn(Vec<Problem>) -> ConfigError,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let invalid = |problems| ConfigError::Invalid {
-            path: path.to_owned(),
-            problems,
-        };
-        let base = path.parent().unwrap_or(Path::new("."));
         let mut value: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| invalid(vec![Problem::new("", format!("not valid YAML: {e}"))]))?;
         if value.is_null() {
