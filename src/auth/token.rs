@@ -2,7 +2,8 @@
 //!
 //! Minted tokens are what distribution requires (see the protocol reference): header with
 //! `kid` (libtrust) and `x5c`, or with `token.header: jwks` only the RFC 7638 `kid` that
-//! distribution 3.x finds in its JWKS file; claims `iss`, `sub`, `aud` as a plain string,
+//! distribution 3.x finds in its JWKS file, or with `token.header: kid` only the libtrust
+//! `kid` that distribution 2.8 finds among its `rootcertbundle`'s keys; claims `iss`, `sub`, `aud` as a plain string,
 //! `exp`, `nbf`, `iat`, `jti`, `access`. Verification is strict, with no leeway: the gateway is
 //! the issuer, so its own clock is the only clock that matters.
 
@@ -231,6 +232,8 @@ pub struct Tokens {
     refresh_lifetime: Duration,
     /// `ci.signing_key`: when set, the only key CI job tokens are signed and verified with.
     ci: Option<super::ci_key::CiKey>,
+    /// `token.header`, for the trust check's advice when the registry refuses the tokens.
+    mode: TokenHeader,
 }
 
 /// The header of a registry token in `mode` (see [`TokenHeader`]).
@@ -242,6 +245,7 @@ fn registry_header(mode: TokenHeader, key: &VerifyingKey) -> Header {
             header.x5c = Some(key.x5c.clone());
         }
         TokenHeader::Jwks => header.kid = Some(key.thumbprint()),
+        TokenHeader::Kid => header.kid = Some(key.kid.clone()),
     }
     header
 }
@@ -273,6 +277,7 @@ impl Tokens {
             expiry: settings.expiry,
             refresh_lifetime: settings.refresh_lifetime,
             ci: None,
+            mode: settings.header,
         }
     }
 
@@ -320,6 +325,11 @@ impl Tokens {
 
     pub fn service(&self) -> &str {
         &self.service
+    }
+
+    /// How registry tokens name their key (`token.header`).
+    pub fn header_mode(&self) -> TokenHeader {
+        self.mode
     }
 
     /// Mint a token for `subject` granting `access`, without GitLab's caller claims (push
@@ -607,6 +617,57 @@ mod tests {
     }
 
     #[test]
+    fn kid_mode_names_the_libtrust_kid_and_carries_no_certificate() {
+        let tokens = Tokens::new(&settings(TokenHeader::Kid), signing_key(), Vec::new());
+        let x5c = Tokens::new(&settings(TokenHeader::X5c), signing_key(), Vec::new());
+        let (at, _) = now();
+        let access = || {
+            vec![ResourceAccess {
+                kind: "repository".into(),
+                name: "mygroup/myproject".into(),
+                actions: vec!["pull".into(), "push".into()],
+                meta: None,
+            }]
+        };
+        let issued = tokens.issue("alice", access(), None, at).unwrap();
+        let header = decoded_header(&issued.token);
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(tokens.key().public.kid.as_str())
+        );
+        assert_eq!((header.x5c, header.jwk), (None, None));
+        assert_eq!(tokens.header_mode(), TokenHeader::Kid);
+        assert!(tokens.verify(&issued.token).is_ok());
+        // The whole certificate is what kid mode leaves out.
+        let long = x5c.issue("alice", access(), None, at).unwrap().token;
+        let certificate = x5c.key().public.x5c.iter().map(String::len).sum::<usize>();
+        assert!(
+            long.len() - issued.token.len() > certificate,
+            "{} against {}",
+            long.len(),
+            issued.token.len()
+        );
+    }
+
+    fn decoded_header(token: &str) -> Header {
+        jsonwebtoken::decode_header(token).unwrap()
+    }
+
+    #[test]
+    fn a_retired_key_is_found_by_its_libtrust_kid_in_kid_mode() {
+        let old = signing_key();
+        let old_public = old.public.clone();
+        let old_tokens = Tokens::new(&settings(TokenHeader::Kid), old, Vec::new());
+        let (at, _) = now();
+        let token = old_tokens
+            .issue("alice", Vec::new(), None, at)
+            .unwrap()
+            .token;
+        let tokens = Tokens::new(&settings(TokenHeader::Kid), signing_key(), vec![old_public]);
+        assert!(tokens.verify(&token).is_ok());
+    }
+
+    #[test]
     fn a_retired_key_is_found_by_its_thumbprint_in_jwks_mode() {
         let old = signing_key();
         let old_public = old.public.clone();
@@ -626,7 +687,7 @@ mod tests {
 
     #[test]
     fn iat_and_nbf_are_backdated_and_exp_counts_from_now() {
-        for header in [TokenHeader::X5c, TokenHeader::Jwks] {
+        for header in [TokenHeader::X5c, TokenHeader::Jwks, TokenHeader::Kid] {
             let tokens = Tokens::new(&settings(header), signing_key(), Vec::new());
             let (at, secs) = now();
             let caller = CallerInfo {

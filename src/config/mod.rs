@@ -151,6 +151,10 @@ pub struct TokenSettings {
 /// distribution 3.x checks an `x5c` chain against its `rootcertbundle` first and fails the
 /// token if the chain is not there, without looking at `kid`; only a token with no `x5c` and an
 /// RFC 7638 `kid` is looked up in its `auth.token.jwks` file. So one header cannot serve both.
+/// distribution 2.8 verifies an `x5c` chain when there is one, and otherwise looks the `kid`
+/// up among its `rootcertbundle`'s keys by libtrust key id: that is `kid` mode, the shortest
+/// token (no certificate), which matters because clients resend the whole token with every
+/// request (HTTP/2 clients never index it in HPACK).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TokenHeader {
     /// `kid` (libtrust) and `x5c` (the certificate chain): distribution 2.8, 3.x with
@@ -160,6 +164,11 @@ pub enum TokenHeader {
     /// `kid` = the RFC 7638 thumbprint `/jwt/jwks.json` publishes, no `x5c`: distribution 3.x
     /// with only `auth.token.jwks`.
     Jwks,
+    /// `kid` = the libtrust key id, no `x5c` (what GitLab issues): distribution 2.8 with
+    /// `rootcertbundle` (its trusted keys are keyed by libtrust id) and Zot (which verifies
+    /// with its `http.auth.bearer.cert` key whatever the header says). Not distribution 3.x:
+    /// it keys its trusted keys by RFC 7638 thumbprint and refuses a libtrust `kid`.
+    Kid,
 }
 
 impl std::str::FromStr for TokenHeader {
@@ -168,8 +177,9 @@ impl std::str::FromStr for TokenHeader {
         match text {
             "x5c" => Ok(TokenHeader::X5c),
             "jwks" => Ok(TokenHeader::Jwks),
+            "kid" => Ok(TokenHeader::Kid),
             other => Err(format!(
-                "{other:?} is not a header mode: x5c (the default: the certificate in the header, for distribution 2.8, 3.x with rootcertbundle, and Zot) or jwks (an RFC 7638 kid and no certificate, for distribution 3.x trusting only its auth.token.jwks file)"
+                "{other:?} is not a header mode: x5c (the default: the certificate in the header, for distribution 2.8, 3.x with rootcertbundle, and Zot), jwks (an RFC 7638 kid and no certificate, for distribution 3.x trusting only its auth.token.jwks file) or kid (the libtrust kid and no certificate, the shortest token: for distribution 2.8 with rootcertbundle and Zot, not distribution 3.x)"
             )),
         }
     }

@@ -798,6 +798,18 @@ projects:
             config.token.refresh_lifetime,
             Duration::from_secs(7 * 86_400)
         );
+        assert_eq!(
+            load(&with("header: kid")).unwrap().token.header,
+            TokenHeader::Kid
+        );
+        let found = problems(&with("header: KID"));
+        assert!(
+            found.iter().any(|p| p.contains("kid (the libtrust kid")
+                && p.contains(
+                    "distribution 2.8 with rootcertbundle and Zot, not distribution 3.x"
+                )),
+            "{found:#?}"
+        );
         for (keys, problem) in [
             ("header: jwk", "token.header: \"jwk\" is not a header mode"),
             (

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::auth::token::Tokens;
 use crate::body;
+use crate::config::TokenHeader;
 use crate::proxy::forward::Upstream;
 use crate::telemetry::metrics::{metrics, Diagnosis};
 
@@ -86,6 +87,7 @@ pub async fn probe(upstream: &Upstream, tokens: &Tokens, issuer: &str) -> Trust 
             Trust::Refused(causes(
                 tokens.service(),
                 issuer,
+                tokens.header_mode(),
                 &challenge,
                 date.as_deref(),
                 OffsetDateTime::now_utc(),
@@ -157,6 +159,7 @@ const CLOCK_SKEW: &str = "clock skew";
 pub fn causes(
     service: &str,
     issuer: &str,
+    mode: TokenHeader,
     challenge: &str,
     date: Option<&str>,
     now: OffsetDateTime,
@@ -178,6 +181,11 @@ pub fn causes(
                 if skew.is_negative() { "not yet valid" } else { "expired" }
             ));
         }
+    }
+    if causes.is_empty() && mode == TokenHeader::Kid {
+        causes.push(format!(
+            "the registry does not trust the gateway's signing key or issuer: with token.header: kid tokens carry only the signing key's libtrust kid and no certificate; distribution 2.8 finds that kid among the keys of its auth.token.rootcertbundle, which must be the gateway's certificate (token.certificate; `portcullis init` prints the block), and its auth.token.issuer must be {issuer:?}; Zot verifies with its http.auth.bearer.cert, which must be that certificate; distribution 3.x refuses such tokens (it looks kids up by RFC 7638 thumbprint): for it set token.header: x5c (the default, with rootcertbundle) or jwks (with an auth.token.jwks file)"
+        ));
     }
     if causes.is_empty() {
         causes.push(format!(
@@ -226,6 +234,7 @@ mod tests {
         let causes = causes(
             "container_registry",
             "portcullis",
+            TokenHeader::X5c,
             r#"Bearer realm="x",service="other""#,
             None,
             now(),
@@ -239,6 +248,7 @@ mod tests {
         let causes = causes(
             "s",
             "i",
+            TokenHeader::X5c,
             r#"Bearer service="s""#,
             Some("Wed, 25 Nov 2026 07:58:00 GMT"),
             now(),
@@ -250,6 +260,7 @@ mod tests {
         let ok = super::causes(
             "s",
             "i",
+            TokenHeader::X5c,
             r#"Bearer service="s""#,
             Some("Wed, 25 Nov 2026 08:00:10 GMT"),
             now(),
@@ -262,7 +273,34 @@ mod tests {
 
     #[test]
     fn otherwise_the_key_or_issuer_is_named_with_both_fixes() {
-        let causes = causes("s", "portcullis", r#"Bearer service="s""#, None, now());
+        let causes = causes(
+            "s",
+            "portcullis",
+            TokenHeader::X5c,
+            r#"Bearer service="s""#,
+            None,
+            now(),
+        );
         assert!(causes[0].contains("rootcertbundle") && causes[0].contains("\"portcullis\""));
+    }
+
+    #[test]
+    fn in_kid_mode_the_registries_that_accept_it_are_named() {
+        let causes = causes(
+            "s",
+            "portcullis",
+            TokenHeader::Kid,
+            r#"Bearer service="s""#,
+            None,
+            now(),
+        );
+        assert_eq!(causes.len(), 1);
+        assert!(
+            causes[0].contains("token.header: kid")
+                && causes[0].contains("distribution 2.8")
+                && causes[0].contains("distribution 3.x refuses")
+                && causes[0].contains("rootcertbundle"),
+            "{causes:?}"
+        );
     }
 }
