@@ -39,6 +39,7 @@ mod teardown;
 mod tls;
 mod token_api;
 mod token_endpoint;
+mod token_header;
 mod token_page;
 mod token_page_browser;
 mod trust;
