@@ -5,7 +5,7 @@
 # /proc for each, the median of N runs, the upstream connections the gateway opened, and on
 # request a perf profile or the syscalls per request.
 #
-#   bench/profile-h2.sh [--runs N] [--duration S] [--perf DIR] [--strace DIR] [BIN...]
+#   bench/profile-h2.sh [--runs N] [--duration S] [--header MODE] [--registry] [--perf DIR] [--strace DIR] [BIN...]
 #
 #   --runs N      runs of each load (default 3); the table gives min / median / max
 #   --duration S  seconds per run (default 5)
@@ -19,16 +19,23 @@
 #                 bench/run.sh's TLS blob row): the gateway's CPU ms per GiB and MiB/s, its
 #                 write system calls and TLS records per GiB; with --strace all its system
 #                 calls per GiB under strace -c -f for one more GET
+#   --header MODE token.header of the gateway: x5c (the default), jwks or kid; the Bearer token
+#                 (pull,push on one repository, as bench/run.sh's) is printed with its size
+#   --registry    the upstream is Debian's docker-registry (distribution 2.8) trusting the
+#                 gateway's certificate, as bench/run.sh's "1 KiB blob GET" rows, instead of the
+#                 static nginx: the 1 KiB blob is pushed through the gateway first, and the
+#                 registry's CPU per request is printed too (it verifies every token again)
 #   --frames      print the frames of two requests on one connection (nghttp -nv) and stop
 #   BIN...        gateways to compare, each measured in turn (default target/perf/portcullis)
 #
 # h2load: 4 connections x 16 streams (bench/run.sh's row); wrk: 64 connections, 2 threads.
-# TOKEN_HEADER=jwks mints the short tokens of `token.header: jwks` (no x5c chain in each).
-# Needs nginx, h2load, wrk, openssl, curl, python3 (perf and strace for those options).
+# TOKEN_HEADER=MODE is --header MODE.
+# Needs nginx, h2load, wrk, openssl, curl, python3 (perf and strace for those options;
+# docker-registry for --registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-runs=3 duration=5 perf_dir="" strace_dir="" callgrind_dir="" frames=0 blob_mib=0 bins=()
+runs=3 duration=5 perf_dir="" strace_dir="" callgrind_dir="" frames=0 blob_mib=0 bins=() registry=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -36,6 +43,8 @@ while [ $# -gt 0 ]; do
     --perf) perf_dir=$(realpath -m "$2"); shift 2 ;;
     --strace) strace_dir=$(realpath -m "$2"); shift 2 ;;
     --frames) frames=1; shift ;;
+    --header) TOKEN_HEADER=$2; shift 2 ;;
+    --registry) registry=1; shift ;;
     --blob) blob_mib=$2; shift 2 ;;
     --callgrind) callgrind_dir=$(realpath -m "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -43,6 +52,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ ${#bins[@]} -gt 0 ] || bins=("$root/target/perf/portcullis")
+case "${TOKEN_HEADER:-x5c}" in x5c | jwks | kid) ;; *) echo "bench/profile-h2.sh: --header x5c, jwks or kid" >&2; exit 2 ;; esac
+[ "$registry" = 0 ] || [ "$blob_mib" = 0 ] || { echo "bench/profile-h2.sh: --blob is for the static upstream" >&2; exit 2; }
 helper=$root/bench/helper.py
 lua=$root/bench/report.lua
 work=$(mktemp -d /tmp/portcullis-h2prof.XXXXXX)
@@ -104,9 +115,14 @@ http {
 NGINX
 nginx -p "$work/static" -c "$work/static/nginx.conf" -e "$work/static/error.log" > "$work/static/stdout.log" 2>&1 &
 pids+=("$!")
+upstream_port=$static_port registry_pid=""
+if [ "$registry" = 1 ]; then
+  . "$root/scripts/lib.sh" # registry_yml
+  upstream_port=$(port)
+fi
 
 # The gateway's keys, a PAT for alice, the TLS certificate (ECDSA P-256, as run.sh).
-"${bins[0]}" init --dir "$work/gw" --upstream "http://127.0.0.1:$static_port" --public-url "https://127.0.0.1:$gw_port" > /dev/null
+"${bins[0]}" init --dir "$work/gw" --upstream "http://127.0.0.1:$upstream_port" --public-url "https://127.0.0.1:$gw_port" > /dev/null
 read -r _ pat < <("${bins[0]}" token generate | grep '^token:')
 pat_sha=$(printf %s "$pat" | sha256sum | cut -d' ' -f1)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
@@ -115,7 +131,7 @@ export CURL_CA_BUNDLE=$work/gw/tls.crt
 cat > "$work/gw/gateway.yaml" <<YAML
 listen: "127.0.0.1:$gw_port"
 public_url: "https://127.0.0.1:$gw_port"
-upstream: { url: "http://127.0.0.1:$static_port" }
+upstream: { url: "http://127.0.0.1:$upstream_port" }
 token: { issuer: portcullis, service: container_registry, expiry: 1h, signing_key: token.key, certificate: token.crt${TOKEN_HEADER:+, header: $TOKEN_HEADER} }
 users:
   - username: alice
@@ -128,9 +144,35 @@ projects:
 tls: { cert: tls.crt, key: tls.key }
 YAML
 
+if [ "$registry" = 1 ]; then
+  registry_yml "$work/registry.yml" "$upstream_port" "$work/gw/token.crt"
+  docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+  registry_pid=$!; pids+=("$registry_pid")
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$upstream_port/v2/" && break; sleep 0.1; done
+fi
 url=https://127.0.0.1:$gw_port/v2/$repo/blobs/$small
-# Upstream connections the gateway holds open (to the static server), now.
-upstream_conns() { ss -Htn state established "( dport = :$static_port )" | wc -l; }
+# Upstream connections the gateway holds open (to the static server or the registry), now.
+upstream_conns() { ss -Htn state established "( dport = :$upstream_port )" | wc -l; }
+# The Bearer token of bench/run.sh (pull,push on the repository), its size on stderr.
+get_token() {
+  bearer=$(curl -sf -u "alice:$pat" "https://127.0.0.1:$gw_port/jwt/auth?service=container_registry&scope=repository:$repo:pull,push" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "no token"
+  auth="Authorization: Bearer $bearer"
+  echo "token.header ${TOKEN_HEADER:-x5c}: the Bearer token is ${#bearer} bytes (header $(echo "$bearer" | cut -d. -f1 | wc -c), claims $(echo "$bearer" | cut -d. -f2 | wc -c), signature $(echo "$bearer" | cut -d. -f3 | wc -c), with their newlines)" >&2
+  [ "$registry" = 0 ] || seed_registry
+}
+# --registry: push the 1 KiB blob through the gateway (monolithic: POST, then PUT), once.
+seed_registry() {
+  [ -e "$work/seeded" ] && return 0
+  local loc
+  loc=$(curl -sf -X POST -H "$auth" -D - -o /dev/null "https://127.0.0.1:$gw_port/v2/$repo/blobs/uploads/" \
+    | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}') || die "POST upload through the gateway failed"
+  case "$loc" in /*) loc=https://127.0.0.1:$gw_port$loc ;; esac
+  case "$loc" in *\?*) loc="$loc&digest=$small" ;; *) loc="$loc?digest=$small" ;; esac
+  curl -sf -X PUT -H "$auth" -H 'Content-Type: application/octet-stream' --data-binary "@$work/small.bin" -o /dev/null "$loc" \
+    || die "PUT of the 1 KiB blob through the gateway failed"
+  touch "$work/seeded"
+}
 h2() { # SECONDS -> h2_done
   h2load -c 4 -m 16 -t 1 -D "$1" -H "$auth" "$url" > "$work/h2load.out" 2>&1 || { cat "$work/h2load.out" >&2; die "h2load failed"; }
   grep -q '^Application protocol: h2' "$work/h2load.out" || { cat "$work/h2load.out" >&2; die "h2load did not speak h2"; }
@@ -155,9 +197,7 @@ if [ -n "$callgrind_dir" ]; then
     read -r gw_pid _ < <(python3 "$helper" spawn "$gw_port" "$work/gateway.log" valgrind --tool=callgrind "--callgrind-out-file=$cg" "$bin" serve --config "$work/gw/gateway.yaml")
     pids+=("$gw_pid")
     for _ in $(seq 600); do curl -s -o /dev/null "https://127.0.0.1:$gw_port/v2/" && break; sleep 0.1; done
-    bearer=$(curl -sf -u "alice:$pat" "https://127.0.0.1:$gw_port/jwt/auth?service=container_registry&scope=repository:$repo:pull" \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "no token"
-    auth="Authorization: Bearer $bearer" row="| $name |"
+    get_token; row="| $name |"
     for kind in h2 h1; do
       flags=(-c 4 -m 16); [ "$kind" = h2 ] || flags=(--h1 -c 64)
       h2load "${flags[@]}" -t 1 -n 640 -H "$auth" "$url" > /dev/null 2>&1 || die "warm-up failed"
@@ -190,10 +230,8 @@ for bin in "${bins[@]}"; do
   log=$work/gateway.log
   read -r gw_pid _ < <(python3 "$helper" spawn "$gw_port" "$log" "$bin" serve --config "$work/gw/gateway.yaml")
   pids+=("$gw_pid")
-  bearer=$(curl -sf -u "alice:$pat" "https://127.0.0.1:$gw_port/jwt/auth?service=container_registry&scope=repository:$repo:pull" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "no token"
-  auth="Authorization: Bearer $bearer"
-  echo "$(basename "$bin"): the Bearer token is ${#bearer} bytes" >&2
+  for _ in $(seq 100); do curl -s -o /dev/null "https://127.0.0.1:$gw_port/v2/" && break; sleep 0.1; done
+  get_token
   [ "$(curl -sf -H "$auth" "$url" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "the 1 KiB GET through the gateway is wrong"
   if [ "$blob_mib" != 0 ]; then
     ms=() speeds=() versions="" writes=() records=()
@@ -225,17 +263,20 @@ for bin in "${bins[@]}"; do
     exit 0
   fi
   h2 1; h1 1 # warm-up
-  c2=() c1=() r2=() r1=() sw2=() sr2=() sw1=() sr1=() u2=0 u1=0
+  c2=() c1=() r2=() r1=() sw2=() sr2=() sw1=() sr1=() u2=0 u1=0 rc2=() rc1=()
+  reg_ticks() { if [ -n "$registry_pid" ]; then cpu_ticks "$registry_pid"; else echo 0; fi; }
   for _ in $(seq "$runs"); do
     read -r w0 s0 < <(syscalls "$gw_pid")
     (sleep 1; upstream_conns > "$work/conns") & sp=$!
-    p0=$(cpu_ticks "$gw_pid"); h2 "$duration"; p1=$(cpu_ticks "$gw_pid")
+    q0=$(reg_ticks); p0=$(cpu_ticks "$gw_pid"); h2 "$duration"; p1=$(cpu_ticks "$gw_pid"); q1=$(reg_ticks)
+    rc2+=("$(per_request_us "$q0" "$q1" "$h2_done")")
     wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u2" ] && u2=$u
     read -r w1 s1 < <(syscalls "$gw_pid")
     c2+=("$(per_request_us "$p0" "$p1" "$h2_done")") r2+=("$h2_rps")
     sw2+=("$(per_req "$w0" "$w1" "$h2_done")") sr2+=("$(per_req "$s0" "$s1" "$h2_done")")
     (sleep 1; upstream_conns > "$work/conns") & sp=$!
-    p0=$(cpu_ticks "$gw_pid"); h1 "$duration"; p1=$(cpu_ticks "$gw_pid")
+    q0=$(reg_ticks); p0=$(cpu_ticks "$gw_pid"); h1 "$duration"; p1=$(cpu_ticks "$gw_pid"); q1=$(reg_ticks)
+    rc1+=("$(per_request_us "$q0" "$q1" "$h1_done")")
     wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u1" ] && u1=$u
     read -r w0 s0 < <(syscalls "$gw_pid")
     c1+=("$(per_request_us "$p0" "$p1" "$h1_done")") r1+=("$h1_rps")
@@ -244,6 +285,7 @@ for bin in "${bins[@]}"; do
   printf '%-40s %-28s %-28s %-24s %-24s %s\n' "$(basename "$bin")" "$(echo "${c2[*]}" | median)" "$(echo "${c1[*]}" | median)" \
     "$(echo "${r2[*]}" | median)" "$(echo "${r1[*]}" | median)" "$u2/$u1"
   echo "  write system calls per request, median (syscw: write/writev; recvfrom is not counted there): h2 $(echo "${sw2[*]}" | median | awk '{print $3}'), h1 $(echo "${sw1[*]}" | median | awk '{print $3}')"
+  [ -z "$registry_pid" ] || echo "  registry CPU per request, min / median / max: h2 $(echo "${rc2[*]}" | median), h1 $(echo "${rc1[*]}" | median)"
   name=$(basename "$bin")
   if [ -n "$perf_dir" ]; then
     mkdir -p "$perf_dir"
