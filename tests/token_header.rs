@@ -120,6 +120,42 @@ fn docker_pushes_and_pulls_through_a_kid_mode_gateway() {
     );
 }
 
+fn doctor(url: &str) -> (i32, String) {
+    let (code, out, err) = run_cli(
+        &["doctor", url, "-u", "alice", "--password-stdin"],
+        Some(ALICE_PAT),
+    );
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn doctor_names_the_kid_only_header_and_what_refuses_it() {
+    let stack = kid_stack(RegistryAuth::TrustsGateway);
+    let (code, out) = doctor(&stack.gateway.url);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("PASS claims")
+            && l.contains("by its libtrust kid alone (no certificate")),
+        "{out}"
+    );
+    let x5c = Stack::start();
+    let (code, out) = doctor(&x5c.gateway.url);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("signing certificate chain (x5c, 1 certificate(s))"),
+        "{out}"
+    );
+
+    let distrusted = kid_stack(RegistryAuth::OtherCertificate);
+    let (code, out) = doctor(&distrusted.gateway.url);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("FAIL v2")), "{out}");
+    assert!(
+        out.contains("distribution 3.x refuses: for 3.x use token.header: x5c or jwks"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_registry_trusting_another_key_is_named_with_the_registries_that_accept_kid_tokens() {
     let stack = kid_stack(RegistryAuth::OtherCertificate);

@@ -355,12 +355,15 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
         claims["nbf"].as_i64().unwrap_or(0),
         claims["exp"].as_i64().unwrap_or(0),
     );
+    let naming = key_naming(&token);
     let summary = format!(
-        "iss={} aud={} lifetime={}s access={}",
+        "iss={} aud={} lifetime={}s access={}; {} bytes, {}",
         claims["iss"],
         claims["aud"],
         exp - iat,
-        claims["access"]
+        claims["access"],
+        token.len(),
+        naming.describe()
     );
     if nbf > now + 60 || exp < now {
         return walk.fail(
@@ -402,11 +405,15 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
             )
         }
         Ok(answer) => {
+            let mut fix = "the registry refuses the token service's tokens: its auth.token.rootcertbundle/issuer/service must match the token service (behind portcullis: `portcullis check --upstream`), or the Authorization header is stripped on /v2/".to_owned();
+            if naming == KeyNaming::LibtrustKid {
+                fix.push_str("; the token names its key by a libtrust kid alone (portcullis token.header: kid), which distribution 2.8 and Zot accept and distribution 3.x refuses: for 3.x use token.header: x5c or jwks");
+            }
             return walk.fail(
                 "v2",
                 format!("GET /v2/ with the token: {}", answer.status()),
-                "the registry refuses the token service's tokens: its auth.token.rootcertbundle/issuer/service must match the token service (behind portcullis: `portcullis check --upstream`), or the Authorization header is stripped on /v2/",
-            )
+                fix,
+            );
         }
         Err(e) => return walk.fail("v2", e.to_string(), "see the tcp/tls steps"),
     }
@@ -494,6 +501,68 @@ pub async fn doctor(options: &DoctorOptions) -> Vec<Step> {
 const NO_PROJECT_LOG: &str = "no project owns this repository, so nothing is granted on it";
 
 /// Does the token's `access` claim grant any action on `repository`?
+/// How a token's header names the key that signed it: which registries can verify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyNaming {
+    /// A certificate chain (`x5c`) of this many certificates, with or without a `kid`.
+    X5c(usize),
+    /// Only a libtrust `kid` (twelve groups of four): distribution 2.8, Zot.
+    LibtrustKid,
+    /// Only another `kid` (an RFC 7638 thumbprint): distribution 3.x's `auth.token.jwks`.
+    OtherKid,
+    /// A `jwk` in the header.
+    Jwk,
+    /// Nothing readable.
+    Unknown,
+}
+
+impl KeyNaming {
+    fn describe(&self) -> String {
+        match self {
+            KeyNaming::X5c(n) => format!("the header carries the signing certificate chain (x5c, {n} certificate(s))"),
+            KeyNaming::LibtrustKid => "the header names the key by its libtrust kid alone (no certificate: distribution 2.8 and Zot verify it, distribution 3.x does not)".into(),
+            KeyNaming::OtherKid => "the header names the key by a kid alone (an RFC 7638 thumbprint: distribution 3.x with auth.token.jwks)".into(),
+            KeyNaming::Jwk => "the header carries the public key (jwk)".into(),
+            KeyNaming::Unknown => "the header names no key".into(),
+        }
+    }
+}
+
+fn key_naming(token: &str) -> KeyNaming {
+    let header = token
+        .split('.')
+        .next()
+        .and_then(|part| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .unwrap_or_default();
+    if let Some(chain) = header["x5c"].as_array().filter(|c| !c.is_empty()) {
+        return KeyNaming::X5c(chain.len());
+    }
+    if header.get("jwk").is_some() {
+        return KeyNaming::Jwk;
+    }
+    match header["kid"].as_str() {
+        Some(kid) if is_libtrust_kid(kid) => KeyNaming::LibtrustKid,
+        Some(_) => KeyNaming::OtherKid,
+        None => KeyNaming::Unknown,
+    }
+}
+
+/// Twelve colon-separated groups of four base32 characters.
+fn is_libtrust_kid(kid: &str) -> bool {
+    let groups: Vec<&str> = kid.split(':').collect();
+    groups.len() == 12
+        && groups.iter().all(|g| {
+            g.len() == 4
+                && g.bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        })
+}
+
 fn grants_anything_on(claims: &serde_json::Value, repository: &str) -> bool {
     claims["access"].as_array().is_some_and(|entries| {
         entries.iter().any(|entry| {
@@ -610,6 +679,38 @@ pub fn render(steps: &[Step], colour: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::tls_failure;
+    use super::{key_naming, KeyNaming};
+
+    fn token_with_header(header: &str) -> String {
+        use base64::Engine as _;
+        let b64 = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
+        format!("{}.{}.sig", b64(header), b64("{}"))
+    }
+
+    #[test]
+    fn the_key_naming_is_read_from_the_header() {
+        let kid = "FSPJ:5U5F:YWCV:LJTX:DJKD:63SZ:4SYA:MVDT:VKJP:XBDH:4GPD:I5RB";
+        for (header, naming) in [
+            (
+                format!(r#"{{"alg":"ES256","kid":"{kid}","x5c":["MIIB","MIIC"]}}"#),
+                KeyNaming::X5c(2),
+            ),
+            (
+                format!(r#"{{"alg":"ES256","kid":"{kid}"}}"#),
+                KeyNaming::LibtrustKid,
+            ),
+            (
+                r#"{"alg":"ES256","kid":"onAjRypKr0uS7MD9ovOeeTMfrBYJRN6n9H3s5qHt3hw"}"#.into(),
+                KeyNaming::OtherKid,
+            ),
+            (r#"{"alg":"ES256","jwk":{}}"#.into(), KeyNaming::Jwk),
+            (r#"{"alg":"ES256"}"#.into(), KeyNaming::Unknown),
+            ("not json".into(), KeyNaming::Unknown),
+        ] {
+            assert_eq!(key_naming(&token_with_header(&header)), naming, "{header}");
+        }
+        assert_eq!(key_naming("%%%"), KeyNaming::Unknown);
+    }
 
     /// openssl needs `IP:` for an address in subjectAltName (`DNS:127.0.0.1` names no IP).
     #[test]
