@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 /// The longest a gathered line waits before it is written (give or take the worker's
 /// scheduling).
@@ -42,8 +42,8 @@ const PIPE_BUF: usize = 4096;
 /// One worker's gathered lines.
 struct Pending {
     lines: Vec<u8>,
-    /// When the oldest of `lines` was gathered.
-    since: Option<Instant>,
+    /// When the oldest of `lines` was made (its timestamp's clock: no second clock read).
+    since: Option<SystemTime>,
 }
 
 /// A worker's gathered lines, behind a lock only [`flush_everywhere`] shares.
@@ -55,6 +55,8 @@ struct Local {
     pending: Option<Arc<Shared>>,
     /// [`flush_within_bound`]'s task, while it waits for a line to come.
     flusher: Option<Waker>,
+    /// Lines were gathered since this thread last wrote them.
+    dirty: bool,
 }
 
 thread_local! {
@@ -100,39 +102,54 @@ impl Drop for Gathering {
     }
 }
 
-/// Gather `line` (one or more whole lines) when this thread gathers; `false` when it does not
-/// and the caller writes it itself.
-pub(super) fn push(line: &[u8]) -> bool {
+/// Gather the line `make` writes (one or more whole lines, made at `now`) when this thread
+/// gathers; when it does not, `make` comes back for the caller to write the line itself.
+pub(super) fn push_with<F: FnOnce(&mut Vec<u8>)>(now: SystemTime, make: F) -> Option<F> {
     LOCAL.with(|local| {
         let Ok(mut local) = local.try_borrow_mut() else {
-            return false;
+            return Some(make);
         };
-        let Some(shared) = local.pending.clone() else {
-            return false;
+        let Some(shared) = &local.pending else {
+            return Some(make);
         };
         let Ok(mut pending) = shared.lock() else {
-            return false;
+            return Some(make);
         };
-        let now = Instant::now();
         let since = *pending.since.get_or_insert(now);
-        pending.lines.extend_from_slice(line);
-        if pending.lines.len() >= MAX_PENDING || now.duration_since(since) >= MAX_DELAY {
+        make(&mut pending.lines);
+        let age = now.duration_since(since).unwrap_or_default();
+        let written = pending.lines.len() >= MAX_PENDING || age >= MAX_DELAY;
+        if written {
             write_pending(&mut pending);
         }
         drop(pending);
+        local.dirty = !written;
         if let Some(flusher) = local.flusher.take() {
             flusher.wake();
         }
-        true
+        None
     })
 }
 
-/// Write this thread's gathered lines now (its runtime's `on_thread_park` hook).
+#[cfg(test)]
+fn push(line: &[u8], now: SystemTime) -> bool {
+    push_with(now, |out: &mut Vec<u8>| out.extend_from_slice(line)).is_none()
+}
+
+/// Write this thread's gathered lines now (its runtime's `on_thread_park` hook, called each
+/// time the worker is about to wait: nothing but a flag's check when no line came since).
 pub fn flush_this_thread() {
-    let shared = LOCAL.with(|local| local.try_borrow().ok().and_then(|l| l.pending.clone()));
-    if let Some(shared) = shared {
-        write_out(&shared);
-    }
+    let _ = LOCAL.try_with(|local| {
+        let Ok(mut local) = local.try_borrow_mut() else {
+            return;
+        };
+        if !std::mem::take(&mut local.dirty) {
+            return;
+        }
+        if let Some(shared) = &local.pending {
+            write_out(shared);
+        }
+    });
 }
 
 /// Write every thread's gathered lines: before the process exits without ending its threads.
@@ -242,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_thread_not_gathering_writes_its_own_lines() {
-        std::thread::spawn(|| assert!(!push(b"line\n")))
+        std::thread::spawn(|| assert!(!push(b"line\n", SystemTime::now())))
             .join()
             .unwrap();
     }
@@ -251,17 +268,17 @@ mod tests {
     fn gathered_lines_wait_until_flushed_and_the_guard_writes_the_rest() {
         std::thread::spawn(|| {
             let guard = gather_on_this_thread();
-            assert!(push(b"one\n"));
-            assert!(push(b"two\n"));
+            assert!(push(b"one\n", SystemTime::now()));
+            assert!(push(b"two\n", SystemTime::now()));
             let gathered = guard.shared.lock().unwrap().lines.clone();
             assert_eq!(gathered, b"one\ntwo\n");
             flush_this_thread();
             assert!(guard.shared.lock().unwrap().lines.is_empty());
-            assert!(push(b"three\n"));
+            assert!(push(b"three\n", SystemTime::now()));
             let shared = guard.shared.clone();
             drop(guard);
             assert!(shared.lock().unwrap().lines.is_empty());
-            assert!(!push(b"four\n"));
+            assert!(!push(b"four\n", SystemTime::now()));
         })
         .join()
         .unwrap();

@@ -69,15 +69,17 @@ pub fn log(line: &AccessLine<'_>) {
             return log_with_tracing(line);
         };
         let Buffer { text, clock } = &mut *buffer;
-        text.clear();
-        let timestamp = clock.timestamp(SystemTime::now());
-        match format {
-            LogFormat::Text => line.text(text, timestamp),
-            LogFormat::Json => line.json(text, timestamp),
-        }
-        // Gathered on a worker thread (see `gather`); elsewhere one write, as
-        // tracing-subscriber does. A failed log write is not the request's error.
-        if !super::gather::push(text) {
+        let now = SystemTime::now();
+        let timestamp = clock.timestamp(now);
+        let make = |out: &mut Vec<u8>| match format {
+            LogFormat::Text => line.text(out, timestamp),
+            LogFormat::Json => line.json(out, timestamp),
+        };
+        // Made straight into the worker's gathered lines (see `gather`); elsewhere one write,
+        // as tracing-subscriber does. A failed log write is not the request's error.
+        if let Some(make) = super::gather::push_with(now, make) {
+            text.clear();
+            make(text);
             let mut output: &File = file;
             let _ = output.write_all(text);
         }
