@@ -18,6 +18,7 @@ pub mod limits;
 pub mod ops;
 mod park;
 pub mod proxy_protocol;
+mod sensitive;
 pub mod tls;
 mod workers;
 
@@ -39,12 +40,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use self::activity::{Activity, LastActivity};
 use self::coalesce::Coalesce;
 use self::limits::{Holding, InFlight, UpstreamSlots};
 use self::park::{Readiness, Sniffed};
+use self::sensitive::MarkSensitiveLayer;
 use self::workers::Workers;
 use crate::body::{Body, BoxError};
 use crate::config::ServerSettings;
@@ -82,14 +83,6 @@ where
     type Body = B;
 }
 
-/// Headers no layer may print: tower-http marks them sensitive, so their `Debug` form (in any
-/// trace of a request, ours or a library's) is `Sensitive`.
-const SENSITIVE_HEADERS: [http::HeaderName; 3] = [
-    http::header::AUTHORIZATION,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::COOKIE,
-];
-
 /// The layers every request passes before the gateway sees it: credentials marked sensitive,
 /// and a panic turned into a registry-style 500 (the connection and the process keep
 /// serving; hyper would otherwise drop the connection with no answer).
@@ -105,7 +98,7 @@ where
         + 'static,
 {
     tower::ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE_HEADERS))
+        .layer(MarkSensitiveLayer)
         .layer(CatchPanicLayer::custom(panic_answer))
         .service(service)
 }
