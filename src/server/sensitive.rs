@@ -77,7 +77,11 @@ mod tests {
         let echo = tower::service_fn(|request: Request<()>| async move {
             Ok::<_, std::convert::Infallible>(request)
         });
-        let request = MarkSensitiveLayer.layer(echo).oneshot(request).await.unwrap();
+        let request = MarkSensitiveLayer
+            .layer(echo)
+            .oneshot(request)
+            .await
+            .unwrap();
         let marked: Vec<(String, bool)> = request
             .headers()
             .iter()
