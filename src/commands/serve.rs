@@ -124,6 +124,7 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Ser
         tokio::spawn(async {
             let signal = shutdown_signal().await;
             tracing::warn!("{signal} received again: exiting at once, requests under way are cut");
+            telemetry::gather::flush_everywhere();
             std::process::exit(1);
         });
     };

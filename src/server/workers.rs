@@ -23,6 +23,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
+use crate::telemetry::gather;
+
 /// A connection to serve: built on the worker's thread (so its socket registers with that
 /// thread's reactor), then spawned there.
 pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -57,12 +59,18 @@ impl Workers {
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                // The access lines gathered while the worker ran go out before it waits for
+                // events: after the answers they are about (see `telemetry::gather`).
+                .on_thread_park(gather::flush_this_thread)
                 .build()?;
             let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || {
+                    // Dropped last, also when unwinding: writes the lines still gathered.
+                    let _gathering = gather::gather_on_this_thread();
                     runtime.block_on(async move {
+                        tokio::spawn(gather::flush_within_bound());
                         while let Some(job) = queue.recv().await {
                             tokio::spawn(job());
                         }

@@ -9,7 +9,8 @@
 //! and sent to stderr in one `write`, as the subscriber does, but through a duplicate of the
 //! descriptor rather than `std::io::stderr()`'s lock: under load the worker threads queued on
 //! that lock (futex waits and context switches), while the kernel keeps one `write` of a line
-//! whole on its own.
+//! whole on its own. On the server's worker threads the lines are gathered and written a few
+//! at a time, after the answers (`gather`).
 //!
 //! Filtering stays with tracing: the line is written only if an INFO event of the
 //! `portcullis::access` target is enabled (`RUST_LOG`, `log.level`). Where no subscriber of ours
@@ -68,16 +69,26 @@ pub fn log(line: &AccessLine<'_>) {
             return log_with_tracing(line);
         };
         let Buffer { text, clock } = &mut *buffer;
-        text.clear();
-        let timestamp = clock.timestamp(SystemTime::now());
-        match format {
-            LogFormat::Text => line.text(text, timestamp),
-            LogFormat::Json => line.json(text, timestamp),
+        let now = SystemTime::now();
+        let timestamp = clock.timestamp(now);
+        let make = |out: &mut Vec<u8>| match format {
+            LogFormat::Text => line.text(out, timestamp),
+            LogFormat::Json => line.json(out, timestamp),
+        };
+        // Made straight into the worker's gathered lines (see `gather`); elsewhere one write,
+        // as tracing-subscriber does. A failed log write is not the request's error.
+        if let Some(make) = super::gather::push_with(now, make) {
+            text.clear();
+            make(text);
+            let mut output: &File = file;
+            let _ = output.write_all(text);
         }
-        // One write, as tracing-subscriber does; a failed log write is not the request's error.
-        let mut output: &File = file;
-        let _ = output.write_all(text);
     });
+}
+
+/// Where access lines go, once [`install`] chose it.
+pub(super) fn output() -> Option<&'static File> {
+    OUTPUT.get().map(|(_, file)| file)
 }
 
 fn log_with_tracing(line: &AccessLine<'_>) {

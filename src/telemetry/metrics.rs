@@ -187,6 +187,23 @@ pub struct Metrics {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
+/// The series of one label set of the request metrics, as handles: they share the family's
+/// atomics, and the families never drop a series, so they count where the family would.
+struct RequestSeries {
+    labels: RequestLabels,
+    count: Counter,
+    duration: Histogram,
+}
+
+impl RequestSeries {
+    /// Label sets kept per thread (routes x methods x statuses seen; beyond, the families).
+    const PER_THREAD: usize = 64;
+}
+
+thread_local! {
+    static SERIES: std::cell::RefCell<Vec<RequestSeries>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     &METRICS
@@ -360,14 +377,46 @@ impl Metrics {
         text
     }
 
+    /// Count one answered request. The process's own metrics ([`metrics`]) keep the series of
+    /// the label sets this thread has seen at hand ([`RequestSeries`]): a family's lookup is a
+    /// read lock and a SipHash of the labels, twice a request (0.5% of a small request's
+    /// instructions, callgrind), where the handles share the same atomics.
     pub fn request(&self, route: &'static str, method: &http::Method, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: method_label(method),
-                status,
-            })
-            .inc();
+        let labels = RequestLabels {
+            route,
+            method: method_label(method),
+            status,
+        };
+        if std::ptr::eq(self, metrics()) {
+            let found = SERIES.with(|series| {
+                let Ok(mut series) = series.try_borrow_mut() else {
+                    return false;
+                };
+                let known = series.iter().find(|s| s.labels == labels);
+                let known = match known {
+                    Some(known) => known,
+                    None if series.len() < RequestSeries::PER_THREAD => {
+                        series.push(RequestSeries {
+                            count: self.requests.get_or_create(&labels).clone(),
+                            duration: self
+                                .request_duration
+                                .get_or_create(&RouteLabel { route })
+                                .clone(),
+                            labels: labels.clone(),
+                        });
+                        &series[series.len() - 1]
+                    }
+                    None => return false,
+                };
+                known.count.inc();
+                known.duration.observe(seconds);
+                true
+            });
+            if found {
+                return;
+            }
+        }
+        self.requests.get_or_create(&labels).inc();
         self.request_duration
             .get_or_create(&RouteLabel { route })
             .observe(seconds);
@@ -560,5 +609,34 @@ mod tests {
             "portcullis_tokens_issued_total{credential=\"personal_access_token\",algorithm=\"ES256\"} 1"
         ));
         assert!(text.contains("# TYPE portcullis_connections_open gauge"));
+    }
+
+    #[test]
+    fn requests_counted_through_a_threads_kept_series_reach_the_families() {
+        let count = |text: &str| {
+            let series = "portcullis_http_requests_total{route=\"kept_series\",method=\"GET\",status=\"299\"} ";
+            text.lines()
+                .find_map(|line| line.strip_prefix(series))
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        };
+        let before = count(&metrics().render());
+        for _ in 0..3 {
+            metrics().request("kept_series", &http::Method::GET, 299, 0.001);
+        }
+        std::thread::spawn(|| {
+            for _ in 0..2 {
+                metrics().request("kept_series", &http::Method::GET, 299, 0.001);
+            }
+        })
+        .join()
+        .unwrap();
+        let text = metrics().render();
+        assert_eq!(count(&text), before + 5, "{text}");
+        assert!(
+            text.contains(
+                "portcullis_http_request_duration_seconds_count{route=\"kept_series\"} 5"
+            ),
+            "{text}"
+        );
     }
 }

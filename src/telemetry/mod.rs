@@ -7,6 +7,7 @@
 
 mod access_log;
 pub mod audit;
+pub mod gather;
 mod line;
 pub mod metrics;
 
