@@ -427,13 +427,30 @@ impl Gateway {
         );
     }
 
-    /// Everything the gateway logged so far.
+    /// Everything the gateway logged so far, once the log has stopped growing for a moment.
+    ///
+    /// The gateway writes a worker's access lines when that worker goes idle, just after the
+    /// answer: a test that reads the log as soon as its request returns could otherwise race
+    /// that write (a loaded machine may preempt the worker in between). Waiting until two
+    /// reads 30 ms apart agree (at most 2 s) settles it without hiding a line that never comes.
     pub fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(&self.log_path) {
-            let _ = file.read_to_string(&mut text);
+        let read = || {
+            let mut text = String::new();
+            if let Ok(mut file) = std::fs::File::open(&self.log_path) {
+                let _ = file.read_to_string(&mut text);
+            }
+            text
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut text = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(30));
+            let again = read();
+            if again == text || std::time::Instant::now() > deadline {
+                return again;
+            }
+            text = again;
         }
-        text
     }
 
     pub fn config_path(&self) -> PathBuf {
