@@ -14,6 +14,7 @@ pub mod ldap;
 pub mod reload;
 mod settings;
 mod shape;
+mod split;
 mod validate;
 
 use std::fmt;
@@ -307,9 +308,11 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         // Straight from the text when that reads it exactly as the tree below would (no `${`,
-        // no tags, ...): the tree was most of a large directory's load. Anything else, errors
+        // no tags, ...): the tree was most of a large directory's load. A large file's lists
+        // are read on every core when the text is simple enough to cut (`split`); if it is not,
+        // or any piece fails, the whole text is read in one piece. Anything else, errors
         // included, takes the tree path, which reports every problem as it always has.
-        if let Some(raw) = direct::read(text) {
+        if let Some(raw) = split::read(text).or_else(|| direct::read(text)) {
             return validate::validate(raw, base, path).map_err(invalid);
         }
         Self::from_tree(text, path, base, invalid, lookup)
@@ -362,6 +365,14 @@ impl Config {
 #[doc(hidden)]
 pub fn direct_read_agrees_with_tree(text: &str) -> Result<(), String> {
     direct::agrees_with_tree(text)
+}
+
+/// Whether reading `text` cut into pieces on several cores (what [`Config::from_yaml`] does
+/// with a large file) gives exactly what reading it whole gives, whenever it is cut at all:
+/// `Err` says how they differ. For the `config` fuzz target.
+#[doc(hidden)]
+pub fn split_read_agrees_with_single(text: &str) -> Result<(), String> {
+    split::agrees_with_single(text)
 }
 
 /// Give the memory a load freed back to the kernel. Reading a large directory (100,000
