@@ -45,9 +45,9 @@ pub(super) fn read_in(text: &str, pieces: usize) -> Option<GatewayFile> {
     let (file, tails) = std::thread::scope(|scope| {
         let threads: Vec<_> = rest
             .iter()
-            .map(|doc| scope.spawn(|| direct::read_as::<Tail>(doc)))
+            .map(|doc| scope.spawn(|| simple(doc).then(|| direct::read_as::<Tail>(doc))?))
             .collect();
-        let file = direct::read(&first);
+        let file = simple(&first).then(|| direct::read(&first)).flatten();
         drop(first);
         let tails: Option<Vec<Tail>> = threads
             .into_iter()
@@ -58,7 +58,8 @@ pub(super) fn read_in(text: &str, pieces: usize) -> Option<GatewayFile> {
     drop(rest);
     let mut file = file?;
     let tails = tails?;
-    file.users.reserve_exact(tails.iter().map(|t| t.users.len()).sum());
+    file.users
+        .reserve_exact(tails.iter().map(|t| t.users.len()).sum());
     file.groups
         .reserve_exact(tails.iter().map(|t| t.groups.len()).sum());
     file.projects
@@ -102,7 +103,8 @@ impl Plan {
             .map(|&(_, start, end)| (start, end))
             .collect();
         cuts.sort_unstable();
-        let mut first = String::with_capacity(text.len() - cuts.iter().map(|(s, e)| e - s).sum::<usize>());
+        let mut first =
+            String::with_capacity(text.len() - cuts.iter().map(|(s, e)| e - s).sum::<usize>());
         let mut at = 0;
         for (start, end) in cuts {
             first.push_str(&text[at..start]);
@@ -113,7 +115,9 @@ impl Plan {
             .pieces
             .iter()
             .map(|ranges| {
-                let mut doc = String::with_capacity(ranges.iter().map(|(k, s, e)| k.len() + 2 + e - s + 1).sum());
+                let mut doc = String::with_capacity(
+                    ranges.iter().map(|(k, s, e)| k.len() + 2 + e - s + 1).sum(),
+                );
                 for &(key, start, end) in ranges {
                     doc.push_str(key);
                     doc.push_str(":\n");
@@ -141,12 +145,9 @@ struct Section<'t> {
 /// How to cut `text` into `pieces`, or `None` when it is not simple enough to be sure of (or
 /// has no list worth cutting).
 fn plan(text: &str, pieces: usize) -> Option<Plan> {
-    // Anywhere in the text, these make the file's meaning depend on more than one line's
-    // text, or on what libyaml alone counts as a line break: the tree path reads them.
-    if text.contains(['\r', '\t', '\u{feff}', '\u{85}', '\u{2028}', '\u{2029}'])
-        || text.contains("${")
-        || text.contains("<<")
-    {
+    // Each piece's lines are checked by the thread that reads it ([`simple`]); these two
+    // anywhere in the text, comments included, are enough to give up at once.
+    if text.contains("${") || text.contains("<<") {
         return None;
     }
     let mut sections: Vec<Section> = Vec::new();
@@ -155,9 +156,6 @@ fn plan(text: &str, pieces: usize) -> Option<Plan> {
         let start = at;
         at += line.len();
         let content = line.strip_suffix('\n').unwrap_or(line);
-        if !simple_line(content) {
-            return None;
-        }
         if blank_or_comment(content) || content.starts_with(' ') {
             if let Some(section) = sections.last_mut() {
                 section.body.1 = at;
@@ -241,7 +239,11 @@ fn item_starts(body: &str) -> Option<Vec<usize>> {
                 .strip_prefix("- ")
                 .is_some_and(|r| !r.trim_start().is_empty() && !r.trim_start().starts_with('#'));
             if !item {
-                return if starts.is_empty() { Some(starts) } else { None };
+                return if starts.is_empty() {
+                    Some(starts)
+                } else {
+                    None
+                };
             }
             starts.push(start);
         }
@@ -263,6 +265,22 @@ fn top_level_key(line: &str) -> Option<(&str, &str)> {
 fn blank_or_comment(line: &str) -> bool {
     let rest = line.trim_start_matches(' ');
     rest.is_empty() || rest.starts_with('#')
+}
+
+/// Whether every line of a piece is simple enough ([`simple_line`]) and the piece holds no
+/// byte that makes YAML read it otherwise than line by line: a tab, a CR, a BOM, or one of the
+/// line breaks only libyaml counts (NEL, LS, PS). Every line of the file is in exactly one
+/// piece, so the pieces' threads share this check.
+fn simple(piece: &str) -> bool {
+    let bytes = piece.as_bytes();
+    let odd = bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\t' | b'\r' => true,
+        0xC2 => bytes.get(i + 1) == Some(&0x85),
+        0xE2 => bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)),
+        0xEF => bytes.get(i + 1) == Some(&0xBB) && bytes.get(i + 2) == Some(&0xBF),
+        _ => false,
+    });
+    !odd && piece.split('\n').all(simple_line)
 }
 
 /// Whether one line (without its line break) holds only tokens that end on it, read as
@@ -374,7 +392,9 @@ pub(super) fn agrees_with_single(text: &str) -> Result<(), String> {
             Some(whole) => {
                 let whole = format!("{whole:#?}");
                 if whole != split {
-                    return Err(format!("read in {pieces} pieces as {split}, whole as {whole}"));
+                    return Err(format!(
+                        "read in {pieces} pieces as {split}, whole as {whole}"
+                    ));
                 }
             }
         }
@@ -401,7 +421,9 @@ mod tests {
         }
         text.push_str("groups:\n");
         for g in 0..n {
-            text.push_str(&format!("  - {{ path: group{g}, visibility: private, members: {{ user{g}: reporter }} }}\n"));
+            text.push_str(&format!(
+                "  - {{ path: group{g}, visibility: private, members: {{ user{g}: reporter }} }}\n"
+            ));
         }
         text.push_str("projects:\n");
         for p in 0..n {
@@ -414,14 +436,21 @@ mod tests {
     fn cut_and_agrees(text: &str) {
         assert!(direct::read(text).is_some(), "not read whole:\n{text}");
         for pieces in [2, 3, 4] {
-            assert!(read_in(text, pieces).is_some(), "not cut in {pieces}:\n{text}");
+            assert!(
+                read_in(text, pieces).is_some(),
+                "not cut in {pieces}:\n{text}"
+            );
         }
         agrees_with_single(text).unwrap();
     }
 
     /// `text` is not cut (the whole read reads it, or refuses it, as before).
     fn not_cut(text: &str) {
-        assert!(read_in(text, 2).is_none(), "cut in 2:\n{}", &text[text.len().saturating_sub(300)..]);
+        assert!(
+            read_in(text, 2).is_none(),
+            "cut in 2:\n{}",
+            &text[text.len().saturating_sub(300)..]
+        );
         assert!(read_in(text, 3).is_none(), "cut in 3:\n{text}");
         agrees_with_single(text).unwrap();
     }
@@ -447,7 +476,11 @@ mod tests {
         assert_eq!(plan.pieces.len(), 1);
         for &(key, start, _) in &plan.pieces[0] {
             assert!(LISTS.contains(&key));
-            assert!(text[start..].starts_with("  - "), "{}", &text[start..start + 20]);
+            assert!(
+                text[start..].starts_with("  - "),
+                "{}",
+                &text[start..start + 20]
+            );
         }
     }
 
@@ -456,7 +489,11 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut files = vec![root.join("gateway.yaml")];
         for dir in ["examples", "examples/kubernetes", "tests/fixtures", "bench"] {
-            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(root.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let path = entry.path();
                 if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                     files.push(path);
@@ -584,7 +621,9 @@ mod tests {
             let error = error.to_string();
             assert!(
                 error.contains("projects[49]")
-                    || [line, line + 1].iter().any(|l| error.contains(&format!("line {l} "))),
+                    || [line, line + 1]
+                        .iter()
+                        .any(|l| error.contains(&format!("line {l} "))),
                 "{trap}: {error}"
             );
         }
@@ -624,5 +663,87 @@ mod tests {
         ] {
             assert!(!simple_line(line), "{line:?}");
         }
+    }
+}
+
+/// How the pieces share the work, for BENCHMARKS.md: `PORTCULLIS_SPLIT_FILE=gateway.yaml cargo
+/// test --profile perf --lib split_cpu -- --ignored --nocapture` prints each thread's CPU time
+/// for the single read and the read in pieces (on a busy machine the wall time says nothing,
+/// but the longest thread's CPU time is what the read would take on idle cores).
+#[cfg(all(test, target_os = "linux"))]
+mod cpu {
+    use super::*;
+
+    #[repr(C)]
+    struct Rusage {
+        utime: [i64; 2],
+        stime: [i64; 2],
+        rest: [i64; 14],
+    }
+
+    extern "C" {
+        fn getrusage(who: i32, usage: *mut Rusage) -> i32;
+    }
+
+    /// This thread's CPU time so far, in ms.
+    fn thread_cpu_ms() -> f64 {
+        let mut usage = Rusage {
+            utime: [0; 2],
+            stime: [0; 2],
+            rest: [0; 14],
+        };
+        // SAFETY: RUSAGE_THREAD (1) fills the struct, which is at least `struct rusage`'s size.
+        unsafe { getrusage(1, &mut usage) };
+        let ms = |t: [i64; 2]| t[0] as f64 * 1000.0 + t[1] as f64 / 1000.0;
+        ms(usage.utime) + ms(usage.stime)
+    }
+
+    #[test]
+    #[ignore]
+    fn split_cpu() {
+        let Ok(path) = std::env::var("PORTCULLIS_SPLIT_FILE") else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let t0 = thread_cpu_ms();
+        let whole = direct::read(&text).unwrap();
+        println!("single read: {:.0} ms CPU", thread_cpu_ms() - t0);
+        drop(whole);
+        let t0 = thread_cpu_ms();
+        let plan = plan(&text, 2).unwrap();
+        println!("plan: {:.0} ms CPU", thread_cpu_ms() - t0);
+        let t0 = thread_cpu_ms();
+        let (first, rest) = plan.texts(&text);
+        println!("copies: {:.0} ms CPU", thread_cpu_ms() - t0);
+        std::thread::scope(|scope| {
+            let helper = scope.spawn(|| {
+                let t0 = thread_cpu_ms();
+                assert!(simple(&rest[0]));
+                let tail = direct::read_as::<Tail>(&rest[0]).unwrap();
+                println!(
+                    "second piece (helper thread): {:.0} ms CPU",
+                    thread_cpu_ms() - t0
+                );
+                tail
+            });
+            let t0 = thread_cpu_ms();
+            assert!(simple(&first));
+            let file = direct::read(&first).unwrap();
+            println!(
+                "first piece (this thread): {:.0} ms CPU",
+                thread_cpu_ms() - t0
+            );
+            let tail = helper.join().unwrap();
+            let t0 = thread_cpu_ms();
+            drop((file, tail));
+            println!("drop: {:.0} ms CPU", thread_cpu_ms() - t0);
+        });
+        let t0 = thread_cpu_ms();
+        let file = read_in(&text, 2).unwrap();
+        println!(
+            "read_in, this thread: {:.0} ms CPU ({} projects)",
+            thread_cpu_ms() - t0,
+            file.projects.len()
+        );
     }
 }
