@@ -427,7 +427,7 @@ mod tests {
         }
         text.push_str("projects:\n");
         for p in 0..n {
-            text.push_str(&format!("  - path: group{}/project{p}\n    visibility: private\n    members: {{ user{p}: developer, 'user{}': maintainer }}\n    deploy_tokens:\n      - {{ username: gitlab+deploy-token-{p}, token_sha256: \"{p:064x}\", scopes: [read_registry] }}\n", p % n.max(1), (p + 1) % n.max(1)));
+            text.push_str(&format!("  - path: group{}/project{p}\n    visibility: private\n    members: {{ user{p}: developer, 'user{}': maintainer }}\n    deploy_tokens:\n      - {{ username: gitlab+deploy-token-{p}, token_sha256: \"{:064x}\", scopes: [read_registry] }}\n", p % n.max(1), (p + 1) % n.max(1), p + (1 << 40)));
         }
         text
     }
@@ -482,6 +482,22 @@ mod tests {
                 &text[start..start + 20]
             );
         }
+    }
+
+    #[test]
+    fn a_large_file_is_cut_when_loaded_and_validates_as_the_whole() {
+        let text = directory(4000);
+        assert!(text.len() >= MIN_BYTES, "{}", text.len());
+        assert!(read(&text).is_some());
+        agrees_with_single(&text).unwrap();
+        let path = std::path::Path::new("/etc/gateway.yaml");
+        let config = super::super::Config::from_yaml(&text, path, &|_| None)
+            .map_err(|e| e.problems().into_iter().take(3).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(config.directory.projects().len(), 4000);
+        assert_eq!(config.directory.users().count(), 4000);
+        // Small files are read in one piece.
+        assert!(read(&directory(10)).is_none());
     }
 
     #[test]
