@@ -284,13 +284,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Read, expand and validate a `gateway.yaml`.
+    /// Read, expand and validate a `gateway.yaml`, a large one on every core (start-up and
+    /// `portcullis check`: nothing else is running yet).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, true)
+    }
+
+    /// [`Config::load`] on this thread alone, for a reload: the gateway is serving, and the
+    /// other cores are its requests' (a reload on both of this machine's two cores let a
+    /// request wait past wrk's 2 s timeout).
+    pub fn load_beside_traffic(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, every_core: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let config = Self::from_yaml(&text, path, &|name| std::env::var(name).ok());
+        let lookup = |name: &str| std::env::var(name).ok();
+        let config = Self::from_yaml_on(&text, path, &lookup, every_core);
         drop(text);
         release_freed_memory();
         config
@@ -302,6 +315,16 @@ impl Config {
         path: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::from_yaml_on(text, path, lookup, true)
+    }
+
+    /// [`Config::from_yaml`], a large file's lists read on every core or not.
+    fn from_yaml_on(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        every_core: bool,
+    ) -> Result<Config, ConfigError> {
         let invalid = |problems| ConfigError::Invalid {
             path: path.to_owned(),
             problems,
@@ -312,7 +335,8 @@ impl Config {
         // are read on every core when the text is simple enough to cut (`split`); if it is not,
         // or any piece fails, the whole text is read in one piece. Anything else, errors
         // included, takes the tree path, which reports every problem as it always has.
-        if let Some(raw) = split::read(text).or_else(|| direct::read(text)) {
+        let pieces = every_core.then(|| split::read(text)).flatten();
+        if let Some(raw) = pieces.or_else(|| direct::read(text)) {
             return validate::validate(raw, base, path).map_err(invalid);
         }
         Self::from_tree(text, path, base, invalid, lookup)
