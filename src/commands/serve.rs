@@ -219,7 +219,7 @@ async fn watch_config(
         // other tasks (the operations listener, signals) should not wait for it.
         let load = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || Config::load(&path)).await
+            tokio::task::spawn_blocking(move || Config::load_beside_traffic(&path)).await
         };
         let Ok(load) = load else {
             tracing::error!(trigger, "configuration reload failed: the load panicked");

@@ -24,16 +24,21 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 
 use super::file::GatewayFile;
 
 /// `GatewayFile` read straight from `text`, or `None` when the tree path must read it.
 pub(super) fn read(text: &str) -> Option<GatewayFile> {
+    read_as(text)
+}
+
+/// Any of the file's structs read straight from `text` under the same rules as [`read`]
+/// (for [`super::split`]'s pieces), or `None` when the tree path must read it.
+pub(super) fn read_as<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
     if has_tag(text) {
         return None;
     }
-    GatewayFile::deserialize(Strict(serde_yaml::Deserializer::from_str(text))).ok()
+    T::deserialize(Strict(serde_yaml::Deserializer::from_str(text))).ok()
 }
 
 /// A `!` where a YAML tag could start: at the start of the text or after a space, a line

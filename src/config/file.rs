@@ -298,7 +298,7 @@ pub struct LogFile {
     pub level: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with username (and password_hash, personal_access_tokens, ...)"
@@ -324,7 +324,7 @@ pub struct UserFile {
     pub personal_access_tokens: Vec<PersonalAccessTokenFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with name, token_sha256 and scopes"
@@ -340,7 +340,7 @@ pub struct PersonalAccessTokenFile {
 }
 
 /// A project or a group: the same keys.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with path (and visibility, members, ...)"
@@ -370,7 +370,7 @@ pub struct ProjectFile {
 pub type GroupFile = ProjectFile;
 
 /// GitLab's container repository protection rules, protected tags and immutable tags.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with repositories, tags and immutable_tags"
@@ -385,7 +385,7 @@ pub struct ContainerProtectionFile {
     pub immutable_tags: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with repository_path_pattern and minimum_access_level_for_push"
@@ -396,7 +396,7 @@ pub struct RepositoryProtectionFile {
     pub minimum_access_level_for_push: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with tag_name_pattern, minimum_access_level_for_push and minimum_access_level_for_delete"
@@ -408,7 +408,7 @@ pub struct TagProtectionFile {
     pub minimum_access_level_for_delete: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with username, token_sha256 and scopes"
@@ -424,7 +424,7 @@ pub struct DeployTokenFile {
     pub revoked: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with username, token_sha256, role and scopes"

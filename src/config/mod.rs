@@ -14,6 +14,7 @@ pub mod ldap;
 pub mod reload;
 mod settings;
 mod shape;
+mod split;
 mod validate;
 
 use std::fmt;
@@ -293,13 +294,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Read, expand and validate a `gateway.yaml`.
+    /// Read, expand and validate a `gateway.yaml`, a large one on every core (start-up and
+    /// `portcullis check`: nothing else is running yet).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, true)
+    }
+
+    /// [`Config::load`] on this thread alone, for a reload: the gateway is serving, and the
+    /// other cores are its requests' (a reload on both of this machine's two cores let a
+    /// request wait past wrk's 2 s timeout).
+    pub fn load_beside_traffic(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, every_core: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let config = Self::from_yaml(&text, path, &|name| std::env::var(name).ok());
+        let lookup = |name: &str| std::env::var(name).ok();
+        let config = Self::from_yaml_on(&text, path, &lookup, every_core);
         drop(text);
         release_freed_memory();
         config
@@ -311,15 +325,28 @@ impl Config {
         path: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::from_yaml_on(text, path, lookup, true)
+    }
+
+    /// [`Config::from_yaml`], a large file's lists read on every core or not.
+    fn from_yaml_on(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        every_core: bool,
+    ) -> Result<Config, ConfigError> {
         let invalid = |problems| ConfigError::Invalid {
             path: path.to_owned(),
             problems,
         };
         let base = path.parent().unwrap_or(Path::new("."));
         // Straight from the text when that reads it exactly as the tree below would (no `${`,
-        // no tags, ...): the tree was most of a large directory's load. Anything else, errors
+        // no tags, ...): the tree was most of a large directory's load. A large file's lists
+        // are read on every core when the text is simple enough to cut (`split`); if it is not,
+        // or any piece fails, the whole text is read in one piece. Anything else, errors
         // included, takes the tree path, which reports every problem as it always has.
-        if let Some(raw) = direct::read(text) {
+        let pieces = every_core.then(|| split::read(text)).flatten();
+        if let Some(raw) = pieces.or_else(|| direct::read(text)) {
             return validate::validate(raw, base, path).map_err(invalid);
         }
         Self::from_tree(text, path, base, invalid, lookup)
@@ -372,6 +399,14 @@ impl Config {
 #[doc(hidden)]
 pub fn direct_read_agrees_with_tree(text: &str) -> Result<(), String> {
     direct::agrees_with_tree(text)
+}
+
+/// Whether reading `text` cut into pieces on several cores (what [`Config::from_yaml`] does
+/// with a large file) gives exactly what reading it whole gives, whenever it is cut at all:
+/// `Err` says how they differ. For the `config` fuzz target.
+#[doc(hidden)]
+pub fn split_read_agrees_with_single(text: &str) -> Result<(), String> {
+    split::agrees_with_single(text)
 }
 
 /// Give the memory a load freed back to the kernel. Reading a large directory (100,000
