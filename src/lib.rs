@@ -25,6 +25,7 @@
 //! - [`store`]: the token store (SQLite, PostgreSQL) and its in-memory mirror.
 //! - [`commands`]: the CLI sub-commands (`init`, `check`, `token generate`, `hash-password`).
 
+pub mod alloc;
 pub mod api;
 pub mod auth;
 pub mod body;

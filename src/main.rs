@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use portcullis::commands::{self, init::KeyType, secrets::HashAlgorithm};
 use portcullis::config::LogFormat;
 
+/// mimalloc: a large directory loads in about half the time glibc's malloc takes (see
+/// `portcullis::alloc`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",

@@ -411,18 +411,8 @@ pub fn split_read_agrees_with_single(text: &str) -> Result<(), String> {
 
 /// Give the memory a load freed back to the kernel. Reading a large directory (100,000
 /// projects) allocates several times what the directory keeps (the text, the YAML tree, the
-/// file's structs); glibc keeps freed memory for reuse, and without this the process stayed at
+/// file's structs); the allocator keeps freed memory for reuse, and without this the process stayed at
 /// its peak of the parse (hundreds of MiB) for good.
 pub(crate) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-        }
-        // SAFETY: malloc_trim takes no pointers and only returns free pages of glibc's own
-        // heap to the kernel; it is safe to call at any time from any thread.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
+    crate::alloc::release_freed_memory();
 }
