@@ -27,17 +27,7 @@ fn docker_logs_in_with_a_personal_access_token_pushes_and_pulls() {
     assert!(out.contains("Login Succeeded"), "{out}");
 
     let remote = format!("{host}/mygroup/myproject/app:1.0");
-    docker.import_image(&remote);
-    let id = docker.image_id(&remote);
-    let out = docker.ok(&["push", &remote], None);
-    assert!(out.contains("digest: sha256:"), "{out}");
-    docker.ok(&["rmi", &remote], None);
-    docker.ok(&["pull", &remote], None);
-    assert_eq!(
-        docker.image_id(&remote),
-        id,
-        "the pulled image is the pushed one"
-    );
+    docker.push_then_pull_back(&remote);
 
     // A reporter can pull but not push.
     docker.ok(

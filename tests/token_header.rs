@@ -13,7 +13,7 @@ use std::time::Duration;
 use support::docker::Dockerd;
 use support::gateway::run_cli;
 use support::gateway::secrets::*;
-use support::gateway::{Gateway, GatewayFiles, GatewayOptions};
+use support::gateway::{GatewayFiles, GatewayOptions};
 use support::http::{get, jwt_part, Reply};
 use support::process::ImageCli;
 use support::stack::{RegistryAuth, Stack, StackOptions};
@@ -29,15 +29,6 @@ fn kid_stack(registry_auth: RegistryAuth) -> Stack {
         },
         ..StackOptions::default()
     })
-}
-
-fn check_upstream(gateway: &Gateway) -> (i32, String) {
-    let config = gateway.config_path();
-    let (code, out, err) = run_cli(
-        &["check", "--config", config.to_str().unwrap(), "--upstream"],
-        None,
-    );
-    (code, format!("{out}{err}"))
 }
 
 fn challenge_of(reply: &Reply) -> String {
@@ -84,17 +75,7 @@ fn distribution_2_8_accepts_kid_only_tokens_and_the_trust_check_says_so() {
         .bearer(&token)
         .send();
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let (code, out) = check_upstream(&stack.gateway);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("the registry accepts the gateway's tokens"),
-        "{out}"
-    );
-    stack.gateway.wait_for_log(
-        "the registry accepts the gateway's tokens",
-        1,
-        Duration::from_secs(10),
-    );
+    stack.gateway.assert_registry_trusts_its_tokens();
 }
 
 #[test]
@@ -106,18 +87,7 @@ fn docker_pushes_and_pulls_through_a_kid_mode_gateway() {
         &["login", host, "-u", "alice", "--password-stdin"],
         Some(ALICE_PAT),
     );
-    let remote = format!("{host}/mygroup/myproject/kid:1.0");
-    docker.import_image(&remote);
-    let id = docker.image_id(&remote);
-    let out = docker.ok(&["push", &remote], None);
-    assert!(out.contains("digest: sha256:"), "{out}");
-    docker.ok(&["rmi", &remote], None);
-    docker.ok(&["pull", &remote], None);
-    assert_eq!(
-        docker.image_id(&remote),
-        id,
-        "the pulled image is the pushed one"
-    );
+    docker.push_then_pull_back(&format!("{host}/mygroup/myproject/kid:1.0"));
 }
 
 fn doctor(url: &str) -> (i32, String) {
@@ -159,7 +129,7 @@ fn doctor_names_the_kid_only_header_and_what_refuses_it() {
 #[test]
 fn a_registry_trusting_another_key_is_named_with_the_registries_that_accept_kid_tokens() {
     let stack = kid_stack(RegistryAuth::OtherCertificate);
-    let (code, out) = check_upstream(&stack.gateway);
+    let (code, out) = stack.gateway.check_upstream();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("REFUSES")

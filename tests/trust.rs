@@ -5,20 +5,10 @@ use crate::support;
 
 use std::time::Duration;
 
-use support::gateway::run_cli;
 use support::gateway::secrets::*;
 use support::gateway::{Gateway, GatewayFiles, GatewayOptions};
 use support::http::get;
 use support::stack::{RegistryAuth, Stack, StackOptions};
-
-fn check_upstream(gateway: &Gateway) -> (i32, String) {
-    let config = gateway.config_path();
-    let (code, out, err) = run_cli(
-        &["check", "--config", config.to_str().unwrap(), "--upstream"],
-        None,
-    );
-    (code, format!("{out}{err}"))
-}
 
 fn stack(auth: RegistryAuth) -> Stack {
     Stack::with(StackOptions {
@@ -30,23 +20,13 @@ fn stack(auth: RegistryAuth) -> Stack {
 #[test]
 fn a_registry_that_trusts_the_gateway_passes() {
     let stack = stack(RegistryAuth::TrustsGateway);
-    let (code, out) = check_upstream(&stack.gateway);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("the registry accepts the gateway's tokens"),
-        "{out}"
-    );
-    stack.gateway.wait_for_log(
-        "the registry accepts the gateway's tokens",
-        1,
-        Duration::from_secs(10),
-    );
+    stack.gateway.assert_registry_trusts_its_tokens();
 }
 
 #[test]
 fn another_issuer_or_certificate_is_named_at_check_start_up_and_run_time() {
     let stack = stack(RegistryAuth::WrongIssuer);
-    let (code, out) = check_upstream(&stack.gateway);
+    let (code, out) = stack.gateway.check_upstream();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("REFUSES")
@@ -87,7 +67,7 @@ fn another_issuer_or_certificate_is_named_at_check_start_up_and_run_time() {
 #[test]
 fn a_service_mismatch_is_named_from_the_registrys_challenge() {
     let stack = stack(RegistryAuth::WrongService);
-    let (code, out) = check_upstream(&stack.gateway);
+    let (code, out) = stack.gateway.check_upstream();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("service mismatch") && out.contains("\"other_registry\""),
@@ -98,7 +78,7 @@ fn a_service_mismatch_is_named_from_the_registrys_challenge() {
 #[test]
 fn no_auth_is_reported_and_an_unreachable_registry_fails_the_check() {
     let stack = stack(RegistryAuth::None);
-    let (code, out) = check_upstream(&stack.gateway);
+    let (code, out) = stack.gateway.check_upstream();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("no auth of its own"), "{out}");
 
@@ -107,7 +87,7 @@ fn no_auth_is_reported_and_an_unreachable_registry_fails_the_check() {
         GatewayFiles::init("ec", &nowhere),
         &GatewayOptions::new(&nowhere),
     );
-    let (code, out) = check_upstream(&gateway);
+    let (code, out) = gateway.check_upstream();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(&format!(
@@ -129,7 +109,7 @@ fn no_auth_is_reported_and_an_unreachable_registry_fails_the_check() {
 #[test]
 fn a_registry_trusting_another_certificate_is_named() {
     let stack = stack(RegistryAuth::OtherCertificate);
-    let (code, out) = check_upstream(&stack.gateway);
+    let (code, out) = stack.gateway.check_upstream();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("rootcertbundle must be the gateway's certificate"),

@@ -427,6 +427,32 @@ impl Gateway {
         );
     }
 
+    /// `portcullis check --upstream` against this gateway's config: exit code and output.
+    pub fn check_upstream(&self) -> (i32, String) {
+        let config = self.config_path();
+        let (code, out, err) = run_cli(
+            &["check", "--config", config.to_str().unwrap(), "--upstream"],
+            None,
+        );
+        (code, format!("{out}{err}"))
+    }
+
+    /// The registry accepts this gateway's tokens: `check --upstream` says so and exits 0,
+    /// and so does the start-up trust check in the log.
+    pub fn assert_registry_trusts_its_tokens(&self) {
+        let (code, out) = self.check_upstream();
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("the registry accepts the gateway's tokens"),
+            "{out}"
+        );
+        self.wait_for_log(
+            "the registry accepts the gateway's tokens",
+            1,
+            Duration::from_secs(10),
+        );
+    }
+
     /// Everything the gateway logged so far, once the log has stopped growing for a moment.
     ///
     /// The gateway writes a worker's access lines when that worker goes idle, just after the

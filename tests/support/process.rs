@@ -259,6 +259,22 @@ pub trait ImageCli {
         self.ok(&["import", tar.to_str().unwrap(), reference], None);
     }
 
+    /// Import an image as `remote`, push it, remove it, pull it back, and check the pulled
+    /// image is the pushed one.
+    fn push_then_pull_back(&self, remote: &str) {
+        self.import_image(remote);
+        let id = self.image_id(remote);
+        let out = self.ok(&["push", remote], None);
+        assert!(out.contains("digest: sha256:"), "{out}");
+        self.ok(&["rmi", remote], None);
+        self.ok(&["pull", remote], None);
+        assert_eq!(
+            self.image_id(remote),
+            id,
+            "the pulled image is the pushed one"
+        );
+    }
+
     /// The image id the CLI has for `reference`.
     fn image_id(&self, reference: &str) -> String {
         self.ok(
