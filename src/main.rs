@@ -8,10 +8,10 @@ use clap::{Parser, Subcommand};
 use portcullis::commands::{self, init::KeyType, secrets::HashAlgorithm};
 use portcullis::config::LogFormat;
 
-/// mimalloc: a large directory loads in about half the time glibc's malloc takes (see
-/// `portcullis::alloc`).
+/// mimalloc: a large directory loads in about half the time glibc's malloc takes, and aligned
+/// calls only where a layout needs them (see `portcullis::alloc`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: portcullis::alloc::Mimalloc = portcullis::alloc::Mimalloc;
 
 #[derive(Parser)]
 #[command(
