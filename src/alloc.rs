@@ -12,9 +12,9 @@
 //! every allocation through `mi_malloc_aligned`, and mimalloc 3's aligned path takes its
 //! over-allocating fallback (a bigger block, an interior pointer, a slower free) for any block
 //! over 1 KiB or whose size class has no free block at hand, even at alignment 1 or 8: about
-//! ten allocations a small proxied request, 4-5% of its instructions (callgrind, gdb on
-//! `mi_theap_malloc_zero_aligned_at_overalloc`: 8 KiB buffers at alignment 1, boxed futures of
-//! 3-7 KiB at alignment 8). Every mimalloc block is aligned to a word, so [`Mimalloc`] asks for
+//! ten allocations a small proxied request (gdb on `mi_theap_malloc_zero_aligned_at_overalloc`:
+//! 8 KiB buffers at alignment 1, boxed futures of 3-7 KiB at alignment 8); going around it
+//! saves 1.2-1.7% of a request's instructions (callgrind, BENCHMARKS.md). Every mimalloc block is aligned to a word, so [`Mimalloc`] asks for
 //! an aligned block only when the layout needs more than that.
 
 use std::alloc::{GlobalAlloc, Layout};
