@@ -28,8 +28,8 @@ use crate::error::{ApiError, ErrorCode};
 use crate::proxy::forward::{Upstream, UpstreamSetupError};
 use crate::proxy::protect::{GuardedTags, TagGuard};
 use crate::proxy::Proxy;
-use crate::server::limits::{ConnectionSlots, UpstreamSlots};
-use crate::server::ClientAddr;
+use crate::server::limits::UpstreamSlots;
+use crate::server::{Arrival, ClientAddr};
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::RouteLabel;
@@ -371,14 +371,12 @@ impl Gateway {
             response.extensions_mut().insert(RouteLabel("api"));
             response
         } else if path == "/v2" || path.starts_with("/v2/") {
-            let share = request.extensions().get::<ConnectionSlots>().cloned();
-            let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
-            match self
-                .inner
-                .upstream_slots
-                .acquire(share.as_ref(), client)
-                .await
-            {
+            // An embedder's request has no `Arrival`: no connection share, its `ClientAddr`.
+            let arrival = request.extensions().get::<Arrival>();
+            let share = arrival.map(|arrival| &arrival.share);
+            let client = ClientAddr::of(request.extensions()).map(|c| c.ip());
+            let acquired = self.inner.upstream_slots.acquire(share, client).await;
+            match acquired {
                 Ok(held) => UpstreamSlots::hold(self.inner.proxy.handle(request).await, held),
                 Err(refusal) => {
                     let mut response = refusal.into_response();
@@ -423,7 +421,7 @@ impl Gateway {
             )
             .into_response();
         }
-        let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+        let client = ClientAddr::of(request.extensions());
         let timeout = self.inner.token_request_timeout;
         let answer = self.inner.token_endpoint.handle(request, client);
         match tokio::time::timeout(timeout, answer).await {
@@ -447,7 +445,7 @@ impl Gateway {
     /// The token page, under the same time bound as the token endpoint: a form dribbled a
     /// byte a second ends with a 408 instead of holding a connection.
     async fn page(&self, request: Request<Incoming>) -> Response<Body> {
-        let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+        let client = ClientAddr::of(request.extensions());
         let timeout = self.inner.token_request_timeout;
         let answer = self
             .inner

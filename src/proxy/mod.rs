@@ -225,7 +225,7 @@ impl Proxy {
 
     /// A client just given a token that calls without any Authorization: say so, once.
     async fn notice_stripped(&self, request: &Request<Incoming>) {
-        let Some(client) = request.extensions().get::<ClientAddr>() else {
+        let Some(client) = ClientAddr::of(request.extensions()) else {
             return;
         };
         let user_agent = request
@@ -239,12 +239,12 @@ impl Proxy {
             .map(HeaderValue::as_bytes);
         if let Some(since) = self
             .stripped
-            .request(client.0.ip(), user_agent, authorization)
+            .request(client.ip(), user_agent, authorization)
             .await
         {
             metrics().diagnosis(Diagnosis::StrippedV2);
             tracing::warn!(
-                client = %client.0,
+                client = %client,
                 user_agent,
                 path = request.uri().path(),
                 token_issued_s_ago = since.as_secs(),
@@ -381,7 +381,7 @@ impl Proxy {
         request: Request<Incoming>,
         target: http::uri::PathAndQuery,
     ) -> Request<Body> {
-        let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let client = ClientAddr::of(request.extensions()).map(|c| c.ip());
         let (mut parts, incoming) = request.into_parts();
         // Cannot fail (scheme, authority and path are each valid); were it to, the relative
         // URI left in place makes the send fail with a 502, not a request to the wrong host.

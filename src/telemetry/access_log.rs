@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use super::line::{self, AccessLine};
 use super::metrics::metrics;
 use super::{RefusalReason, RequestUser, RouteLabel};
-use crate::server::{ClientAddr, PeerAddr};
+use crate::server::{Arrival, ClientAddr};
 
 /// Adds [`AccessLog`] around a service.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,12 +52,14 @@ where
         let method = request.method().clone();
         // A reference-counted clone: the path is logged without copying it per request.
         let uri = request.uri().clone();
-        let client: Option<SocketAddr> = request.extensions().get::<ClientAddr>().map(|c| c.0);
-        let peer = request
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0)
-            .filter(|p| Some(*p) != client);
+        let (client, peer): (Option<SocketAddr>, Option<SocketAddr>) =
+            match request.extensions().get::<Arrival>() {
+                Some(arrival) => (
+                    Some(arrival.client),
+                    Some(arrival.peer).filter(|p| *p != arrival.client),
+                ),
+                None => (request.extensions().get::<ClientAddr>().map(|c| c.0), None),
+            };
         let version = request.version();
         let future = self.inner.call(request);
         Box::pin(async move {
