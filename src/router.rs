@@ -410,7 +410,12 @@ impl Gateway {
         let arrival = request.extensions().get::<Arrival>();
         let share = arrival.map(|arrival| &arrival.share);
         let client = ClientAddr::of(request.extensions()).map(|c| c.ip());
-        let acquired = self.inner.upstream_slots.acquire(share, client).await;
+        let slots = &self.inner.upstream_slots;
+        let acquired = match slots.try_acquire(share, client) {
+            Some(held) => Ok(held),
+            // Waits for a slot: boxed, so the usual request's future has no room for it.
+            None => Box::pin(slots.acquire(share, client)).await,
+        };
         Ok(match acquired {
             Ok(held) => UpstreamSlots::hold(self.inner.proxy.handle(request).await, held),
             Err(refusal) => {
