@@ -107,7 +107,7 @@ impl BuildError {
 
 struct Inner {
     token_endpoint: TokenEndpoint,
-    proxy: Proxy,
+    proxy: Arc<Proxy>,
     /// Users, groups, projects and tokens in force; swapped on reload.
     directory: SharedDirectory,
     /// The JWKS document, made once (keys change only with a restart).
@@ -222,6 +222,7 @@ impl Gateway {
         )
         .map_err(|_| BuildError::PublicUrl)?
         .with_tag_guard(tag_guard(directory.clone()));
+        let proxy = Arc::new(proxy);
         let page = crate::page::TokenPage::new(
             config.page,
             crate::page::service::ServiceTokens::new(api.service().clone()),
@@ -323,10 +324,7 @@ impl Gateway {
 
     /// Route and answer one request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        match self.answer(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
+        self.answer(request).0.await
     }
 
     /// Route one request. What needs no waiting (CONNECT, a head too big, the JWKS, a 404) is
@@ -363,14 +361,22 @@ impl Gateway {
         }
         let path = request.uri().path();
         if path == "/v2" || path.starts_with("/v2/") {
-            Box::pin(self.clone().v2(request))
+            // An embedder's request has no `Arrival`: no connection share, its `ClientAddr`.
+            let share = request.extensions().get::<Arrival>().map(|a| &a.share);
+            let client = ClientAddr::of(request.extensions()).map(|c| c.ip());
+            match self.inner.upstream_slots.try_acquire(share, client) {
+                // The usual case: the proxy's future is the one boxed.
+                Some(held) => Box::pin(self.inner.proxy.clone().handle(request, held)).into(),
+                None => Box::pin(self.clone().v2_waiting(request)).into(),
+            }
         } else if path == TOKEN_PATH {
             let gateway = self.clone();
             Box::pin(async move {
                 let mut response = gateway.token(request).await;
                 response.extensions_mut().insert(RouteLabel("token"));
-                Ok(response)
+                response
             })
+            .into()
         } else if path == JWKS_PATH {
             let mut response = Response::new(crate::body::full(self.inner.jwks.clone()));
             let headers = response.headers_mut();
@@ -388,36 +394,31 @@ impl Gateway {
             Box::pin(async move {
                 let mut response = gateway.inner.api.handle(request).await;
                 response.extensions_mut().insert(RouteLabel("api"));
-                Ok(response)
+                response
             })
+            .into()
         } else if crate::page::owns(path) {
             let gateway = self.clone();
             Box::pin(async move {
                 let mut response = gateway.page(request).await;
                 response.extensions_mut().insert(RouteLabel("page"));
-                Ok(response)
+                response
             })
+            .into()
         } else {
             answered(ApiError::not_found(format!("no such endpoint {path:?}: the registry API is under /v2/, tokens under {TOKEN_PATH}"))
                 .into_response())
         }
     }
 
-    /// A `/v2/` request: a registry slot, then the proxy. Owns the gateway, so this future is
-    /// the one boxed (no wrapper around it).
-    async fn v2(self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        // An embedder's request has no `Arrival`: no connection share, its `ClientAddr`.
-        let arrival = request.extensions().get::<Arrival>();
-        let share = arrival.map(|arrival| &arrival.share);
+    /// A `/v2/` request whose registry slots are not all free: wait for them (at most
+    /// `server.upstream_queue_timeout`), then the proxy.
+    async fn v2_waiting(self, request: Request<Incoming>) -> Response<Body> {
+        let share = request.extensions().get::<Arrival>().map(|a| &a.share);
         let client = ClientAddr::of(request.extensions()).map(|c| c.ip());
-        let slots = &self.inner.upstream_slots;
-        let acquired = match slots.try_acquire(share, client) {
-            Some(held) => Ok(held),
-            // Waits for a slot: boxed, so the usual request's future has no room for it.
-            None => Box::pin(slots.acquire(share, client)).await,
-        };
-        Ok(match acquired {
-            Ok(held) => UpstreamSlots::hold(self.inner.proxy.handle(request).await, held),
+        let acquired = self.inner.upstream_slots.acquire(share, client).await;
+        match acquired {
+            Ok(held) => self.inner.proxy.clone().handle(request, held).await,
             Err(refusal) => {
                 let mut response = refusal.into_response();
                 response.headers_mut().insert(
@@ -426,16 +427,31 @@ impl Gateway {
                 );
                 response
             }
-        })
+        }
     }
 }
 
-/// The gateway's answer to one request, as its tower service gives it.
-type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+/// The gateway's answer to one request, as its tower service gives it: the route's future,
+/// boxed.
+pub struct Answer(Pin<Box<dyn Future<Output = Response<Body>> + Send>>);
+
+impl<F: Future<Output = Response<Body>> + Send + 'static> From<Pin<Box<F>>> for Answer {
+    fn from(future: Pin<Box<F>>) -> Answer {
+        Answer(future)
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
+}
 
 /// An answer made without waiting.
 fn answered(response: Response<Body>) -> Answer {
-    Box::pin(std::future::ready(Ok(response)))
+    Answer(Box::pin(std::future::ready(response)))
 }
 
 impl Gateway {

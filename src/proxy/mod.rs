@@ -38,6 +38,7 @@ use crate::config::PublicUrl;
 use crate::diagnose::grace::{PushGrace, Verdict};
 use crate::diagnose::trust::{self, RuntimeCheck, Trust};
 use crate::error::{ApiError, ErrorCode};
+use crate::server::limits::Holding;
 use crate::server::ClientAddr;
 use crate::shared::stripped::Detector as StrippedDetector;
 use crate::telemetry::audit::Audit;
@@ -123,13 +124,24 @@ impl Proxy {
     /// future is made and then moved into its parent's state, a copy of its whole size per
     /// level, so the common path awaits only what must wait (the stripped-header detector,
     /// the registry) and decides the rest without a future of its own.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let need = match access::classify(request.method(), request.uri(), request.headers()) {
-            Ok(need) => need,
-            Err(error) => return error.into_response(),
-        };
-        let route = need.route.label();
-        let mut response = 'answer: {
+    ///
+    /// `keep` is what the caller holds for the request (its registry slots): kept until the
+    /// answer's body has been sent or dropped, inside the registry's answer's own body (one
+    /// box, not a second around it). The proxy is owned (`Arc`), so this future can be the
+    /// one the router boxes, with nothing wrapping it.
+    pub async fn handle<K: Send + Sync + Unpin + 'static>(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        keep: K,
+    ) -> Response<Body> {
+        let mut keep = Some(keep);
+        let mut route = None;
+        let response = 'answer: {
+            let need = match access::classify(request.method(), request.uri(), request.headers()) {
+                Ok(need) => need,
+                Err(error) => break 'answer error.into_response(),
+            };
+            route = Some(need.route.label());
             let method = request.method().clone();
             if let Some(client) = ClientAddr::of(request.extensions()) {
                 let headers = request.headers();
@@ -222,7 +234,7 @@ impl Proxy {
                         &self.grace,
                         &self.pull_tags,
                     );
-                    self.downstream_response(response)
+                    self.downstream_response(response, keep.take())
                 }
                 Err(error) => self.upstream_failure(error),
             };
@@ -231,7 +243,13 @@ impl Proxy {
                 .insert(RequestUser(claims.sub.clone()));
             response
         };
-        response.extensions_mut().insert(RouteLabel(route));
+        let mut response = match keep {
+            Some(keep) => response.map(|body| Body::new(Holding::new(body, keep))),
+            None => response,
+        };
+        if let Some(route) = route {
+            response.extensions_mut().insert(RouteLabel(route));
+        }
         response
     }
 
@@ -453,8 +471,13 @@ impl Proxy {
         Request::from_parts(parts, body)
     }
 
-    /// The registry's answer as the client gets it: realm and internal Locations rewritten.
-    fn downstream_response(&self, response: Response<Incoming>) -> Response<Body> {
+    /// The registry's answer as the client gets it: realm and internal Locations rewritten;
+    /// `keep` held by its body.
+    fn downstream_response<K: Send + Sync + Unpin + 'static>(
+        &self,
+        response: Response<Incoming>,
+        keep: Option<K>,
+    ) -> Response<Body> {
         let (mut parts, incoming) = response.into_parts();
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
@@ -485,7 +508,7 @@ impl Proxy {
         }
         Response::from_parts(
             parts,
-            body::counted(incoming, metrics().upstream_received()),
+            body::counted(Holding::new(incoming, keep), metrics().upstream_received()),
         )
     }
 
