@@ -11,7 +11,7 @@ pub mod gather;
 mod line;
 pub mod metrics;
 
-pub use access_log::{AccessLog, AccessLogLayer};
+pub use access_log::{AccessLog, AccessLogLayer, Logged};
 
 use tracing_subscriber::EnvFilter;
 
