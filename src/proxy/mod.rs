@@ -43,7 +43,7 @@ use crate::server::ClientAddr;
 use crate::shared::stripped::Detector as StrippedDetector;
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::{metrics, Diagnosis};
-use crate::telemetry::{RefusalReason, RequestUser, RouteLabel};
+use crate::telemetry::AnswerNote;
 
 /// The message of a delete refused because the token was issued without `delete`: GitLab's
 /// rule, in the words docker and skopeo print after `unauthorized: `.
@@ -135,13 +135,14 @@ impl Proxy {
         keep: K,
     ) -> Response<Body> {
         let mut keep = Some(keep);
-        let mut route = None;
+        // For the access line, attached once at the end.
+        let mut note = AnswerNote::default();
         let response = 'answer: {
             let need = match access::classify(request.method(), request.uri(), request.headers()) {
                 Ok(need) => need,
                 Err(error) => break 'answer error.into_response(),
             };
-            route = Some(need.route.label());
+            note.route = Some(need.route.label());
             let method = request.method().clone();
             if let Some(client) = ClientAddr::of(request.extensions()) {
                 let headers = request.headers();
@@ -179,7 +180,9 @@ impl Proxy {
                         metrics().auth_failure(refusal.reason);
                         exchange.refused(&self.audit, refusal.reason, refusal.user.as_deref());
                     }
-                    break 'answer refused_response(*refusal.error, refusal.reason, refusal.user);
+                    note.user = refusal.user;
+                    note.reason = Some(refusal.reason);
+                    break 'answer refusal.error.into_response();
                 }
             };
             let need = &exchange.need;
@@ -196,7 +199,9 @@ impl Proxy {
                     .await;
                     if let Err((error, reason)) = checked {
                         exchange.refused(&self.audit, reason, Some(&claims.sub));
-                        break 'answer refused_response(error, reason, Some(claims.sub.clone()));
+                        note.user = Some(claims.sub.clone());
+                        note.reason = Some(reason);
+                        break 'answer error.into_response();
                     }
                 }
             }
@@ -206,7 +211,8 @@ impl Proxy {
                     .headers_mut()
                     .insert(header::AUTHORIZATION, token);
             }
-            let mut response = match self.upstream.send(upstream_request).await {
+            note.user = Some(claims.sub.clone());
+            match self.upstream.send(upstream_request).await {
                 Ok(response) => {
                     if response.status() == StatusCode::UNAUTHORIZED {
                         self.registry_refused_a_verified_token();
@@ -237,18 +243,14 @@ impl Proxy {
                     self.downstream_response(response, keep.take())
                 }
                 Err(error) => self.upstream_failure(error),
-            };
-            response
-                .extensions_mut()
-                .insert(RequestUser(claims.sub.clone()));
-            response
+            }
         };
         let mut response = match keep {
             Some(keep) => response.map(|body| Body::new(Holding::new(body, keep))),
             None => response,
         };
-        if let Some(route) = route {
-            response.extensions_mut().insert(RouteLabel(route));
+        if note.route.is_some() {
+            response.extensions_mut().insert(note);
         }
         response
     }
@@ -622,17 +624,6 @@ fn report_stripped(
         token_issued_s_ago = since.as_secs(),
         "this client was given a token but calls /v2/ WITHOUT an Authorization header: it is being removed between the client and portcullis (a proxy clearing it, or a redirect dropping it); pass the Authorization header through on /v2/ too"
     );
-}
-
-/// A refusal's answer, carrying for the access line who was refused (when the token could be
-/// read) and why.
-fn refused_response(error: ApiError, reason: &'static str, user: Option<String>) -> Response<Body> {
-    let mut response = error.into_response();
-    if let Some(user) = user {
-        response.extensions_mut().insert(RequestUser(user));
-    }
-    response.extensions_mut().insert(RefusalReason(reason));
-    response
 }
 
 /// What [`Proxy::verify`] found.

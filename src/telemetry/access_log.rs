@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 
 use super::line::{self, AccessLine};
 use super::metrics::metrics;
-use super::{RefusalReason, RequestUser, RouteLabel};
+use super::{AnswerNote, RequestUser, RouteLabel};
 use crate::server::{Arrival, ClientAddr};
 
 /// Adds [`AccessLog`] around a service.
@@ -115,22 +115,25 @@ impl Logging {
     /// Count the request in the metrics and write its access line.
     fn log<B>(self, response: &Response<B>) {
         let elapsed = self.started.elapsed();
-        let route = response
-            .extensions()
-            .get::<RouteLabel>()
-            .map_or("other", |r| r.0);
+        let extensions = response.extensions();
+        let note = extensions.get::<AnswerNote>();
+        let route = match note {
+            Some(note) => note.route,
+            None => extensions.get::<RouteLabel>().map(|r| r.0),
+        }
+        .unwrap_or("other");
         metrics().request(
             route,
             &self.method,
             response.status().as_u16(),
             elapsed.as_secs_f64(),
         );
-        let user = response
-            .extensions()
-            .get::<RequestUser>()
-            .map(|u| u.0.as_str())
-            .unwrap_or("");
-        let reason = response.extensions().get::<RefusalReason>().map(|r| r.0);
+        let user = match note {
+            Some(note) => note.user.as_deref(),
+            None => extensions.get::<RequestUser>().map(|u| u.0.as_str()),
+        }
+        .unwrap_or("");
+        let reason = note.and_then(|note| note.reason);
         line::log(&AccessLine {
             client: self.client,
             method: self.method.as_str(),
