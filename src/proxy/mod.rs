@@ -38,11 +38,12 @@ use crate::config::PublicUrl;
 use crate::diagnose::grace::{PushGrace, Verdict};
 use crate::diagnose::trust::{self, RuntimeCheck, Trust};
 use crate::error::{ApiError, ErrorCode};
+use crate::server::limits::Holding;
 use crate::server::ClientAddr;
 use crate::shared::stripped::Detector as StrippedDetector;
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::{metrics, Diagnosis};
-use crate::telemetry::{RefusalReason, RequestUser, RouteLabel};
+use crate::telemetry::AnswerNote;
 
 /// The message of a delete refused because the token was issued without `delete`: GitLab's
 /// rule, in the words docker and skopeo print after `unauthorized: `.
@@ -116,85 +117,141 @@ impl Proxy {
         self
     }
 
-    /// Answer one `/v2/` request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let need = match access::classify(request.method(), request.uri(), request.headers()) {
-            Ok(need) => need,
-            Err(error) => return error.into_response(),
-        };
-        let route = need.route.label();
-        let mut response = self.forward(request, need).await;
-        response.extensions_mut().insert(RouteLabel(route));
-        response
-    }
-
-    /// Check the token, then stream the request to the registry and its answer back.
-    async fn forward(&self, request: Request<Incoming>, need: Need) -> Response<Body> {
-        let method = request.method().clone();
-        self.notice_stripped(&request).await;
-        let exchange = record::Exchange::of(&request, need, &self.audit);
-        let (claims, replacement) = match self
-            .authorize(&method, request.headers(), &exchange.need)
-            .await
-        {
-            Ok(authorized) => authorized,
-            Err(refusal) => {
-                if refusal.reason == "missing_token" && exchange.need.route == Route::Base {
-                    // Every docker/podman command starts so: the protocol, not a refusal.
-                    metrics().challenge();
-                } else {
-                    metrics().auth_failure(refusal.reason);
-                    exchange.refused(&self.audit, refusal.reason, refusal.user.as_deref());
+    /// Answer one `/v2/` request: check the token, then stream the request to the registry
+    /// and its answer back.
+    ///
+    /// One future for the whole exchange, with what is rarely needed boxed: every nested
+    /// future is made and then moved into its parent's state, a copy of its whole size per
+    /// level, so the common path awaits only what must wait (the stripped-header detector,
+    /// the registry) and decides the rest without a future of its own.
+    ///
+    /// `keep` is what the caller holds for the request (its registry slots): kept until the
+    /// answer's body has been sent or dropped, inside the registry's answer's own body (one
+    /// box, not a second around it). The proxy is owned (`Arc`), so this future can be the
+    /// one the router boxes, with nothing wrapping it.
+    pub async fn handle<K: Send + Sync + Unpin + 'static>(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        keep: K,
+    ) -> Response<Body> {
+        let mut keep = Some(keep);
+        // For the access line, attached once at the end.
+        let mut note = AnswerNote::default();
+        let response = 'answer: {
+            let need = match access::classify(request.method(), request.uri(), request.headers()) {
+                Ok(need) => need,
+                Err(error) => break 'answer error.into_response(),
+            };
+            note.route = Some(need.route.label());
+            let method = request.method().clone();
+            if let Some(client) = ClientAddr::of(request.extensions()) {
+                let headers = request.headers();
+                let user_agent = headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let authorization = headers
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes);
+                let stripped = self
+                    .stripped
+                    .request(client.ip(), user_agent, authorization)
+                    .await;
+                if let Some(since) = stripped {
+                    report_stripped(&request, client, user_agent, since);
                 }
-                return refused_response(*refusal.error, refusal.reason, refusal.user);
             }
-        };
-        let need = &exchange.need;
-        if let Some(guard) = &self.tag_guard {
-            let checked =
-                protect::check(guard, &self.upstream, &self.tokens, &method, need, &claims).await;
-            if let Err((error, reason)) = checked {
-                exchange.refused(&self.audit, reason, Some(&claims.sub));
-                return refused_response(error, reason, Some(claims.sub.clone()));
-            }
-        }
-        let mut upstream_request = self.upstream_request(request, need.target.clone());
-        if let Some(token) = replacement {
-            upstream_request
-                .headers_mut()
-                .insert(header::AUTHORIZATION, token);
-        }
-        let mut response = match self.upstream.send(upstream_request).await {
-            Ok(response) => {
-                if response.status() == StatusCode::UNAUTHORIZED {
-                    self.registry_refused_a_verified_token();
+            let exchange = record::Exchange::of(&request, need, &self.audit);
+            let verified = match self.verify(request.headers(), &exchange.need) {
+                Verified::Valid(claims) => Ok((claims, None)),
+                Verified::Refused(refusal) => Err(refusal),
+                // Rare: boxed, so the common path's future has no room for it.
+                Verified::Expired(claims) => {
+                    Box::pin(self.expired(claims, &method, &exchange.need)).await
                 }
-                let finished = self
-                    .grace
-                    .observe(
+            };
+            let (claims, replacement) = match verified {
+                Ok(authorized) => authorized,
+                Err(refusal) => {
+                    if refusal.reason == "missing_token" && exchange.need.route == Route::Base {
+                        // Every docker/podman command starts so: the protocol, not a refusal.
+                        metrics().challenge();
+                    } else {
+                        metrics().auth_failure(refusal.reason);
+                        exchange.refused(&self.audit, refusal.reason, refusal.user.as_deref());
+                    }
+                    note.user = refusal.user;
+                    note.reason = Some(refusal.reason);
+                    break 'answer refusal.error.into_response();
+                }
+            };
+            let need = &exchange.need;
+            if let Some(guard) = &self.tag_guard {
+                if protect::applies(&method, need) {
+                    let checked = Box::pin(protect::check(
+                        guard,
+                        &self.upstream,
+                        &self.tokens,
                         &method,
                         need,
                         &claims,
-                        response.status().as_u16(),
-                        response.headers(),
-                    )
+                    ))
                     .await;
-                exchange.answered(
-                    &self.audit,
-                    &claims.sub,
-                    response.status(),
-                    response.headers(),
-                    finished,
-                    &self.grace,
-                    &self.pull_tags,
-                );
-                self.downstream_response(response)
+                    if let Err((error, reason)) = checked {
+                        exchange.refused(&self.audit, reason, Some(&claims.sub));
+                        note.user = Some(claims.sub.clone());
+                        note.reason = Some(reason);
+                        break 'answer error.into_response();
+                    }
+                }
             }
-            Err(error) => self.upstream_failure(error),
+            let mut upstream_request = self.upstream_request(request, need.target.clone());
+            if let Some(token) = replacement {
+                upstream_request
+                    .headers_mut()
+                    .insert(header::AUTHORIZATION, token);
+            }
+            note.user = Some(claims.sub.clone());
+            match self.upstream.send(upstream_request).await {
+                Ok(response) => {
+                    if response.status() == StatusCode::UNAUTHORIZED {
+                        self.registry_refused_a_verified_token();
+                    }
+                    // Push grace learns from upload answers only: no future for the rest.
+                    let finished = if need.route == Route::Upload {
+                        self.grace
+                            .observe(
+                                &method,
+                                need,
+                                &claims,
+                                response.status().as_u16(),
+                                response.headers(),
+                            )
+                            .await
+                    } else {
+                        None
+                    };
+                    exchange.answered(
+                        &self.audit,
+                        &claims.sub,
+                        response.status(),
+                        response.headers(),
+                        finished,
+                        &self.grace,
+                        &self.pull_tags,
+                    );
+                    self.downstream_response(response, keep.take())
+                }
+                Err(error) => self.upstream_failure(error),
+            }
         };
-        response
-            .extensions_mut()
-            .insert(RequestUser(claims.sub.clone()));
+        let mut response = match keep {
+            Some(keep) => response.map(|body| Body::new(Holding::new(body, keep))),
+            None => response,
+        };
+        if note.route.is_some() {
+            response.extensions_mut().insert(note);
+        }
         response
     }
 
@@ -223,124 +280,90 @@ impl Proxy {
         });
     }
 
-    /// A client just given a token that calls without any Authorization: say so, once.
-    async fn notice_stripped(&self, request: &Request<Incoming>) {
-        let Some(client) = request.extensions().get::<ClientAddr>() else {
-            return;
-        };
-        let user_agent = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let authorization = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        if let Some(since) = self
-            .stripped
-            .request(client.0.ip(), user_agent, authorization)
-            .await
-        {
-            metrics().diagnosis(Diagnosis::StrippedV2);
-            tracing::warn!(
-                client = %client.0,
-                user_agent,
-                path = request.uri().path(),
-                token_issued_s_ago = since.as_secs(),
-                "this client was given a token but calls /v2/ WITHOUT an Authorization header: it is being removed between the client and portcullis (a proxy clearing it, or a redirect dropping it); pass the Authorization header through on /v2/ too"
-            );
+    /// The challenge and error of a refused request: `error` is the challenge's `error=`.
+    fn refusal(&self, need: &Need, error: Option<&str>, message: &str) -> ApiError {
+        let mut challenge = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm,
+            self.tokens.service()
+        );
+        if let Some(scope) = need.scope_param() {
+            challenge.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            challenge.push_str(&format!(",error=\"{error}\""));
+        }
+        let detail: Vec<_> = need
+            .scopes
+            .iter()
+            .flat_map(|scope| {
+                scope.actions.iter().map(move |action| {
+                    json!({
+                        "Type": scope.resource.kind(),
+                        "Class": "",
+                        "Name": scope.resource.name(),
+                        "Action": action.as_str(),
+                    })
+                })
+            })
+            .collect();
+        let mut error = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
+        if !detail.is_empty() {
+            error = error.with_detail(json!(detail));
+        }
+        match HeaderValue::from_str(&challenge) {
+            Ok(value) => error.with_challenge(value),
+            Err(_) => error,
         }
     }
 
-    /// Verify the Bearer token and that its `access` covers what the request needs. A genuine
-    /// token that expired is handed to push grace, which may give a replacement Authorization
-    /// for the upstream request.
-    async fn authorize(
+    /// A refusal with the usual message.
+    fn refuse(
         &self,
-        method: &Method,
-        headers: &http::HeaderMap,
         need: &Need,
-    ) -> Result<(Arc<Claims>, Option<HeaderValue>), Refusal> {
-        let refusal = |error: Option<&str>, message: &str| {
-            let mut challenge = format!(
-                "Bearer realm=\"{}\",service=\"{}\"",
-                self.realm,
-                self.tokens.service()
-            );
-            if let Some(scope) = need.scope_param() {
-                challenge.push_str(&format!(",scope=\"{scope}\""));
-            }
-            if let Some(error) = error {
-                challenge.push_str(&format!(",error=\"{error}\""));
-            }
-            let detail: Vec<_> = need
-                .scopes
-                .iter()
-                .flat_map(|scope| {
-                    scope.actions.iter().map(move |action| {
-                        json!({
-                            "Type": scope.resource.kind(),
-                            "Class": "",
-                            "Name": scope.resource.name(),
-                            "Action": action.as_str(),
-                        })
-                    })
-                })
-                .collect();
-            let mut error =
-                ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
-            if !detail.is_empty() {
-                error = error.with_detail(json!(detail));
-            }
-            match HeaderValue::from_str(&challenge) {
-                Ok(value) => error.with_challenge(value),
-                Err(_) => error,
-            }
-        };
-        let refuse = |error: Option<&str>, reason: &'static str, user: Option<&str>| Refusal {
-            error: Box::new(refusal(error, "authentication required")),
+        error: Option<&str>,
+        reason: &'static str,
+        user: Option<&str>,
+    ) -> Refusal {
+        Refusal {
+            error: Box::new(self.refusal(need, error, "authentication required")),
             reason,
             user: user.map(str::to_owned),
-        };
+        }
+    }
 
+    /// Verify the Bearer token and that its `access` covers what the request needs. Nothing
+    /// here waits: a genuine token that expired is handed back for push grace
+    /// ([`Proxy::expired`]).
+    fn verify(&self, headers: &http::HeaderMap, need: &Need) -> Verified {
         let Some(token) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()))
         else {
-            return Err(refuse(None, "missing_token", None));
+            return Verified::Refused(self.refuse(need, None, "missing_token", None));
         };
         let claims = match self.tokens.verify(token) {
             Ok(claims) => claims,
             Err(VerifyError::Expired) => {
                 // Ours, but expired: the signature and the claims can be trusted.
-                let claims = self
-                    .tokens
-                    .verify_ignoring_expiry(token)
-                    .map_err(|_| refuse(Some("invalid_token"), "invalid_token", None))?;
-                return match self
-                    .grace
-                    .expired(&claims, method, need, Instant::now())
-                    .await
-                {
-                    Verdict::Extend(fresh) => {
-                        let value = HeaderValue::from_str(&format!("Bearer {fresh}"))
-                            .map_err(|_| refuse(Some("invalid_token"), "invalid_token", None))?;
-                        Ok((Arc::new(claims), Some(value)))
-                    }
-                    Verdict::Refuse => {
-                        tracing::debug!(user = ?claims.sub, "token refused: it has expired");
-                        Err(refuse(
-                            Some("invalid_token"),
-                            "expired_token",
-                            Some(&claims.sub),
-                        ))
-                    }
+                return match self.tokens.verify_ignoring_expiry(token) {
+                    Ok(claims) => Verified::Expired(Box::new(claims)),
+                    Err(_) => Verified::Refused(self.refuse(
+                        need,
+                        Some("invalid_token"),
+                        "invalid_token",
+                        None,
+                    )),
                 };
             }
             Err(e) => {
                 tracing::debug!(reason = e.reason(), "token refused: {e}");
-                return Err(refuse(Some("invalid_token"), "invalid_token", None));
+                return Verified::Refused(self.refuse(
+                    need,
+                    Some("invalid_token"),
+                    "invalid_token",
+                    None,
+                ));
             }
         };
         let covered = need
@@ -355,22 +378,54 @@ impl Proxy {
                 scope.actions.contains(Action::Delete)
                     && !claims.actions_on(&scope.resource).contains(Action::Delete)
             });
-            let mut refused = refuse(
+            let mut refused = self.refuse(
+                need,
                 Some("insufficient_scope"),
                 "insufficient_scope",
                 Some(&claims.sub),
             );
             if delete_refused {
-                refused.error = Box::new(refusal(Some("insufficient_scope"), DELETE_NEEDS));
+                refused.error =
+                    Box::new(self.refusal(need, Some("insufficient_scope"), DELETE_NEEDS));
             }
-            return Err(refused);
+            return Verified::Refused(refused);
         }
         // Catalog needs the registry resource; make sure an odd `Other` resource never passes.
         debug_assert!(need
             .scopes
             .iter()
             .all(|s| !matches!(s.resource, Resource::Other { .. })));
-        Ok((claims, None))
+        Verified::Valid(claims)
+    }
+
+    /// A genuine token that expired: push grace may give a replacement Authorization for the
+    /// upstream request.
+    async fn expired(
+        &self,
+        claims: Box<Claims>,
+        method: &Method,
+        need: &Need,
+    ) -> Result<(Arc<Claims>, Option<HeaderValue>), Refusal> {
+        match self
+            .grace
+            .expired(&claims, method, need, Instant::now())
+            .await
+        {
+            Verdict::Extend(fresh) => {
+                let value = HeaderValue::from_str(&format!("Bearer {fresh}"))
+                    .map_err(|_| self.refuse(need, Some("invalid_token"), "invalid_token", None))?;
+                Ok((Arc::new(*claims), Some(value)))
+            }
+            Verdict::Refuse => {
+                tracing::debug!(user = ?claims.sub, "token refused: it has expired");
+                Err(self.refuse(
+                    need,
+                    Some("invalid_token"),
+                    "expired_token",
+                    Some(&claims.sub),
+                ))
+            }
+        }
     }
 
     /// The request as the registry gets it: the checked target (see [`access`]), same
@@ -381,7 +436,7 @@ impl Proxy {
         request: Request<Incoming>,
         target: http::uri::PathAndQuery,
     ) -> Request<Body> {
-        let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let client = ClientAddr::of(request.extensions()).map(|c| c.ip());
         let (mut parts, incoming) = request.into_parts();
         // Cannot fail (scheme, authority and path are each valid); were it to, the relative
         // URI left in place makes the send fail with a 502, not a request to the wrong host.
@@ -418,8 +473,13 @@ impl Proxy {
         Request::from_parts(parts, body)
     }
 
-    /// The registry's answer as the client gets it: realm and internal Locations rewritten.
-    fn downstream_response(&self, response: Response<Incoming>) -> Response<Body> {
+    /// The registry's answer as the client gets it: realm and internal Locations rewritten;
+    /// `keep` held by its body.
+    fn downstream_response<K: Send + Sync + Unpin + 'static>(
+        &self,
+        response: Response<Incoming>,
+        keep: Option<K>,
+    ) -> Response<Body> {
         let (mut parts, incoming) = response.into_parts();
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
@@ -450,7 +510,7 @@ impl Proxy {
         }
         Response::from_parts(
             parts,
-            body::counted(incoming, metrics().upstream_received()),
+            body::counted(Holding::new(incoming, keep), metrics().upstream_received()),
         )
     }
 
@@ -548,15 +608,32 @@ fn forwarded_for(
     HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
 }
 
-/// A refusal's answer, carrying for the access line who was refused (when the token could be
-/// read) and why.
-fn refused_response(error: ApiError, reason: &'static str, user: Option<String>) -> Response<Body> {
-    let mut response = error.into_response();
-    if let Some(user) = user {
-        response.extensions_mut().insert(RequestUser(user));
-    }
-    response.extensions_mut().insert(RefusalReason(reason));
-    response
+/// A client just given a token called without any Authorization: say so (the detector asks
+/// once per client).
+fn report_stripped(
+    request: &Request<Incoming>,
+    client: std::net::SocketAddr,
+    user_agent: &str,
+    since: std::time::Duration,
+) {
+    metrics().diagnosis(Diagnosis::StrippedV2);
+    tracing::warn!(
+        client = %client,
+        user_agent,
+        path = request.uri().path(),
+        token_issued_s_ago = since.as_secs(),
+        "this client was given a token but calls /v2/ WITHOUT an Authorization header: it is being removed between the client and portcullis (a proxy clearing it, or a redirect dropping it); pass the Authorization header through on /v2/ too"
+    );
+}
+
+/// What [`Proxy::verify`] found.
+enum Verified {
+    /// The token is good and covers the request.
+    Valid(Arc<Claims>),
+    /// Refused before the registry sees it.
+    Refused(Refusal),
+    /// Genuine, but expired: push grace decides (boxed: the rare case).
+    Expired(Box<Claims>),
 }
 
 /// The token of `Bearer <token>`, if that is what the header holds.

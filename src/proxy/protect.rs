@@ -61,6 +61,12 @@ enum Lookup {
     TooMany(String),
 }
 
+/// Can [`check`] refuse this request? Only a manifest `PUT` or `DELETE`: the proxy makes no
+/// future for the others.
+pub(super) fn applies(method: &Method, need: &Need) -> bool {
+    need.route == Route::Manifest && matches!(*method, Method::PUT | Method::DELETE)
+}
+
 /// Refuse the request (`Err`) if it would push or delete a protected or immutable tag.
 pub(super) async fn check(
     guard: &TagGuard,
@@ -70,7 +76,7 @@ pub(super) async fn check(
     need: &Need,
     claims: &Claims,
 ) -> Result<(), (ApiError, &'static str)> {
-    if need.route != Route::Manifest || !matches!(*method, Method::PUT | Method::DELETE) {
+    if !applies(method, need) {
         return Ok(());
     }
     let (Some(Resource::Repository(name)), Some(reference)) = (

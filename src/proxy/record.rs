@@ -42,7 +42,7 @@ impl Exchange {
     pub fn of<B>(request: &Request<B>, need: Need, audit: &Audit) -> Exchange {
         let facts = audit.enabled().then(|| Facts {
             method: request.method().clone(),
-            client: request.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
+            client: ClientAddr::of(request.extensions()).map(|c| c.ip()),
             reference: need.reference.clone().unwrap_or_default(),
             content_length: request
                 .headers()

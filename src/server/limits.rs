@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,9 +42,12 @@ pub struct UpstreamSlots {
     wait: Duration,
 }
 
-/// Each client address's share. An entry lives as long as a permit of it is held (permits
-/// own their semaphore), so live entries are at most `max_upstream_requests`; dead ones are
-/// swept when the map has doubled since the last sweep, which keeps inserts O(1) amortised.
+/// Each client address's share. An entry is in use while a permit of it is held (permits
+/// own their semaphore: the map's is then not the only reference), so entries in use are at
+/// most `max_upstream_requests`; unused ones are swept when the map has doubled since the
+/// last sweep, which keeps inserts O(1) amortised. Until then an unused entry is found again
+/// by its client's next request: one lookup, no new semaphore (a client sending one request
+/// at a time has none in use between them).
 struct ClientShares {
     per_client: usize,
     map: Mutex<ClientMap>,
@@ -52,22 +55,22 @@ struct ClientShares {
 
 #[derive(Default)]
 struct ClientMap {
-    shares: HashMap<IpAddr, Weak<Semaphore>>,
+    shares: HashMap<IpAddr, Arc<Semaphore>>,
     sweep_at: usize,
 }
 
 impl ClientShares {
     fn share(&self, client: IpAddr) -> Arc<Semaphore> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(share) = map.shares.get(&client).and_then(Weak::upgrade) {
-            return share;
+        if let Some(share) = map.shares.get(&client) {
+            return share.clone();
         }
         if map.shares.len() >= map.sweep_at {
-            map.shares.retain(|_, share| share.strong_count() > 0);
+            map.shares.retain(|_, share| Arc::strong_count(share) > 1);
             map.sweep_at = (map.shares.len() * 2).max(1024);
         }
         let share = Arc::new(Semaphore::new(self.per_client));
-        map.shares.insert(client, Arc::downgrade(&share));
+        map.shares.insert(client, share.clone());
         share
     }
 
@@ -106,6 +109,28 @@ impl UpstreamSlots {
     /// A new connection's share.
     pub fn connection_share(per_connection: usize) -> ConnectionSlots {
         ConnectionSlots(Arc::new(Semaphore::new(per_connection)))
+    }
+
+    /// The slots [`UpstreamSlots::acquire`] takes, when each is free now (the usual case):
+    /// no timer, no future. `None` when one is not (what was taken is given back).
+    pub fn try_acquire(
+        &self,
+        connection: Option<&ConnectionSlots>,
+        client: Option<IpAddr>,
+    ) -> Option<Held> {
+        let connection = match connection {
+            None => None,
+            Some(share) => Some(share.0.clone().try_acquire_owned().ok()?),
+        };
+        let client = match client {
+            None => None,
+            Some(ip) => Some(self.clients.share(ip).try_acquire_owned().ok()?),
+        };
+        Some(Held {
+            _global: self.global.clone().try_acquire_owned().ok()?,
+            _connection: connection,
+            _client: client,
+        })
     }
 
     /// Take a slot of the connection's share, then of its client address's, then one of the
@@ -320,6 +345,24 @@ mod tests {
             .acquire(Some(&UpstreamSlots::connection_share(2)), Some(attacker))
             .await
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn try_acquire_takes_free_slots_and_gives_back_what_it_took_when_one_is_not() {
+        let slots = UpstreamSlots::new(2, 1, 2, Duration::from_millis(50));
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let connection = UpstreamSlots::connection_share(1);
+        let held = slots.try_acquire(Some(&connection), Some(client)).unwrap();
+        // The connection's one slot is taken: nothing else is kept.
+        assert!(slots.try_acquire(Some(&connection), Some(client)).is_none());
+        let other = UpstreamSlots::connection_share(1);
+        let second = slots.try_acquire(Some(&other), Some(client)).unwrap();
+        // The gateway's two are taken: the client's and the third connection's come back.
+        let third = UpstreamSlots::connection_share(1);
+        assert!(slots.try_acquire(Some(&third), None).is_none());
+        assert_eq!(third.0.available_permits(), 1);
+        drop((held, second));
+        assert!(slots.try_acquire(Some(&third), Some(client)).is_some());
     }
 
     #[tokio::test]

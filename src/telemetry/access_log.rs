@@ -14,8 +14,8 @@ use tower::{Layer, Service};
 
 use super::line::{self, AccessLine};
 use super::metrics::metrics;
-use super::{RefusalReason, RequestUser, RouteLabel};
-use crate::server::{ClientAddr, PeerAddr};
+use super::{AnswerNote, RequestUser, RouteLabel};
+use crate::server::{Arrival, ClientAddr};
 
 /// Adds [`AccessLog`] around a service.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,14 +34,16 @@ pub struct AccessLog<S> {
     inner: S,
 }
 
+/// The wrapped service's futures must be `Unpin` (the gateway's are boxed): the line is made
+/// by [`Logged`], which is polled in place of the inner future, without a box of its own.
 impl<S, ReqB, ResB> Service<Request<ReqB>> for AccessLog<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
+    S::Future: Unpin,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+    type Future = Logged<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -52,47 +54,96 @@ where
         let method = request.method().clone();
         // A reference-counted clone: the path is logged without copying it per request.
         let uri = request.uri().clone();
-        let client: Option<SocketAddr> = request.extensions().get::<ClientAddr>().map(|c| c.0);
-        let peer = request
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0)
-            .filter(|p| Some(*p) != client);
+        let (client, peer): (Option<SocketAddr>, Option<SocketAddr>) =
+            match request.extensions().get::<Arrival>() {
+                Some(arrival) => (
+                    Some(arrival.client),
+                    Some(arrival.peer).filter(|p| *p != arrival.client),
+                ),
+                None => (request.extensions().get::<ClientAddr>().map(|c| c.0), None),
+            };
         let version = request.version();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.await;
-            if let Ok(response) = &result {
-                let elapsed = started.elapsed();
-                let route = response
-                    .extensions()
-                    .get::<RouteLabel>()
-                    .map_or("other", |r| r.0);
-                metrics().request(
-                    route,
-                    &method,
-                    response.status().as_u16(),
-                    elapsed.as_secs_f64(),
-                );
-                let user = response
-                    .extensions()
-                    .get::<RequestUser>()
-                    .map(|u| u.0.as_str())
-                    .unwrap_or("");
-                let reason = response.extensions().get::<RefusalReason>().map(|r| r.0);
-                line::log(&AccessLine {
-                    client,
-                    method: method.as_str(),
-                    path: uri.path(),
-                    version,
-                    status: response.status().as_u16(),
-                    elapsed,
-                    user,
-                    reason,
-                    peer,
-                });
-            }
-            result
-        })
+        Logged {
+            inner: self.inner.call(request),
+            request: Some(Logging {
+                started,
+                method,
+                uri,
+                client,
+                peer,
+                version,
+            }),
+        }
+    }
+}
+
+/// [`AccessLog`]'s future: the inner one, and the line's facts about the request until its
+/// answer's head is ready.
+pub struct Logged<F> {
+    inner: F,
+    /// Taken when the line is made.
+    request: Option<Logging>,
+}
+
+/// What the access line says about the request itself.
+struct Logging {
+    started: Instant,
+    method: http::Method,
+    uri: http::Uri,
+    client: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    version: http::Version,
+}
+
+impl<F, ResB, E> Future for Logged<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let result = std::task::ready!(Pin::new(&mut this.inner).poll(cx));
+        if let (Ok(response), Some(request)) = (&result, this.request.take()) {
+            request.log(response);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Logging {
+    /// Count the request in the metrics and write its access line.
+    fn log<B>(self, response: &Response<B>) {
+        let elapsed = self.started.elapsed();
+        let extensions = response.extensions();
+        let note = extensions.get::<AnswerNote>();
+        let route = match note {
+            Some(note) => note.route,
+            None => extensions.get::<RouteLabel>().map(|r| r.0),
+        }
+        .unwrap_or("other");
+        metrics().request(
+            route,
+            &self.method,
+            response.status().as_u16(),
+            elapsed.as_secs_f64(),
+        );
+        let user = match note {
+            Some(note) => note.user.as_deref(),
+            None => extensions.get::<RequestUser>().map(|u| u.0.as_str()),
+        }
+        .unwrap_or("");
+        let reason = note.and_then(|note| note.reason);
+        line::log(&AccessLine {
+            client: self.client,
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            version: self.version,
+            status: response.status().as_u16(),
+            elapsed,
+            user,
+            reason,
+            peer: self.peer,
+        });
     }
 }

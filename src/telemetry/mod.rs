@@ -11,7 +11,7 @@ pub mod gather;
 mod line;
 pub mod metrics;
 
-pub use access_log::{AccessLog, AccessLogLayer};
+pub use access_log::{AccessLog, AccessLogLayer, Logged};
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,10 +21,20 @@ use crate::config::LogFormat;
 #[derive(Debug, Clone)]
 pub struct RequestUser(pub String);
 
-/// Why the gateway refused a request (`insufficient_scope`, `invalid_token`, ...), attached to
-/// the refusal for the access log: the same words as the audit log and the metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct RefusalReason(pub &'static str);
+/// What the proxy tells the access log about a `/v2/` answer, in one extension: one
+/// allocation, where a [`RouteLabel`] and a [`RequestUser`] each (and a reason for a
+/// refusal) cost one apiece and a bigger map. Read before those two, which other handlers
+/// attach.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerNote {
+    /// The route's metrics label (see [`RouteLabel`]).
+    pub route: Option<&'static str>,
+    /// The token's subject, when the token could be read.
+    pub user: Option<String>,
+    /// Why the gateway refused the request (`insufficient_scope`, `invalid_token`, ...): the
+    /// same words as the audit log and the metrics.
+    pub reason: Option<&'static str>,
+}
 
 /// The route of a request as a bounded metrics label (`token`, `ping`, `manifest`, `blob`,
 /// `upload`, `tags`, `catalog`), attached to the response by the handler; absent = `other`.
