@@ -602,9 +602,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A registry stand-in: answers every request 200 with a two-byte body, keeping the
-    /// connection open (no `Connection: close`) unless `one_answer`, when it closes each one
-    /// after its first answer. Records the paths it was asked for; counts connections closed
-    /// by the other side.
+    /// connection open (no `Connection: close`) unless `one_answer`. Records the paths it was
+    /// asked for; counts connections closed by the other side.
     struct Stub {
         origin: Uri,
         paths: Arc<Mutex<Vec<String>>>,
@@ -615,10 +614,10 @@ mod tests {
     /// Runs on a thread and runtime of its own, so that a test can hold up the pool's
     /// thread (and with it every connection task) while the stub goes on.
     ///
-    /// With `closed`, each connection is closed 10 ms after its first answer, a byte written
-    /// to `closed` just before.
+    /// With `one_answer`, each connection is closed 30 ms after its first answer, a byte
+    /// written to the socket just before, a message sent on the channel just after.
     async fn stub(
-        one_answer: Option<std::os::unix::net::UnixStream>,
+        one_answer: Option<(std::os::unix::net::UnixStream, std::sync::mpsc::Sender<()>)>,
         answer_after: Duration,
     ) -> Stub {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -661,9 +660,12 @@ mod tests {
                             return;
                         }
                         if let Some(signal) = &one_answer {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            tokio::time::sleep(Duration::from_millis(30)).await;
                             use std::io::Write as _;
-                            signal.lock().unwrap().write_all(b"x").unwrap();
+                            let (socket, closed) = &mut *signal.lock().unwrap();
+                            socket.write_all(b"x").unwrap();
+                            drop(stream);
+                            closed.send(()).unwrap();
                             return;
                         }
                     }
@@ -718,7 +720,8 @@ mod tests {
         let (signal, closing) = std::os::unix::net::UnixStream::pair().unwrap();
         closing.set_nonblocking(true).unwrap();
         let mut closing = tokio::net::UnixStream::from_std(closing).unwrap();
-        let stub = stub(Some(signal), Duration::ZERO).await;
+        let (closed, close_seen) = std::sync::mpsc::channel();
+        let stub = stub(Some((signal, closed)), Duration::ZERO).await;
         let pools = pools(&stub.origin, MAX_PARKED, IDLE_TIMEOUT);
         let retried = SENT_AGAIN.with(|n| n.get());
         for i in 0..20 {
@@ -730,7 +733,7 @@ mod tests {
             // both events reach this runtime in one batch, the signal first, so the next
             // request takes the connection before its task has seen the close, and hyper
             // hands the request back unsent.
-            std::thread::sleep(Duration::from_millis(40));
+            close_seen.recv().unwrap();
             closing.read_exact(&mut [0u8]).await.unwrap();
             // Read to `WouldBlock`, so that the next signal is learnt from the runtime's
             // poll for events, together with the close.
@@ -785,7 +788,7 @@ mod tests {
             assert_eq!(request.await.unwrap(), 200);
         }
         assert_eq!(stub.accepted.load(Ordering::SeqCst), 8, "eight at once");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(stub.closed_by_gateway.load(Ordering::SeqCst), 5);
         pools.with_idle(|idle| assert_eq!(idle.parked.len(), 3));
     }
