@@ -43,6 +43,7 @@ mod token_header;
 mod token_page;
 mod token_page_browser;
 mod trust;
+mod upstream_pool;
 
 /// The modules above, as `mod` lines say them.
 const MODULES: &str = include_str!("e2e.rs");
