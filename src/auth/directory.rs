@@ -371,47 +371,92 @@ impl Directory {
     /// every parent group's, the highest role winning).
     pub fn new(
         users: Vec<User>,
+        groups: Vec<Group>,
+        projects: Vec<Project>,
+        tokens: Vec<NamespaceToken>,
+    ) -> Directory {
+        Self::new_on(users, groups, projects, tokens, false)
+    }
+
+    /// [`Directory::new`], on two threads when `two_threads` (start-up and `portcullis check`
+    /// with a large directory: nothing else is running yet): the projects are sorted beside the
+    /// token indexes, and each half of them gets its groups' members on its own thread. The
+    /// same directory either way.
+    pub fn new_on(
+        users: Vec<User>,
         mut groups: Vec<Group>,
         mut projects: Vec<Project>,
         tokens: Vec<NamespaceToken>,
+        two_threads: bool,
     ) -> Directory {
         groups.sort_by(|a, b| a.path.cmp(&b.path));
-        projects.sort_by(|a, b| a.path.cmp(&b.path));
+        let sort = |projects: &mut Vec<Project>| projects.sort_by(|a, b| a.path.cmp(&b.path));
         // Each project's parent groups are its path's prefixes: a few searches a project, not
         // a pass over every group (100,000 projects in 1,000 groups took a second that way).
-        for project in &mut projects {
-            for prefix in prefixes(project.path.as_str()) {
-                let Some(group) = find(&groups, prefix, |g| &g.path) else {
-                    continue;
-                };
-                for (user, role) in &group.members {
-                    let entry = project.members.entry(user.clone()).or_insert(*role);
-                    *entry = (*entry).max(*role);
+        let inherit = |projects: &mut [Project]| {
+            for project in projects {
+                for prefix in prefixes(project.path.as_str()) {
+                    let Some(group) = find(&groups, prefix, |g| &g.path) else {
+                        continue;
+                    };
+                    for (user, role) in &group.members {
+                        let entry = project.members.entry(user.clone()).or_insert(*role);
+                        *entry = (*entry).max(*role);
+                    }
                 }
             }
-        }
-        let mut namespace_tokens: HashMap<String, Vec<NamespaceToken>> = HashMap::new();
-        for token in tokens {
-            namespace_tokens
-                .entry(token.username.clone())
-                .or_default()
-                .push(token);
-        }
-        let mut by_digest = HashMap::new();
-        for user in &users {
-            for (index, token) in user.personal_access_tokens.iter().enumerate() {
-                let username = user.username.clone();
-                by_digest.insert(token.digest, DigestOwner::Personal { username, index });
+        };
+        let indexes = |users: &[User], tokens: Vec<NamespaceToken>| {
+            let mut namespace_tokens: HashMap<String, Vec<NamespaceToken>> =
+                HashMap::with_capacity(tokens.len());
+            for token in tokens {
+                namespace_tokens
+                    .entry(token.username.clone())
+                    .or_default()
+                    .push(token);
             }
-        }
-        for (username, tokens) in &namespace_tokens {
-            for (index, token) in tokens.iter().enumerate() {
-                if token.role.is_some() {
-                    let username = username.clone();
-                    by_digest.insert(token.digest, DigestOwner::Bot { username, index });
+            let personal = users.iter().map(|u| u.personal_access_tokens.len()).sum();
+            let mut by_digest = HashMap::with_capacity(personal);
+            for user in users {
+                for (index, token) in user.personal_access_tokens.iter().enumerate() {
+                    let username = user.username.clone();
+                    by_digest.insert(token.digest, DigestOwner::Personal { username, index });
                 }
             }
-        }
+            for (username, tokens) in &namespace_tokens {
+                for (index, token) in tokens.iter().enumerate() {
+                    if token.role.is_some() {
+                        let username = username.clone();
+                        by_digest.insert(token.digest, DigestOwner::Bot { username, index });
+                    }
+                }
+            }
+            (namespace_tokens, by_digest)
+        };
+        let (namespace_tokens, by_digest) = if two_threads {
+            let resume = std::panic::resume_unwind;
+            let (indexes, sorted) = std::thread::scope(|scope| {
+                let sorted = scope.spawn(move || {
+                    sort(&mut projects);
+                    projects
+                });
+                let indexes = indexes(&users, tokens);
+                (indexes, sorted.join().unwrap_or_else(|e| resume(e)))
+            });
+            projects = sorted;
+            let half = projects.len() / 2;
+            let (low, high) = projects.split_at_mut(half);
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| inherit(high));
+                inherit(low);
+                other.join().unwrap_or_else(|e| resume(e));
+            });
+            indexes
+        } else {
+            sort(&mut projects);
+            inherit(&mut projects);
+            indexes(&users, tokens)
+        };
         Directory {
             users: users.into_iter().map(|u| (u.username.clone(), u)).collect(),
             namespace_tokens,
@@ -651,6 +696,88 @@ mod tests {
         assert_eq!(owner("a/b/cd").as_deref(), Some("a/b"));
         assert_eq!(owner("a/b0/x").as_deref(), Some("a/b0"));
         assert_eq!(owner("a/c"), None);
+    }
+
+    #[test]
+    fn a_directory_indexed_on_two_threads_is_the_one_indexed_on_one() {
+        let group = |g: usize| Group {
+            path: RepositoryName::parse(&format!("g{g}")).unwrap(),
+            visibility: Visibility::Private,
+            members: [
+                (format!("u{g}"), Role::Reporter),
+                ("all".into(), Role::Guest),
+            ]
+            .into(),
+        };
+        let projects = || -> Vec<Project> {
+            (0..101)
+                .rev()
+                .map(|p| {
+                    let mut project = project(&format!("g{}/p{p}", p % 7));
+                    project
+                        .members
+                        .insert(format!("u{}", p % 5), Role::Developer);
+                    project
+                })
+                .collect()
+        };
+        let user = |u: usize| User {
+            username: format!("u{u}"),
+            password_hash: None,
+            admin: false,
+            blocked: false,
+            personal_access_tokens: vec![PersonalAccessToken {
+                name: "t".into(),
+                digest: [u as u8; 32],
+                scopes: RegistryScopes::ALL,
+                expires_at: None,
+                revoked: false,
+            }],
+        };
+        let token = |t: usize| NamespaceToken {
+            username: format!("bot{t}"),
+            digest: [100 + t as u8; 32],
+            scopes: RegistryScopes::ALL,
+            expires_at: None,
+            revoked: false,
+            namespace: RepositoryName::parse(&format!("g{t}/p{t}")).unwrap(),
+            namespace_kind: NamespaceKind::Project,
+            role: (t % 2 == 0).then_some(Role::Developer),
+        };
+        let build = |two| {
+            Directory::new_on(
+                (0..5).map(user).collect(),
+                (0..7).rev().map(group).collect(),
+                projects(),
+                (0..6).map(token).collect(),
+                two,
+            )
+        };
+        let (one, two) = (build(false), build(true));
+        let shape = |d: &Directory| {
+            let projects: Vec<_> = d
+                .projects()
+                .iter()
+                .map(|p| (p.path.to_string(), p.members.clone()))
+                .collect();
+            let groups: Vec<_> = d.groups().iter().map(|g| g.path.to_string()).collect();
+            let digests: Vec<_> = (0..=255u8)
+                .filter_map(|b| d.token_by_digest(&[b; 32]).map(|h| format!("{b}: {h:?}")))
+                .collect();
+            let bots: Vec<_> = (0..6)
+                .map(|t| format!("{:?}", d.namespace_tokens(&format!("bot{t}"))))
+                .collect();
+            (projects, groups, digests, bots)
+        };
+        assert_eq!(shape(&one), shape(&two));
+        assert_eq!(one.projects().len(), 101);
+        assert_eq!(one.projects()[0].path.as_str(), "g0/p0");
+        assert_eq!(
+            one.projects()[0].members.get("all"),
+            Some(&Role::Guest),
+            "inherited"
+        );
+        assert_eq!(shape(&one).2.len(), 5 + 3);
     }
 
     #[test]

@@ -98,11 +98,18 @@ impl Seen {
     }
 }
 
+/// Below this many projects the directory is indexed on one thread (a thread would cost more
+/// than it saves).
+const TWO_THREADS_FROM: usize = 10_000;
+
+/// `every_core`: start-up or `portcullis check`, where a large directory may be indexed on two
+/// threads ([`Directory::new_on`]); a reload runs beside traffic, on one.
 pub(super) fn validate(
     c: &mut Checker,
     users: Vec<UserFile>,
     groups: Vec<ProjectFile>,
     projects: Vec<ProjectFile>,
+    every_core: bool,
 ) -> Directory {
     let mut seen = Seen::default();
     let user_settings = super::settings::users(&users);
@@ -144,7 +151,9 @@ pub(super) fn validate(
     })
     .collect();
     check_visibility(c, &groups, &projects);
-    Directory::new(users, groups, projects, tokens).with_settings(project_settings, user_settings)
+    let two_threads = every_core && projects.len() >= TWO_THREADS_FROM;
+    Directory::new_on(users, groups, projects, tokens, two_threads)
+        .with_settings(project_settings, user_settings)
 }
 
 fn validate_users(c: &mut Checker, seen: &mut Seen, users: Vec<UserFile>) -> Vec<User> {

@@ -347,9 +347,9 @@ impl Config {
         // included, takes the tree path, which reports every problem as it always has.
         let pieces = every_core.then(|| split::read(text)).flatten();
         if let Some(raw) = pieces.or_else(|| direct::read(text)) {
-            return validate::validate(raw, base, path).map_err(invalid);
+            return validate::validate(raw, base, path, every_core).map_err(invalid);
         }
-        Self::from_tree(text, path, base, invalid, lookup)
+        Self::from_tree(text, path, base, invalid, lookup, every_core)
     }
 
     /// [`Config::from_yaml`] through serde_yaml's `Value` tree: `${VAR}` expansion, and every
@@ -360,6 +360,7 @@ impl Config {
         base: &Path,
         invalid: impl Fn(Vec<Problem>) -> ConfigError,
         lookup: &dyn Fn(&str) -> Option<String>,
+        every_core: bool,
     ) -> Result<Config, ConfigError> {
         let mut value: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| invalid(vec![Problem::new("", format!("not valid YAML: {e}"))]))?;
@@ -382,7 +383,7 @@ impl Config {
                         .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
             })
         };
-        match validate::validate(raw, base, path) {
+        match validate::validate(raw, base, path, every_core) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(invalid(problems)),
             Err(more) => {

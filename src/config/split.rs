@@ -32,39 +32,77 @@ pub(super) fn read(text: &str) -> Option<GatewayFile> {
         return None;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    read_in(text, cores.min(4))
+    let threads = cores.min(4);
+    read_in(text, threads, (text.len() / PIECE_BYTES).max(threads))
 }
 
-/// [`read`] in `pieces` pieces whatever the text's size (the tests and the fuzz target).
-pub(super) fn read_in(text: &str, pieces: usize) -> Option<GatewayFile> {
-    if pieces < 2 {
+/// A piece's text, about: serde_yaml holds every event of a document (an `Event` and a `Mark`
+/// for each token, several times the text's size) until the document is read, so one piece of
+/// half a 30 MB file held hundreds of MiB, every page of it new to the process (the kernel
+/// zeroing them was 44% of the load's CPU, growing the event vector's copies another 25%).
+/// Pieces this small reuse the same few MiB on each thread, one after the other.
+const PIECE_BYTES: usize = 256 << 10;
+
+/// [`read`] in `pieces` pieces on `threads` threads (this one among them) whatever the text's
+/// size (the tests and the fuzz target).
+pub(super) fn read_in(text: &str, threads: usize, pieces: usize) -> Option<GatewayFile> {
+    if threads < 2 || pieces < 2 {
         return None;
     }
     let plan = plan(text, pieces)?;
-    let (first, rest) = plan.texts(text);
-    let (file, tails) = std::thread::scope(|scope| {
-        let threads: Vec<_> = rest
-            .iter()
-            .map(|doc| scope.spawn(|| simple(doc).then(|| direct::read_as::<Tail>(doc))?))
-            .collect();
+    let first = plan.first(text);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    // Each thread takes the next piece until none is left (on a busy machine a fixed share
+    // would wait for the slowest thread), one document buffer reused for all it takes.
+    let work = || {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut done = Vec::new();
+        let mut doc = String::new();
+        while !failed.load(Relaxed) {
+            let index = next.fetch_add(1, Relaxed);
+            let Some(ranges) = plan.pieces.get(index) else {
+                break;
+            };
+            Plan::piece(text, ranges, &mut doc);
+            match simple(&doc)
+                .then(|| direct::read_as::<Tail>(&doc))
+                .flatten()
+            {
+                Some(tail) => done.push((index, tail)),
+                None => failed.store(true, Relaxed),
+            }
+        }
+        done
+    };
+    let (file, mut tails) = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
         let file = simple(&first).then(|| direct::read(&first)).flatten();
+        if file.is_none() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         drop(first);
-        let tails: Option<Vec<Tail>> = threads
-            .into_iter()
-            .map(|thread| thread.join().ok().flatten())
-            .collect();
+        let mut tails = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => tails.extend(done),
+                Err(_) => failed.store(true, std::sync::atomic::Ordering::Relaxed),
+            }
+        }
         (file, tails)
     });
-    drop(rest);
+    if failed.into_inner() {
+        return None;
+    }
     let mut file = file?;
-    let tails = tails?;
+    tails.sort_unstable_by_key(|&(index, _)| index);
     file.users
-        .reserve_exact(tails.iter().map(|t| t.users.len()).sum());
+        .reserve_exact(tails.iter().map(|(_, t)| t.users.len()).sum());
     file.groups
-        .reserve_exact(tails.iter().map(|t| t.groups.len()).sum());
+        .reserve_exact(tails.iter().map(|(_, t)| t.groups.len()).sum());
     file.projects
-        .reserve_exact(tails.iter().map(|t| t.projects.len()).sum());
-    for tail in tails {
+        .reserve_exact(tails.iter().map(|(_, t)| t.projects.len()).sum());
+    for (_, tail) in tails {
         file.users.extend(tail.users);
         file.groups.extend(tail.groups);
         file.projects.extend(tail.projects);
@@ -93,9 +131,8 @@ struct Plan {
 }
 
 impl Plan {
-    /// The first piece's text (the file without the later pieces' items) and one document per
-    /// later piece (`key:` and its items, for each list it has items of).
-    fn texts(&self, text: &str) -> (String, Vec<String>) {
+    /// The first piece's text: the file without the later pieces' items.
+    fn first(&self, text: &str) -> String {
         let mut cuts: Vec<(usize, usize)> = self
             .pieces
             .iter()
@@ -111,25 +148,21 @@ impl Plan {
             at = end;
         }
         first.push_str(&text[at..]);
-        let rest = self
-            .pieces
-            .iter()
-            .map(|ranges| {
-                let mut doc = String::with_capacity(
-                    ranges.iter().map(|(k, s, e)| k.len() + 2 + e - s + 1).sum(),
-                );
-                for &(key, start, end) in ranges {
-                    doc.push_str(key);
-                    doc.push_str(":\n");
-                    doc.push_str(&text[start..end]);
-                    if !doc.ends_with('\n') {
-                        doc.push('\n');
-                    }
-                }
-                doc
-            })
-            .collect();
-        (first, rest)
+        first
+    }
+
+    /// A later piece's document, into `doc`: `key:` and its items, for each list it has items
+    /// of.
+    fn piece(text: &str, ranges: &[(&'static str, usize, usize)], doc: &mut String) {
+        doc.clear();
+        for &(key, start, end) in ranges {
+            doc.push_str(key);
+            doc.push_str(":\n");
+            doc.push_str(&text[start..end]);
+            if !doc.ends_with('\n') {
+                doc.push('\n');
+            }
+        }
     }
 }
 
@@ -378,12 +411,12 @@ fn plain_end(bytes: &[u8], start: usize, flow: bool) -> usize {
     i
 }
 
-/// Whether reading `text` in 2 and in 3 pieces gives exactly what the single direct read
-/// gives, whenever the text is cut at all: `Err` says how they differ. For the tests and the
-/// `config` fuzz target.
+/// Whether reading `text` in 2, 3 and 7 pieces (7 on 2 threads: each takes several, one after
+/// the other) gives exactly what the single direct read gives, whenever the text is cut at
+/// all: `Err` says how they differ. For the tests and the `config` fuzz target.
 pub(super) fn agrees_with_single(text: &str) -> Result<(), String> {
-    for pieces in [2, 3] {
-        let Some(split) = read_in(text, pieces) else {
+    for (threads, pieces) in [(2, 2), (3, 3), (2, 7)] {
+        let Some(split) = read_in(text, threads, pieces) else {
             continue;
         };
         let split = format!("{split:#?}");
@@ -435,9 +468,9 @@ mod tests {
     /// `text` is cut, each way the pieces read what the whole read reads.
     fn cut_and_agrees(text: &str) {
         assert!(direct::read(text).is_some(), "not read whole:\n{text}");
-        for pieces in [2, 3, 4] {
+        for pieces in [2, 3, 4, 9] {
             assert!(
-                read_in(text, pieces).is_some(),
+                read_in(text, 2, pieces).is_some(),
                 "not cut in {pieces}:\n{text}"
             );
         }
@@ -447,11 +480,14 @@ mod tests {
     /// `text` is not cut (the whole read reads it, or refuses it, as before).
     fn not_cut(text: &str) {
         assert!(
-            read_in(text, 2).is_none(),
+            read_in(text, 2, 2).is_none(),
             "cut in 2:\n{}",
             &text[text.len().saturating_sub(300)..]
         );
-        assert!(read_in(text, 3).is_none(), "cut in 3:\n{text}");
+        assert!(
+            read_in(text, 2, 3).is_none() && read_in(text, 2, 9).is_none(),
+            "cut in 3:\n{text}"
+        );
         agrees_with_single(text).unwrap();
     }
 
@@ -468,8 +504,15 @@ mod tests {
         cut_and_agrees(&directory(10));
         cut_and_agrees(&directory(300));
         let text = directory(300);
-        let file = read_in(&text, 2).unwrap();
+        let file = read_in(&text, 2, 2).unwrap();
         assert_eq!(file.users.len(), 300);
+        // Many pieces on two threads: every item once, in the file's order.
+        let many = read_in(&text, 2, 40).unwrap();
+        assert_eq!(
+            many.projects.iter().map(|p| &p.path).collect::<Vec<_>>(),
+            file.projects.iter().map(|p| &p.path).collect::<Vec<_>>()
+        );
+        assert_eq!(many.users.len(), 300);
         assert_eq!(file.projects[299].path, "group299/project299");
         // A piece each: the cut lands on an item, not in the middle of one.
         let plan = plan(&text, 2).unwrap();
@@ -627,7 +670,8 @@ mod tests {
         ] {
             let text = with_project(trap);
             assert!(plan(&text, 2).is_some(), "not planned:\n{trap}");
-            assert!(read_in(&text, 2).is_none(), "read:\n{trap}");
+            assert!(read_in(&text, 2, 2).is_none(), "read:\n{trap}");
+            assert!(read_in(&text, 2, 9).is_none(), "read in 9:\n{trap}");
             assert!(direct::read(&text).is_none(), "read whole:\n{trap}");
             agrees_with_single(&text).unwrap();
             let path = std::path::Path::new("/etc/gateway.yaml");
@@ -728,36 +772,20 @@ mod cpu {
         let t0 = thread_cpu_ms();
         let plan = plan(&text, 2).unwrap();
         println!("plan: {:.0} ms CPU", thread_cpu_ms() - t0);
-        let t0 = thread_cpu_ms();
-        let (first, rest) = plan.texts(&text);
-        println!("copies: {:.0} ms CPU", thread_cpu_ms() - t0);
-        std::thread::scope(|scope| {
-            let helper = scope.spawn(|| {
-                let t0 = thread_cpu_ms();
-                assert!(simple(&rest[0]));
-                let tail = direct::read_as::<Tail>(&rest[0]).unwrap();
-                println!(
-                    "second piece (helper thread): {:.0} ms CPU",
-                    thread_cpu_ms() - t0
-                );
-                tail
-            });
+        drop(plan);
+        for pieces in [2, text.len() / PIECE_BYTES] {
             let t0 = thread_cpu_ms();
-            assert!(simple(&first));
-            let file = direct::read(&first).unwrap();
+            let file = read_in(&text, 2, pieces).unwrap();
             println!(
-                "first piece (this thread): {:.0} ms CPU",
-                thread_cpu_ms() - t0
+                "read_in, 2 threads, {pieces} pieces, this thread: {:.0} ms CPU",
+                thread_cpu_ms() - t0,
             );
-            let tail = helper.join().unwrap();
-            let t0 = thread_cpu_ms();
-            drop((file, tail));
-            println!("drop: {:.0} ms CPU", thread_cpu_ms() - t0);
-        });
+            drop(file);
+        }
         let t0 = thread_cpu_ms();
-        let file = read_in(&text, 2).unwrap();
+        let file = read(&text).unwrap();
         println!(
-            "read_in, this thread: {:.0} ms CPU ({} projects)",
+            "read, this thread: {:.0} ms CPU ({} projects)",
             thread_cpu_ms() - t0,
             file.projects.len()
         );

@@ -66,10 +66,13 @@ impl Checker {
     }
 }
 
+/// `every_core`: start-up or `portcullis check` (a large directory is indexed on two threads),
+/// not a reload beside traffic.
 pub(super) fn validate(
     raw: GatewayFile,
     base: &Path,
     source: &Path,
+    every_core: bool,
 ) -> Result<Config, Vec<Problem>> {
     let mut c = Checker {
         problems: Vec::new(),
@@ -326,7 +329,8 @@ pub(super) fn validate(
         ),
     };
     let page = page_limits(&mut c, &raw.page);
-    let directory = super::directory::validate(&mut c, raw.users, raw.groups, raw.projects);
+    let directory =
+        super::directory::validate(&mut c, raw.users, raw.groups, raw.projects, every_core);
     let federation = super::federation::validate(&mut c, raw.federation, &directory, base);
     if raw
         .ci
