@@ -371,12 +371,7 @@ impl Gateway {
             }
         } else if path == TOKEN_PATH {
             let gateway = self.clone();
-            Box::pin(async move {
-                let mut response = gateway.token(request).await;
-                response.extensions_mut().insert(RouteLabel("token"));
-                response
-            })
-            .into()
+            labelled("token", async move { gateway.token(request).await })
         } else if path == JWKS_PATH {
             let mut response = Response::new(crate::body::full(self.inner.jwks.clone()));
             let headers = response.headers_mut();
@@ -391,20 +386,13 @@ impl Gateway {
             answered(response)
         } else if path.starts_with(crate::api::rest::PREFIX) {
             let gateway = self.clone();
-            Box::pin(async move {
-                let mut response = gateway.inner.api.handle(request).await;
-                response.extensions_mut().insert(RouteLabel("api"));
-                response
-            })
-            .into()
+            labelled(
+                "api",
+                async move { gateway.inner.api.handle(request).await },
+            )
         } else if crate::page::owns(path) {
             let gateway = self.clone();
-            Box::pin(async move {
-                let mut response = gateway.page(request).await;
-                response.extensions_mut().insert(RouteLabel("page"));
-                response
-            })
-            .into()
+            labelled("page", async move { gateway.page(request).await })
         } else {
             answered(ApiError::not_found(format!("no such endpoint {path:?}: the registry API is under /v2/, tokens under {TOKEN_PATH}"))
                 .into_response())
@@ -452,6 +440,19 @@ impl Future for Answer {
 /// An answer made without waiting.
 fn answered(response: Response<Body>) -> Answer {
     Answer(Box::pin(std::future::ready(response)))
+}
+
+/// An endpoint's answer, its metrics label attached when it is ready.
+fn labelled<F>(label: &'static str, answer: F) -> Answer
+where
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    Box::pin(async move {
+        let mut response = answer.await;
+        response.extensions_mut().insert(RouteLabel(label));
+        response
+    })
+    .into()
 }
 
 impl Gateway {

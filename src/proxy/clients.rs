@@ -566,11 +566,7 @@ impl Connector {
             let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
                 .map_err(|e| SendError::Failed(e.into()))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!("registry connection (HTTP/2) ended: {error}");
-                }
-            });
+            drive(connection, "HTTP/2");
             Ok(Sender::Http2(sender))
         } else {
             handshake_http1(TokioIo::new(tls)).await
@@ -585,12 +581,21 @@ where
     let (sender, connection) = http1::handshake(io)
         .await
         .map_err(|e| SendError::Failed(e.into()))?;
+    drive(connection, "HTTP/1.1");
+    Ok(Sender::Http1(sender))
+}
+
+/// Run a registry connection as a task of this thread's runtime until it ends (its senders
+/// dropped, the registry gone); how it ended is worth a debug line, not an error.
+fn drive<C>(connection: C, protocol: &'static str)
+where
+    C: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(error) = connection.await {
-            tracing::debug!("registry connection ended: {error}");
+            tracing::debug!("registry connection ({protocol}) ended: {error}");
         }
     });
-    Ok(Sender::Http1(sender))
 }
 
 #[cfg(test)]
