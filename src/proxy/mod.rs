@@ -8,7 +8,7 @@
 //!
 //! - [`access`]: what a request needs (method + path -> scopes).
 //! - [`forward`]: the pooled, streaming client and hop-by-hop headers.
-//! - `clients`: one pooled client per thread.
+//! - `clients`: the registry connections, a pool of our own per thread.
 //! - [`rewrite`]: challenge realms and upload `Location`s.
 //! - [`record`]: what the audit log keeps of a request.
 //! - [`protect`]: protected and immutable tags on manifest PUT and DELETE.
