@@ -91,6 +91,90 @@ fn forged_foreign_and_expired_tokens_are_invalid_tokens() {
     }
 }
 
+/// GET `path` with `authorization` as the header's value, byte for byte (`\xff` and all):
+/// the status and the challenge.
+fn raw_authorization(host: &str, path: &str, authorization: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: ").into_bytes();
+    head.extend_from_slice(authorization);
+    head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    stream.write_all(&head).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let challenge = answer
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_default();
+    (status, challenge)
+}
+
+#[test]
+fn a_bearer_token_counts_byte_for_byte_even_once_its_verdict_is_cached() {
+    let stack = Stack::start();
+    let host = &stack.gateway.host;
+    let path = format!("/v2/{REPO}/tags/list");
+    let good = stack.token("alice", ALICE_PAT, &["repository:mygroup/myproject:pull"]);
+    // Verified once, so every variant below meets a cached verdict for the genuine token.
+    for value in [
+        format!("Bearer {good}"),
+        format!("bearer {good}"),
+        format!("BEARER {good} \t "),
+    ] {
+        let (status, challenge) = raw_authorization(host, &path, value.as_bytes());
+        assert_eq!(
+            status, 404,
+            "{value:?} reaches the registry (no tags): {challenge}"
+        );
+    }
+    let mut latin1 = format!("Bearer {good}").into_bytes();
+    latin1.push(0xff);
+    let mut inside = format!("Bearer {good}").into_bytes();
+    let middle = inside.len() - 20;
+    inside[middle] = 0xe9;
+    for value in [
+        format!("Bearer {good}\u{a0}").into_bytes(), // a no-break space is not HTTP whitespace
+        format!("Bearer \u{3000}{good}").into_bytes(),
+        latin1,
+        inside,
+        b"Bearer \xff\xfe".to_vec(),
+        format!("Bearer {}", &good[..good.len() - 1]).into_bytes(),
+        format!("Bearer {good}x").into_bytes(),
+        // distribution reads the token from just after the first space: so does the gate.
+        format!("Bearer  {good}").into_bytes(),
+        format!("Bearer \t{good}").into_bytes(),
+    ] {
+        let (status, challenge) = raw_authorization(host, &path, &value);
+        let shown = String::from_utf8_lossy(&value);
+        assert_eq!(status, 401, "{shown:?}: {challenge}");
+        assert!(
+            challenge.ends_with(r#"error="invalid_token""#),
+            "{shown:?}: {challenge}"
+        );
+    }
+    // Not a Bearer value at all: the plain challenge, no error.
+    for value in [
+        format!("Bearer\t{good}"),
+        format!("Bearer{good}"),
+        "Bearer ".into(),
+    ] {
+        let (status, challenge) = raw_authorization(host, &path, value.as_bytes());
+        assert_eq!(status, 401, "{value:?}");
+        assert!(!challenge.contains("error="), "{value:?}: {challenge}");
+    }
+}
+
 #[test]
 fn a_token_without_the_needed_scope_is_insufficient_and_the_challenge_names_the_scope() {
     let stack = Stack::start();

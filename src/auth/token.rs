@@ -464,8 +464,11 @@ impl Tokens {
     }
 
     /// Verify signature, issuer, audience, `nbf` and `exp` (no leeway). A token seen before
-    /// is answered from [`Verdicts`] with only its time window checked again.
-    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, VerifyError> {
+    /// is answered from [`Verdicts`] with only its time window checked again. The bytes as
+    /// the request carried them: a token seen before is matched byte for byte before any
+    /// scan of its ~2 KB for UTF-8 (1.5% of a small request's instructions); any other must
+    /// be UTF-8 to be a JWT at all.
+    pub fn verify(&self, token: &[u8]) -> Result<Arc<Claims>, VerifyError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -476,6 +479,7 @@ impl Tokens {
             }
             return Ok(claims);
         }
+        let token = std::str::from_utf8(token).map_err(|_| VerifyError::Malformed)?;
         let (key, rules) = self.select(token);
         let claims = jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &rules.registry)
             .map(|data| Arc::new(data.claims))
@@ -595,7 +599,7 @@ mod tests {
             Some(tokens.key().public.kid.as_str())
         );
         assert_eq!(header.x5c.as_ref(), Some(&tokens.key().public.x5c));
-        assert!(tokens.verify(&issued.token).is_ok());
+        assert!(tokens.verify(issued.token.as_bytes()).is_ok());
     }
 
     #[test]
@@ -613,7 +617,7 @@ mod tests {
         assert_ne!(published, tokens.key().public.kid, "not the libtrust id");
         assert_eq!(header.x5c, None);
         assert_eq!(header.jwk, None);
-        assert!(tokens.verify(&issued.token).is_ok());
+        assert!(tokens.verify(issued.token.as_bytes()).is_ok());
     }
 
     #[test]
@@ -637,7 +641,7 @@ mod tests {
         );
         assert_eq!((header.x5c, header.jwk), (None, None));
         assert_eq!(tokens.header_mode(), TokenHeader::Kid);
-        assert!(tokens.verify(&issued.token).is_ok());
+        assert!(tokens.verify(issued.token.as_bytes()).is_ok());
         // The whole certificate is what kid mode leaves out.
         let long = x5c.issue("alice", access(), None, at).unwrap().token;
         let certificate = x5c.key().public.x5c.iter().map(String::len).sum::<usize>();
@@ -664,7 +668,7 @@ mod tests {
             .unwrap()
             .token;
         let tokens = Tokens::new(&settings(TokenHeader::Kid), signing_key(), vec![old_public]);
-        assert!(tokens.verify(&token).is_ok());
+        assert!(tokens.verify(token.as_bytes()).is_ok());
     }
 
     #[test]
@@ -682,7 +686,7 @@ mod tests {
             signing_key(),
             vec![old_public],
         );
-        assert!(tokens.verify(&token).is_ok());
+        assert!(tokens.verify(token.as_bytes()).is_ok());
     }
 
     #[test]
@@ -697,7 +701,7 @@ mod tests {
             let issued = tokens
                 .issue_for("alice", Vec::new(), None, caller, at)
                 .unwrap();
-            let claims = tokens.verify(&issued.token).unwrap();
+            let claims = tokens.verify(issued.token.as_bytes()).unwrap();
             assert_eq!(claims.iat, secs - NOT_BEFORE_SKEW);
             assert_eq!(claims.nbf, secs - NOT_BEFORE_SKEW);
             assert_eq!(claims.exp, secs + 300);

@@ -72,20 +72,20 @@ impl Verdicts {
     /// Where `token`'s entry is looked for: its length and last [`KEY_TAIL`] bytes, hashed
     /// under the random key. Finds an entry, proves nothing: [`Verdicts::get`] compares the
     /// whole token.
-    fn key(&self, token: &str) -> u64 {
-        let bytes = token.as_bytes();
+    fn key(&self, bytes: &[u8]) -> u64 {
         let tail = &bytes[bytes.len().saturating_sub(KEY_TAIL)..];
         self.key.hash_one((bytes.len(), tail))
     }
 
     /// The claims of `token` if this very token verified before and `now` (Unix seconds) is
-    /// inside its validity window.
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
+    /// inside its validity window. Bytes, as the header carried them: a stored token was valid
+    /// UTF-8 when it verified, so one equal to it is too, and is not scanned again.
+    pub fn get(&self, token: &[u8], now: u64) -> Option<Arc<Claims>> {
         let key = self.key(token);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&key)
-            .filter(|verdict| *verdict.token == *token)
+            .filter(|verdict| verdict.token.as_bytes() == token)
             .map(|verdict| &verdict.claims)
             .filter(|claims| claims.nbf <= now && now < claims.exp)
             .cloned()
@@ -133,7 +133,7 @@ impl Verdicts {
     /// Remember a token that just verified (in place of another with the same key, should
     /// one be there: that one is verified again when it next comes).
     pub fn insert(&self, token: &str, claims: &Arc<Claims>) {
-        let key = self.key(token);
+        let key = self.key(token.as_bytes());
         let verdict = Verdict {
             token: token.into(),
             claims: Arc::clone(claims),
@@ -167,11 +167,11 @@ mod tests {
     fn a_remembered_token_is_valid_only_inside_its_window() {
         let verdicts = Verdicts::default();
         verdicts.insert("token-a", &claims(100, 400));
-        assert!(verdicts.get("token-a", 99).is_none(), "before nbf");
-        assert_eq!(verdicts.get("token-a", 100).unwrap().sub, "alice");
-        assert!(verdicts.get("token-a", 399).is_some());
-        assert!(verdicts.get("token-a", 400).is_none(), "at exp");
-        assert!(verdicts.get("token-b", 200).is_none(), "another token");
+        assert!(verdicts.get(b"token-a", 99).is_none(), "before nbf");
+        assert_eq!(verdicts.get(b"token-a", 100).unwrap().sub, "alice");
+        assert!(verdicts.get(b"token-a", 399).is_some());
+        assert!(verdicts.get(b"token-a", 400).is_none(), "at exp");
+        assert!(verdicts.get(b"token-b", 200).is_none(), "another token");
     }
 
     #[test]
@@ -181,7 +181,7 @@ mod tests {
         for i in 0..4 * CAPACITY {
             verdicts.insert(&format!("t-{i}"), &claims(0, 1000));
             if i % 1000 == 0 {
-                assert!(verdicts.get("live", 20).is_some(), "an entry in use stays");
+                assert!(verdicts.get(b"live", 20).is_some(), "an entry in use stays");
             }
         }
         assert!(verdicts.entries.lock().unwrap().len() <= CAPACITY);
@@ -194,9 +194,9 @@ mod tests {
         bound.cred = Some("pat:abc".into());
         let bound = Arc::new(bound);
         verdicts.insert("t", &bound);
-        assert!(!verdicts.is_revoked(&verdicts.get("t", 1).unwrap()));
+        assert!(!verdicts.is_revoked(&verdicts.get(b"t", 1).unwrap()));
         verdicts.revoke("pat:abc", 500, 1);
-        assert!(verdicts.is_revoked(&verdicts.get("t", 1).unwrap()));
+        assert!(verdicts.is_revoked(&verdicts.get(b"t", 1).unwrap()));
         assert!(!verdicts.is_revoked(&claims(0, 1000)), "unbound claims");
         verdicts.revoke("pat:other", 900, 600);
         assert!(!verdicts.is_revoked(&bound), "expired entries are dropped");
@@ -206,19 +206,19 @@ mod tests {
     fn every_byte_of_the_token_counts() {
         let verdicts = Verdicts::default();
         verdicts.insert("header.payload.sig", &claims(0, 1000));
-        assert!(verdicts.get("header.payload.sig", 1).is_some());
+        assert!(verdicts.get(b"header.payload.sig", 1).is_some());
         for other in [
             "Header.payload.sig",
             "header.payload.siG",
             "header.payload.sig.",
             "",
         ] {
-            assert!(verdicts.get(other, 1).is_none(), "{other:?}");
+            assert!(verdicts.get(other.as_bytes(), 1).is_none(), "{other:?}");
         }
         // Two caches draw their own keys: the same token has another key in each.
         assert_ne!(
-            Verdicts::default().key("header.payload.sig"),
-            verdicts.key("header.payload.sig")
+            Verdicts::default().key(b"header.payload.sig"),
+            verdicts.key(b"header.payload.sig")
         );
     }
 
@@ -229,22 +229,22 @@ mod tests {
         let genuine = format!("header.payload-a.{signature}");
         let forged = format!("header.payload-b.{signature}");
         assert_eq!(
-            verdicts.key(&genuine),
-            verdicts.key(&forged),
+            verdicts.key(genuine.as_bytes()),
+            verdicts.key(forged.as_bytes()),
             "same length and tail"
         );
         verdicts.insert(&genuine, &claims(0, 1000));
         assert!(
-            verdicts.get(&forged, 1).is_none(),
+            verdicts.get(forged.as_bytes(), 1).is_none(),
             "the whole token is compared"
         );
-        assert!(verdicts.get(&genuine, 1).is_some());
+        assert!(verdicts.get(genuine.as_bytes(), 1).is_some());
         let mut other = (*claims(0, 1000)).clone();
         other.sub = "bob".into();
         verdicts.insert(&forged, &Arc::new(other));
-        assert_eq!(verdicts.get(&forged, 1).unwrap().sub, "bob");
+        assert_eq!(verdicts.get(forged.as_bytes(), 1).unwrap().sub, "bob");
         assert!(
-            verdicts.get(&genuine, 1).is_none(),
+            verdicts.get(genuine.as_bytes(), 1).is_none(),
             "replaced: verified again next time"
         );
     }

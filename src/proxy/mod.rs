@@ -346,6 +346,8 @@ impl Proxy {
             Ok(claims) => claims,
             Err(VerifyError::Expired) => {
                 // Ours, but expired: the signature and the claims can be trusted.
+                // (UTF-8: the expiry was read from its claims.)
+                let token = std::str::from_utf8(token).unwrap_or_default();
                 return match self.tokens.verify_ignoring_expiry(token) {
                     Ok(claims) => Verified::Expired(Box::new(claims)),
                     Err(_) => Verified::Refused(self.refuse(
@@ -637,15 +639,48 @@ enum Verified {
 }
 
 /// The token of `Bearer <token>`, if that is what the header holds.
-fn bearer_token(value: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (scheme, token) = text.trim().split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+/// The token of a `Bearer` Authorization value as distribution reads it (`strings.Cut` at
+/// the first space of the value Go's HTTP server trimmed): everything after `Bearer `, so
+/// that the gateway passes no token the registry would read otherwise (`Bearer  x`, two
+/// spaces, is a malformed token to both). Bytes, so that a token the verdict cache knows is
+/// never scanned for UTF-8 ([`crate::auth::token::Tokens::verify`] checks the others).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&value[..space], &value[space + 1..]);
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_token_is_the_bytes_after_the_scheme_between_http_whitespace() {
+        let token = |v: &[u8]| bearer_token(v).map(<[u8]>::to_vec);
+        assert_eq!(token(b"Bearer a.b.c"), Some(b"a.b.c".to_vec()));
+        assert_eq!(token(b" bEaReR a.b.c \t"), Some(b"a.b.c".to_vec()));
+        // Spaces after the first are the token's, as distribution reads it: malformed.
+        assert_eq!(token(b"Bearer  a.b.c"), Some(b" a.b.c".to_vec()));
+        // Bytes that are not UTF-8 stay: Tokens::verify refuses them as malformed.
+        assert_eq!(token(b"Bearer a\xffb"), Some(b"a\xffb".to_vec()));
+        // A no-break space is not HTTP whitespace: part of the token, which then fails.
+        assert_eq!(
+            token("Bearer a.b.c\u{a0}".as_bytes()),
+            Some("a.b.c\u{a0}".as_bytes().to_vec())
+        );
+        for none in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer   ",
+            b"Bearer\ta.b.c",
+            b"Basic YTpi",
+            b"Bearerx a.b.c",
+            b"\xffBearer a",
+        ] {
+            assert_eq!(token(none), None, "{:?}", String::from_utf8_lossy(none));
+        }
+    }
 
     #[test]
     fn forwarded_for_is_the_formatted_chain() {

@@ -162,13 +162,13 @@ pub enum Drained {
 /// hold are fewer: `server.max_upstream_requests_per_connection`).
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
-/// Header lines an HTTP/1 request may carry (its total size is bounded by
-/// `server.max_header_bytes`); beyond them hyper answers a body-less 431. Above hyper's
-/// default of 100, so a head with a proxy's or a tool's extra lines is still answered by the
-/// router in the registry's JSON; not far above it: hyper sets up this many header slots on
-/// the heap, twice, for every request (1,000 cost 9% more instructions per small request
-/// than 128: `bench/callgrind.sh`, BENCHMARKS.md). No container client sends more than ~20.
-const MAX_HEADERS: usize = 128;
+// Header lines an HTTP/1 request may carry: hyper's default of 100 (its total size is bounded
+// by `server.max_header_bytes`); beyond them hyper answers a body-less 431. Deliberately not
+// set with `max_headers`: any explicit cap, even 100, makes hyper build its two arrays of
+// header slots at run time for every request (on the heap above 100: a malloc, a free and a
+// loop over every slot, twice), while its default is a stack array it never touches before
+// parsing. 128 cost 2,000 instructions a small request more than the default (3%:
+// `bench/callgrind.sh`, BENCHMARKS.md). No container client sends more than about 20 lines.
 
 /// After a connection has been asked to close for not sending a request head in time, how
 /// long it may take to go before it is cut.
@@ -211,9 +211,8 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        // The number of header lines, a little above hyper's default (see MAX_HEADERS); the
-        // router's own check of the head's size (registry JSON) is the bound that matters.
-        .max_headers(MAX_HEADERS)
+        // Header lines: hyper's default (100, see above); the router's own check of the
+        // head's size (registry JSON) is the bound that matters.
         // The router answers heads over the limit with a registry-style 431; hyper's own
         // (body-less) 431 only bounds memory, at twice the limit.
         .max_buf_size(settings.max_header_bytes.saturating_mul(2).max(8192));
@@ -333,7 +332,6 @@ fn http1_builder(settings: &ServerSettings) -> http1::Builder {
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_headers(MAX_HEADERS)
         .max_buf_size(settings.max_header_bytes.saturating_mul(2).max(8192));
     http1
 }
