@@ -216,21 +216,15 @@ fn a_registry_that_closes_each_connection_after_one_answer_costs_no_request_and_
         let gateway = gateway_for(&upstream.url);
         let bearer = token(&gateway, "alice", ALICE_PAT, "pull");
         let port = port_of(&gateway);
-        // A silent close is learnt when it arrives: a request sent at that very moment
-        // would be lost in any client (it may have reached the registry, so it is never
-        // sent again); give it a moment, as between a registry's idle timeout and the next
-        // request.
-        let pause = match ending {
-            Ending::Silently => Duration::from_millis(20),
-            _ => Duration::ZERO,
-        };
-        // One after another on one client connection: each finds the last registry
-        // connection closed, or closing.
+        // One after another on one client connection, no pause: each finds the last
+        // registry connection closed, or closing unseen (a silent close is learnt only when
+        // epoll reports it, so a GET may go out on a connection already closed: hyper then
+        // cannot hand it back unsent, and it is sent again because a GET is safe to repeat;
+        // the stand-in never read it, so it is counted once).
         let mut client = KeepAlive::open(port);
         for i in 0..100 {
             let path = format!("/v2/{REPO}/manifests/one-{i}");
             assert_eq!(client.get(&path, &bearer), 200, "{path}");
-            thread::sleep(pause);
         }
         // And at once, from several connections.
         let workers: Vec<_> = (0..4)
@@ -241,7 +235,6 @@ fn a_registry_that_closes_each_connection_after_one_answer_costs_no_request_and_
                     for i in 0..25 {
                         let path = format!("/v2/{REPO}/manifests/many-{t}-{i}");
                         assert_eq!(client.get(&path, &bearer), 200, "{path}");
-                        thread::sleep(pause);
                     }
                 })
             })

@@ -24,9 +24,13 @@
 //! connection; how many are in use at once is bounded by the server's
 //! `max_upstream_requests`.
 //!
-//! A request is sent again, once, on a new connection only when hyper hands it back unsent
-//! (a parked connection the registry had closed meanwhile); one that may have reached the
-//! registry never is.
+//! A request on a parked connection that the registry had closed meanwhile is sent again,
+//! once, on a new connection: always when hyper hands it back unsent; and when it may have
+//! gone out but the connection ended with no answer, only if it is a GET or HEAD without a
+//! body (safe to repeat, RFC 9110 9.2.1), as Go's `http.Transport` and nginx's cached
+//! upstream connections do. A close the gateway has not yet seen (the registry's FIN in the
+//! kernel, not yet reported by epoll) cannot be told from one that comes after the request;
+//! an upload, whose body is streamed once, is never sent again.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -37,7 +41,8 @@ use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -111,6 +116,65 @@ struct Parked {
     sweep: u64,
 }
 
+/// What sending a request again takes, when it went out on a parked connection.
+struct Reused {
+    /// Did [`add_host`] add the `Host` header?
+    added_host: bool,
+    /// A copy, when the request is safe to send twice.
+    replay: Option<Replay>,
+}
+
+/// A copy of a request that may be sent again even if it reached the registry: a GET or
+/// HEAD with no body. Its header values share the client's bytes (a reference count each).
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<Body>) -> Option<Replay> {
+        let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+        if !safe || !request.body().is_end_stream() {
+            return None;
+        }
+        Some(Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn into_request(self) -> Request<Body> {
+        let mut request = Request::new(crate::body::empty());
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// Did the connection end (closed or reset by the registry) before any answer came, rather
+/// than the registry answering something hyper could not read or the request failing?
+fn ended_before_an_answer(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let io = std::error::Error::source(error).and_then(|e| e.downcast_ref::<std::io::Error>());
+    io.is_some_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    })
+}
+
 #[cfg(test)]
 thread_local! {
     /// Requests sent again on this thread (tests check that the path is taken).
@@ -169,7 +233,7 @@ impl Pools {
     ) -> Result<Response<Incoming>, SendError> {
         // `request` is handed on at once, never borrowed here, so this future does not keep
         // a copy of it beside hyper's.
-        let (sender, added_host, sending) = match self.start(request) {
+        let (sender, reused, sending) = match self.start(request) {
             Ok(started) => started,
             Err(elsewhere) => return elsewhere.await,
         };
@@ -180,15 +244,16 @@ impl Pools {
             }
             Err(error) => {
                 drop(sender);
-                Box::pin(self.send_again(error, added_host)).await
+                Box::pin(self.send_again(error, reused)).await
             }
         }
     }
 
-    /// Start `request` on a parked HTTP/1 connection (the common case: its sender, whether
-    /// a `Host` was added, and hyper's future), or else a boxed future for the rest: another
-    /// origin, a new connection, the shared HTTP/2 one. Boxed, their state (a connection
-    /// being opened, say) does not enlarge, and is not moved with, every request's future.
+    /// Start `request` on a parked HTTP/1 connection (the common case: its sender, what
+    /// sending it again would take, and hyper's future), or else a boxed future for the
+    /// rest: another origin, a new connection, the shared HTTP/2 one. Boxed, their state (a
+    /// connection being opened, say) does not enlarge, and is not moved with, every
+    /// request's future.
     #[allow(clippy::type_complexity)]
     fn start(
         self: &Arc<Self>,
@@ -196,7 +261,7 @@ impl Pools {
     ) -> Result<
         (
             http1::SendRequest<Body>,
-            bool,
+            Reused,
             impl Future<Output = Result<Response<Incoming>, TrySendError<Request<Body>>>>,
         ),
         Pin<Box<dyn Future<Output = Result<Response<Incoming>, SendError>> + Send + '_>>,
@@ -209,8 +274,9 @@ impl Pools {
             Some(Sender::Http1(mut sender)) => {
                 let added_host = add_host(&mut request, &self.host);
                 origin_form(&mut request);
+                let replay = Replay::of(&request);
                 let sending = sender.try_send_request(request);
-                Ok((sender, added_host, sending))
+                Ok((sender, Reused { added_host, replay }, sending))
             }
             Some(Sender::Http2(sender)) => Err(Box::pin(self.send_on_http2(sender, request))),
             None => Err(Box::pin(self.send_on_new(request))),
@@ -227,7 +293,11 @@ impl Pools {
             Ok(response) => Ok(response),
             Err(error) => {
                 drop(sender);
-                self.send_again(error, false).await
+                let reused = Reused {
+                    added_host: false,
+                    replay: None,
+                };
+                self.send_again(error, reused).await
             }
         }
     }
@@ -252,24 +322,36 @@ impl Pools {
         }
     }
 
-    /// A request on a parked connection failed: when hyper hands it back unsent (the
-    /// registry had closed the connection meanwhile), send it once more on a new connection,
-    /// as hyper-util did; one that may have reached the registry is never sent again.
+    /// A request on a parked connection failed: send it once more on a new connection when
+    /// hyper hands it back unsent (the registry had closed the connection meanwhile, as
+    /// hyper-util did), or when the connection ended before an answer and the request is
+    /// safe to repeat; any other is never sent again.
     async fn send_again(
         self: &Arc<Self>,
         mut error: TrySendError<Request<Body>>,
-        added_host: bool,
+        reused: Reused,
     ) -> Result<Response<Incoming>, SendError> {
-        let Some(mut request) = error.take_message() else {
-            return Err(SendError::Failed(error.into_error().into()));
+        let mut request = match (error.take_message(), reused.replay) {
+            (Some(unsent), _) => {
+                tracing::debug!(
+                    "a kept-alive registry connection was closed before the request was sent ({}); sending it on a new one",
+                    error.into_error()
+                );
+                unsent
+            }
+            (None, Some(replay)) if ended_before_an_answer(error.error()) => {
+                tracing::debug!(
+                    "a kept-alive registry connection ended before answering a {} ({}); sending it again on a new one",
+                    replay.method,
+                    error.into_error()
+                );
+                replay.into_request()
+            }
+            (None, _) => return Err(SendError::Failed(error.into_error().into())),
         };
-        tracing::debug!(
-            "a kept-alive registry connection was closed before the request was sent ({}); sending it on a new one",
-            error.into_error()
-        );
         #[cfg(test)]
         SENT_AGAIN.with(|n| n.set(n.get() + 1));
-        self.restore(&mut request, added_host);
+        self.restore(&mut request, reused.added_host);
         self.send_on_new(request).await
     }
 
@@ -756,6 +838,96 @@ mod tests {
             "each request reached the registry exactly once"
         );
         assert_eq!(stub.accepted.load(Ordering::SeqCst), 20);
+    }
+
+    /// A registry stand-in that answers the first request on each connection (kept alive)
+    /// and, on the second, reads its head and closes without an answer: the request reached
+    /// it, then the connection ended. Records `METHOD path` of every request it read.
+    async fn hang_up_on_the_second() -> (Uri, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    for answered in [true, false] {
+                        let mut chunk = [0u8; 4096];
+                        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                        buffer.drain(..end);
+                        let line = head.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                        record.lock().unwrap().push(line.clone());
+                        if !answered {
+                            return;
+                        }
+                        let body = if line.starts_with("HEAD") { "" } else { "{}" };
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{body}");
+                        stream.write_all(answer.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (origin, seen)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_get_that_a_parked_connection_ended_without_answering_is_sent_again_once_an_upload_never(
+    ) {
+        let (origin, seen) = hang_up_on_the_second().await;
+        let pools = pools(&origin, MAX_PARKED, IDLE_TIMEOUT);
+        let send = |method: &str, path: &str, body: Body| {
+            let request = Request::builder()
+                .method(method)
+                .uri(format!("{origin}{}", &path[1..]))
+                .body(body)
+                .unwrap();
+            let pools = pools.clone();
+            async move {
+                let response = pools.send(request).await?;
+                let status = response.status().as_u16();
+                http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .map_err(|e| SendError::Failed(e.into()))?;
+                Ok::<u16, SendError>(status)
+            }
+        };
+        let empty = crate::body::empty;
+        // A new connection, answered and parked; the GET on it reaches the registry, which
+        // hangs up: sent again on a new connection (which answers, and is parked).
+        assert_eq!(send("GET", "/v2/first", empty()).await.unwrap(), 200);
+        assert_eq!(send("GET", "/v2/twice", empty()).await.unwrap(), 200);
+        assert_eq!(send("HEAD", "/v2/head", empty()).await.unwrap(), 200);
+        // An upload on the parked connection: it may have been taken, never sent again.
+        let upload = crate::body::full(&b"layer bytes"[..]);
+        let failed = send("PATCH", "/v2/upload", upload).await;
+        assert!(matches!(failed, Err(SendError::Failed(_))), "{failed:?}");
+        // Neither is a request that fails on a connection of its own: the parked one was
+        // spent on the upload, so this GET opens a new one, which answers.
+        assert_eq!(send("GET", "/v2/after", empty()).await.unwrap(), 200);
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            [
+                "GET /v2/first",
+                "GET /v2/twice",
+                "GET /v2/twice",
+                "HEAD /v2/head",
+                "HEAD /v2/head",
+                "PATCH /v2/upload",
+                "GET /v2/after",
+            ]
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
