@@ -5,7 +5,7 @@
 # /proc for each, the median of N runs, the upstream connections the gateway opened, and on
 # request a perf profile or the syscalls per request.
 #
-#   bench/profile-h2.sh [--runs N] [--duration S] [--header MODE] [--registry] [--perf DIR] [--strace DIR] [BIN...]
+#   bench/profile-h2.sh [--runs N] [--duration S] [--header MODE] [--registry] [--peers] [--perf DIR] [--strace DIR] [BIN...]
 #
 #   --runs N      runs of each load (default 3); the table gives min / median / max
 #   --duration S  seconds per run (default 5)
@@ -26,6 +26,11 @@
 #                 static nginx: the 1 KiB blob is pushed through the gateway first, and the
 #                 registry's CPU per request is printed too (it verifies every token again)
 #   --frames      print the frames of two requests on one connection (nghttp -nv) and stop
+#   --peers       after the gateways, the same loads through nginx (`worker_processes auto`,
+#                 `ssl http2`, keep-alive upstream, access log on) and haproxy (a thread per
+#                 core, `alpn h2,http/1.1`, `http-reuse safe`, httplog on), configured as
+#                 bench/run.sh's, in front of the same static server: their CPU per request
+#                 (all of nginx's processes), the same table's rows; static upstream only
 #   BIN...        gateways to compare, each measured in turn (default target/perf/portcullis)
 #
 # h2load: 4 connections x 16 streams (bench/run.sh's row); wrk: 64 connections, 2 threads.
@@ -35,7 +40,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-runs=3 duration=5 perf_dir="" strace_dir="" callgrind_dir="" frames=0 blob_mib=0 bins=() registry=0
+runs=3 duration=5 perf_dir="" strace_dir="" callgrind_dir="" frames=0 blob_mib=0 bins=() registry=0 peers=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
     --frames) frames=1; shift ;;
     --header) TOKEN_HEADER=$2; shift 2 ;;
     --registry) registry=1; shift ;;
+    --peers) peers=1; shift ;;
     --blob) blob_mib=$2; shift 2 ;;
     --callgrind) callgrind_dir=$(realpath -m "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -54,6 +60,8 @@ done
 [ ${#bins[@]} -gt 0 ] || bins=("$root/target/perf/portcullis")
 case "${TOKEN_HEADER:-x5c}" in x5c | jwks | kid) ;; *) echo "bench/profile-h2.sh: --header x5c, jwks or kid" >&2; exit 2 ;; esac
 [ "$registry" = 0 ] || [ "$blob_mib" = 0 ] || { echo "bench/profile-h2.sh: --blob is for the static upstream" >&2; exit 2; }
+[ "$peers" = 0 ] || { [ "$registry" = 0 ] && [ "$blob_mib" = 0 ] && [ -z "$callgrind_dir" ]; } \
+  || { echo "bench/profile-h2.sh: --peers is for the loads on the static upstream" >&2; exit 2; }
 helper=$root/bench/helper.py
 lua=$root/bench/report.lua
 work=$(mktemp -d /tmp/portcullis-h2prof.XXXXXX)
@@ -74,9 +82,13 @@ port() { python3 "$helper" port; }
 # write (and read) system calls so far (/proc/PID/io: no tracer, so no perturbation; syscr
 # counts read(2), not the recvfrom the gateway's sockets use)
 wchar() { awk '$1=="wchar:"{print $2}' "/proc/$1/io"; }
-syscalls() { awk '$1=="syscw:"{w=$2} $1=="syscr:"{r=$2} END{print w, r}' "/proc/$1/io"; }
+syscalls() { local p; for p in "$@"; do cat "/proc/$p/io"; done | awk '$1=="syscw:"{w+=$2} $1=="syscr:"{r+=$2} END{print w, r}'; }
 per_req() { awk -v d="$(($2 - $1))" -v n="$3" 'BEGIN{printf "%.2f", d / n}'; }
-cpu_ticks() { local f; read -ra f < "/proc/$1/stat"; echo $((f[13] + f[14])); }
+cpu_ticks() { # PID...: user + system ticks of them all
+  local f p t=0
+  for p in "$@"; do read -ra f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done
+  echo "$t"
+}
 per_request_us() { awk -v d="$(($2 - $1))" -v hz="$(getconf CLK_TCK)" -v n="$3" 'BEGIN{printf "%.1f", d / hz * 1e6 / n}'; }
 median() { tr ' ' '\n' | sort -g | awk '{v[NR] = $1} END{printf "%s / %s / %s", v[1], v[int((NR + 1) / 2)], v[NR]}'; }
 
@@ -188,6 +200,36 @@ h1() { # SECONDS -> h1_done
   [ "$(echo "$line" | sed 's/.*non2xx=\([0-9]*\) sockerr=\([0-9]*\).*/\1\2/')" = 00 ] || { cat "$work/wrk.out" >&2; die "wrk: errors"; }
 }
 
+# loads NAME PID...: the h2load and wrk runs against $url, with the CPU of the processes
+# PID... (a proxy's) per request; one row of the table and its syscall line.
+loads() {
+  local name=$1; shift
+  h2 1; h1 1 # warm-up
+  c2=() c1=() r2=() r1=() sw2=() sr2=() sw1=() sr1=() u2=0 u1=0 rc2=() rc1=()
+  reg_ticks() { if [ -n "$registry_pid" ]; then cpu_ticks "$registry_pid"; else echo 0; fi; }
+  for _ in $(seq "$runs"); do
+    read -r w0 s0 < <(syscalls "$@")
+    (sleep 1; upstream_conns > "$work/conns") & sp=$!
+    q0=$(reg_ticks); p0=$(cpu_ticks "$@"); h2 "$duration"; p1=$(cpu_ticks "$@"); q1=$(reg_ticks)
+    rc2+=("$(per_request_us "$q0" "$q1" "$h2_done")")
+    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u2" ] && u2=$u
+    read -r w1 s1 < <(syscalls "$@")
+    c2+=("$(per_request_us "$p0" "$p1" "$h2_done")") r2+=("$h2_rps")
+    sw2+=("$(per_req "$w0" "$w1" "$h2_done")") sr2+=("$(per_req "$s0" "$s1" "$h2_done")")
+    (sleep 1; upstream_conns > "$work/conns") & sp=$!
+    q0=$(reg_ticks); p0=$(cpu_ticks "$@"); h1 "$duration"; p1=$(cpu_ticks "$@"); q1=$(reg_ticks)
+    rc1+=("$(per_request_us "$q0" "$q1" "$h1_done")")
+    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u1" ] && u1=$u
+    read -r w0 s0 < <(syscalls "$@")
+    c1+=("$(per_request_us "$p0" "$p1" "$h1_done")") r1+=("$h1_rps")
+    sw1+=("$(per_req "$w1" "$w0" "$h1_done")") sr1+=("$(per_req "$s1" "$s0" "$h1_done")")
+  done
+  printf '%-40s %-28s %-28s %-24s %-24s %s\n' "$name" "$(echo "${c2[*]}" | median)" "$(echo "${c1[*]}" | median)" \
+    "$(echo "${r2[*]}" | median)" "$(echo "${r1[*]}" | median)" "$u2/$u1"
+  echo "  write system calls per request, median (syscw: write/writev; recvfrom is not counted there): h2 $(echo "${sw2[*]}" | median | awk '{print $3}'), h1 $(echo "${sw1[*]}" | median | awk '{print $3}')"
+  [ -z "$registry_pid" ] || echo "  registry CPU per request, min / median / max: h2 $(echo "${rc2[*]}" | median), h1 $(echo "${rc1[*]}" | median)"
+}
+
 if [ -n "$callgrind_dir" ]; then
   mkdir -p "$callgrind_dir"; cg_requests=9600
   echo "| binary | HTTP/2 4 x 16: instructions per request | HTTP/1.1 64 conns: instructions per request |"
@@ -262,30 +304,7 @@ for bin in "${bins[@]}"; do
     nghttp -nv -H "$auth" "$url" "$url" | grep -E "(send|recv) [A-Z_]+ frame|SETTINGS_|window_size_increment|length="
     exit 0
   fi
-  h2 1; h1 1 # warm-up
-  c2=() c1=() r2=() r1=() sw2=() sr2=() sw1=() sr1=() u2=0 u1=0 rc2=() rc1=()
-  reg_ticks() { if [ -n "$registry_pid" ]; then cpu_ticks "$registry_pid"; else echo 0; fi; }
-  for _ in $(seq "$runs"); do
-    read -r w0 s0 < <(syscalls "$gw_pid")
-    (sleep 1; upstream_conns > "$work/conns") & sp=$!
-    q0=$(reg_ticks); p0=$(cpu_ticks "$gw_pid"); h2 "$duration"; p1=$(cpu_ticks "$gw_pid"); q1=$(reg_ticks)
-    rc2+=("$(per_request_us "$q0" "$q1" "$h2_done")")
-    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u2" ] && u2=$u
-    read -r w1 s1 < <(syscalls "$gw_pid")
-    c2+=("$(per_request_us "$p0" "$p1" "$h2_done")") r2+=("$h2_rps")
-    sw2+=("$(per_req "$w0" "$w1" "$h2_done")") sr2+=("$(per_req "$s0" "$s1" "$h2_done")")
-    (sleep 1; upstream_conns > "$work/conns") & sp=$!
-    q0=$(reg_ticks); p0=$(cpu_ticks "$gw_pid"); h1 "$duration"; p1=$(cpu_ticks "$gw_pid"); q1=$(reg_ticks)
-    rc1+=("$(per_request_us "$q0" "$q1" "$h1_done")")
-    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u1" ] && u1=$u
-    read -r w0 s0 < <(syscalls "$gw_pid")
-    c1+=("$(per_request_us "$p0" "$p1" "$h1_done")") r1+=("$h1_rps")
-    sw1+=("$(per_req "$w1" "$w0" "$h1_done")") sr1+=("$(per_req "$s1" "$s0" "$h1_done")")
-  done
-  printf '%-40s %-28s %-28s %-24s %-24s %s\n' "$(basename "$bin")" "$(echo "${c2[*]}" | median)" "$(echo "${c1[*]}" | median)" \
-    "$(echo "${r2[*]}" | median)" "$(echo "${r1[*]}" | median)" "$u2/$u1"
-  echo "  write system calls per request, median (syscw: write/writev; recvfrom is not counted there): h2 $(echo "${sw2[*]}" | median | awk '{print $3}'), h1 $(echo "${sw1[*]}" | median | awk '{print $3}')"
-  [ -z "$registry_pid" ] || echo "  registry CPU per request, min / median / max: h2 $(echo "${rc2[*]}" | median), h1 $(echo "${rc1[*]}" | median)"
+  loads "$(basename "$bin")" "$gw_pid"
   name=$(basename "$bin")
   if [ -n "$perf_dir" ]; then
     mkdir -p "$perf_dir"
@@ -314,3 +333,87 @@ for bin in "${bins[@]}"; do
   fi
   kill "$gw_pid"; for _ in $(seq 50); do kill -0 "$gw_pid" 2> /dev/null || break; sleep 0.1; done
 done
+
+# --peers: nginx and haproxy in front of the same static server, configured as bench/run.sh's
+# TLS rows (one certificate, TLS 1.2 and 1.3, HTTP/2 by ALPN, keep-alive upstream, access log
+# on), the same loads with the same Bearer token (its bytes cost them the same HPACK work).
+if [ "$peers" = 1 ]; then
+  [ -n "${auth:-}" ] || die "--peers needs a gateway run first (the token)"
+  nginx_port=$(port) haproxy_port=$(port)
+  mkdir -p "$work/nginx" "$work/haproxy"
+  cat > "$work/nginx/nginx.conf" <<NGINX
+$nginx_user
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  access_log $work/nginx/access.log;
+  keepalive_requests 1000000;
+  upstream static { server 127.0.0.1:$static_port; keepalive 32; }
+  server {
+    listen 127.0.0.1:$nginx_port ssl http2;
+    ssl_certificate $work/gw/tls.crt;
+    ssl_certificate_key $work/gw/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    client_max_body_size 0;
+    location /v2/ {
+      proxy_pass http://static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+NGINX
+  cat "$work/gw/tls.crt" "$work/gw/tls.key" > "$work/haproxy/haproxy.pem"
+  cat > "$work/haproxy/haproxy.cfg" <<HAPROXY
+global
+  maxconn 4096
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  option httplog
+  option forwardfor
+  timeout connect 5s
+  timeout client 900s
+  timeout server 900s
+  timeout http-request 30s
+  timeout http-keep-alive 90s
+frontend static_tls
+  bind 127.0.0.1:$haproxy_port ssl crt $work/haproxy/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2
+  http-request set-header X-Forwarded-Proto https
+  default_backend static
+backend static
+  http-reuse safe
+  server static 127.0.0.1:$static_port
+HAPROXY
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" > "$work/nginx/stdout.log" 2>&1 &
+  nginx_pid=$!; pids+=("$nginx_pid")
+  haproxy -db -f "$work/haproxy/haproxy.cfg" > /dev/null 2> "$work/haproxy/stderr.log" &
+  haproxy_pid=$!; pids+=("$haproxy_pid")
+  for peer in nginx haproxy; do
+    peer_port=${peer}_port
+    url=https://127.0.0.1:${!peer_port}/v2/$repo/blobs/$small
+    for _ in $(seq 100); do curl -s -o /dev/null "$url" && break; sleep 0.1; done
+    [ "$(curl -sf -H "$auth" "$url" | sha256sum | cut -d' ' -f1)" = "${small#sha256:}" ] || die "the 1 KiB GET through $peer is wrong"
+    if [ "$peer" = nginx ]; then
+      # nginx: the master and its workers
+      loads nginx "$nginx_pid" $(pgrep -P "$nginx_pid" | tr '\n' ' ')
+    else
+      loads haproxy "$haproxy_pid"
+    fi
+  done
+fi
