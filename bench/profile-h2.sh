@@ -40,6 +40,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh" # nginx_head, haproxy_head
 runs=3 duration=5 perf_dir="" strace_dir="" callgrind_dir="" frames=0 blob_mib=0 bins=() registry=0 peers=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -105,23 +107,10 @@ if [ "$blob_mib" != 0 ]; then
   big=sha256:$(sha256sum "$work/big.bin" | cut -d' ' -f1)
   mv "$work/big.bin" "$work/static/root/v2/$repo/blobs/$big"
 fi
-nginx_user=""; [ "$(id -u)" = 0 ] && nginx_user="user root;"
 cat > "$work/static/nginx.conf" <<NGINX
-$nginx_user
-worker_processes 1;
-daemon off;
-pid $work/static/nginx.pid;
-error_log $work/static/error.log warn;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $work/static/body;
-  proxy_temp_path $work/static/proxy;
-  fastcgi_temp_path $work/static/fastcgi;
-  uwsgi_temp_path $work/static/uwsgi;
-  scgi_temp_path $work/static/scgi;
+$(nginx_head "$work/static")
   access_log off;
   default_type application/octet-stream;
-  keepalive_requests 1000000;
   server { listen 127.0.0.1:$static_port; root $work/static/root; }
 }
 NGINX
@@ -200,29 +189,35 @@ h1() { # SECONDS -> h1_done
   [ "$(echo "$line" | sed 's/.*non2xx=\([0-9]*\) sockerr=\([0-9]*\).*/\1\2/')" = 00 ] || { cat "$work/wrk.out" >&2; die "wrk: errors"; }
 }
 
+reg_ticks() { if [ -n "$registry_pid" ]; then cpu_ticks "$registry_pid"; else echo 0; fi; }
+
+# one_load N PID...: one run of the load hN (h2 or h1) against $url: the CPU of the processes
+# PID... (a proxy's) and of the registry per request, its write and read system calls per
+# request, the upstream connections a second in, appended to load N's lists (cN, rN, swN, srN,
+# rcN; uN the most connections).
+one_load() {
+  local n=$1; shift
+  local -n cpu=c$n rate=r$n writes=sw$n reads=sr$n reg=rc$n conns=u$n
+  local count=h${n}_done rps=h${n}_rps w0 s0 w1 s1 p0 p1 q0 q1 sp u
+  read -r w0 s0 < <(syscalls "$@")
+  (sleep 1; upstream_conns > "$work/conns") & sp=$!
+  q0=$(reg_ticks); p0=$(cpu_ticks "$@"); "h$n" "$duration"; p1=$(cpu_ticks "$@"); q1=$(reg_ticks)
+  wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$conns" ] && conns=$u
+  read -r w1 s1 < <(syscalls "$@")
+  cpu+=("$(per_request_us "$p0" "$p1" "${!count}")") rate+=("${!rps}")
+  reg+=("$(per_request_us "$q0" "$q1" "${!count}")")
+  writes+=("$(per_req "$w0" "$w1" "${!count}")") reads+=("$(per_req "$s0" "$s1" "${!count}")")
+}
+
 # loads NAME PID...: the h2load and wrk runs against $url, with the CPU of the processes
 # PID... (a proxy's) per request; one row of the table and its syscall line.
 loads() {
   local name=$1; shift
   h2 1; h1 1 # warm-up
   c2=() c1=() r2=() r1=() sw2=() sr2=() sw1=() sr1=() u2=0 u1=0 rc2=() rc1=()
-  reg_ticks() { if [ -n "$registry_pid" ]; then cpu_ticks "$registry_pid"; else echo 0; fi; }
   for _ in $(seq "$runs"); do
-    read -r w0 s0 < <(syscalls "$@")
-    (sleep 1; upstream_conns > "$work/conns") & sp=$!
-    q0=$(reg_ticks); p0=$(cpu_ticks "$@"); h2 "$duration"; p1=$(cpu_ticks "$@"); q1=$(reg_ticks)
-    rc2+=("$(per_request_us "$q0" "$q1" "$h2_done")")
-    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u2" ] && u2=$u
-    read -r w1 s1 < <(syscalls "$@")
-    c2+=("$(per_request_us "$p0" "$p1" "$h2_done")") r2+=("$h2_rps")
-    sw2+=("$(per_req "$w0" "$w1" "$h2_done")") sr2+=("$(per_req "$s0" "$s1" "$h2_done")")
-    (sleep 1; upstream_conns > "$work/conns") & sp=$!
-    q0=$(reg_ticks); p0=$(cpu_ticks "$@"); h1 "$duration"; p1=$(cpu_ticks "$@"); q1=$(reg_ticks)
-    rc1+=("$(per_request_us "$q0" "$q1" "$h1_done")")
-    wait "$sp"; u=$(cat "$work/conns"); [ "$u" -gt "$u1" ] && u1=$u
-    read -r w0 s0 < <(syscalls "$@")
-    c1+=("$(per_request_us "$p0" "$p1" "$h1_done")") r1+=("$h1_rps")
-    sw1+=("$(per_req "$w1" "$w0" "$h1_done")") sr1+=("$(per_req "$s1" "$s0" "$h1_done")")
+    one_load 2 "$@"
+    one_load 1 "$@"
   done
   printf '%-40s %-28s %-28s %-24s %-24s %s\n' "$name" "$(echo "${c2[*]}" | median)" "$(echo "${c1[*]}" | median)" \
     "$(echo "${r2[*]}" | median)" "$(echo "${r1[*]}" | median)" "$u2/$u1"
@@ -342,56 +337,15 @@ if [ "$peers" = 1 ]; then
   nginx_port=$(port) haproxy_port=$(port)
   mkdir -p "$work/nginx" "$work/haproxy"
   cat > "$work/nginx/nginx.conf" <<NGINX
-$nginx_user
-worker_processes auto;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
+$(nginx_head "$work/nginx" auto)
   access_log $work/nginx/access.log;
-  keepalive_requests 1000000;
   upstream static { server 127.0.0.1:$static_port; keepalive 32; }
-  server {
-    listen 127.0.0.1:$nginx_port ssl http2;
-    ssl_certificate $work/gw/tls.crt;
-    ssl_certificate_key $work/gw/tls.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
-    client_max_body_size 0;
-    location /v2/ {
-      proxy_pass http://static;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-  }
+$(nginx_proxy_server "$nginx_port" static "$work/gw")
 }
 NGINX
   cat "$work/gw/tls.crt" "$work/gw/tls.key" > "$work/haproxy/haproxy.pem"
   cat > "$work/haproxy/haproxy.cfg" <<HAPROXY
-global
-  maxconn 4096
-  log stdout format raw local0
-defaults
-  mode http
-  log global
-  option httplog
-  option forwardfor
-  timeout connect 5s
-  timeout client 900s
-  timeout server 900s
-  timeout http-request 30s
-  timeout http-keep-alive 90s
+$(haproxy_head 4096)
 frontend static_tls
   bind 127.0.0.1:$haproxy_port ssl crt $work/haproxy/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2
   http-request set-header X-Forwarded-Proto https

@@ -34,6 +34,8 @@ hz=$(getconf CLK_TCK)
 
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh" # nginx_head
 write_calls() { local p t=0; for p in "$@"; do t=$((t + $(awk '/^syscw/{print $2}' "/proc/$p/io"))); done; echo "$t"; }
 cpu_ticks() { local p t=0 f; for p in "$@"; do read -ra f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
 # wrk_count URL SECONDS -> the number of requests answered (fails on any non-2xx answer)
@@ -92,37 +94,11 @@ for bin in "$@"; do
     registry_port=$(awk -F'[:/"]+' '/^upstream:/{print $(NF-1)}' "$work/gateway.yaml")
     nginx_port=$(free_port)
     mkdir -p "$work/nginx"
-    user=""; [ "$(id -u)" != 0 ] || user="user root;"
     cat > "$work/nginx/nginx.conf" <<NGINX
-$user
-worker_processes auto;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
+$(nginx_head "$work/nginx" auto)
   access_log $work/nginx/access.log;
   upstream registry { server 127.0.0.1:$registry_port; keepalive 32; }
-  server {
-    listen 127.0.0.1:$nginx_port;
-    client_max_body_size 0;
-    location /v2/ {
-      proxy_pass http://registry;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-  }
+$(nginx_proxy_server "$nginx_port" registry)
 }
 NGINX
     nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" > "$work/nginx/stdout.log" 2>&1 &
@@ -138,15 +114,7 @@ NGINX
     mkdir -p "$work/static/root/v2/$repo/blobs"
     cp "$blob" "$work/static/root/v2/$repo/blobs/$digest"
     cat > "$work/static/nginx.conf" <<NGINX
-${user:-$([ "$(id -u)" != 0 ] || echo "user root;")}
-worker_processes 1;
-daemon off;
-pid $work/static/nginx.pid;
-error_log $work/static/error.log warn;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $work/static/body; proxy_temp_path $work/static/proxy;
-  fastcgi_temp_path $work/static/fastcgi; uwsgi_temp_path $work/static/uwsgi; scgi_temp_path $work/static/scgi;
+$(nginx_head "$work/static")
   access_log off;
   default_type application/octet-stream;
   server { listen 127.0.0.1:$static_port; root $work/static/root; }

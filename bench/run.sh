@@ -78,6 +78,8 @@ if [ "$(ulimit -n)" != unlimited ]; then haproxy_maxconn=$((($(ulimit -n) - 400)
 if [ "$idle_tls" -gt $((haproxy_maxconn - 100)) ]; then idle_tls=$((haproxy_maxconn - 100)); fi
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh" # registry_yml
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh" # nginx_head, haproxy_head
 helper=$root/bench/helper.py
 lua=$root/bench/report.lua
 mixed_lua=$root/bench/mixed.lua
@@ -196,63 +198,8 @@ gateway_yaml "$work/tls-static-gateway" "$tls_static_gateway_port" "$static_dire
 # same Bearer token.
 registry_yml "$work/registry.yml" "$registry_port" "$work/bundle.crt"
 
-# nginx 1.22 the canonical way for a registry: one worker, no buffering either way, no body
-# limit, keep-alive HTTP/1.1 upstream, Host and X-Forwarded-* passed, Authorization untouched
-# (the registry checks the Bearer token itself). Access log on, as the gateway logs each request.
-nginx_user=""; [ "$(id -u)" = 0 ] && nginx_user="user root;"
-nginx_proxy_server() { # LISTEN_PORT UPSTREAM_NAME [tls]: one server block proxying /v2/ to the upstream
-  local listen="listen 127.0.0.1:$1;"
-  if [ "${3:-}" = tls ]; then # the canonical TLS server: TLS 1.2 and 1.3, HTTP/2, a session cache
-    listen="listen 127.0.0.1:$1 ssl http2;
-    ssl_certificate $work/tls/tls.crt;
-    ssl_certificate_key $work/tls/tls.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_timeout 1h;"
-  fi
-  cat <<NGINX
-  server {
-    $listen
-    client_max_body_size 0;
-    chunked_transfer_encoding on;
-    location /v2/ {
-      proxy_pass http://$2;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_read_timeout 900;
-      proxy_send_timeout 900;
-    }
-  }
-NGINX
-}
-nginx_head() { # DIR [WORKERS]: in the foreground, its pid, logs and temporary files in DIR
-  cat <<NGINX
-$nginx_user
-worker_processes ${2:-1};
-worker_rlimit_nofile 65536;
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 24000; }
-http {
-  client_body_temp_path $1/body;
-  proxy_temp_path $1/proxy;
-  fastcgi_temp_path $1/fastcgi;
-  uwsgi_temp_path $1/uwsgi;
-  scgi_temp_path $1/scgi;
-  # Any number of requests on a client connection, as the gateway and haproxy allow: nginx
-  # closes one after 1,000 by default, which failed its HTTP/2 rows (h2load does not
-  # reconnect: "failed: 204" at 2,000 req/s in the fourth run) and cost its HTTP/1.1 rows a
-  # new connection, over TLS a handshake, every 1,000 requests.
-  keepalive_requests 1000000;
-NGINX
-}
+# nginx 1.22 the canonical way for a registry: bench/lib.sh's nginx_proxy_server. Access log on,
+# as the gateway logs each request.
 # The proxying nginx has a worker per core (as the gateway has a runtime per core and haproxy a
 # thread per core); the static server one.
 cat > "$work/nginx/nginx.conf" <<NGINX
@@ -268,8 +215,8 @@ $(nginx_head "$work/nginx" auto)
   }
 $(nginx_proxy_server "$nginx_port" registry)
 $(nginx_proxy_server "$static_nginx_port" static)
-$(nginx_proxy_server "$tls_nginx_port" registry tls)
-$(nginx_proxy_server "$tls_static_nginx_port" static tls)
+$(nginx_proxy_server "$tls_nginx_port" registry "$work/tls")
+$(nginx_proxy_server "$tls_static_nginx_port" static "$work/tls")
 }
 NGINX
 # haproxy 2.6 the canonical way for a registry: HTTP mode (it streams bodies both ways, no
@@ -287,19 +234,7 @@ frontend $1
 HAPROXY
 }
 cat > "$work/haproxy/haproxy.cfg" <<HAPROXY
-global
-  maxconn $haproxy_maxconn
-  log stdout format raw local0
-defaults
-  mode http
-  log global
-  option httplog
-  option forwardfor
-  timeout connect 5s
-  timeout client 900s
-  timeout server 900s
-  timeout http-request 30s
-  timeout http-keep-alive 90s
+$(haproxy_head "$haproxy_maxconn")
 $(haproxy_frontend registry_plain "$haproxy_port" registry)
 $(haproxy_frontend static_plain "$static_haproxy_port" static)
 $(haproxy_frontend registry_tls "$tls_haproxy_port" registry tls)
