@@ -2,8 +2,8 @@
 //! (CI job, refresh) with real keys (src/auth/token.rs). Never panics.
 //!
 //! The first byte picks what the rest is:
-//! - `0`, and anything above `2`: the token text itself (it must fail unless it is a real
-//!   token: the corpus has real ones, signed with `fuzz/keys/`).
+//! - `0`, and anything above `2`: the token itself, as the Authorization header's bytes (it
+//!   must fail unless it is a real token: the corpus has real ones, signed with `fuzz/keys/`).
 //! - `1` / `2`: `HEADER_JSON \n CLAIMS_JSON`, which this target signs with the current key
 //!   (ES256) / the retired one (RS256), so the fuzzer reaches the claims checks behind the
 //!   signature. Whatever verifies must carry the issuer, audience and time window the rules
@@ -81,7 +81,7 @@ fn sign(header: &[u8], claims: &[u8], key: &SigningKey) -> Option<String> {
 fn check(token: &str) {
     let fixture = fixture();
     let tokens = &fixture.tokens;
-    let registry = tokens.verify(token);
+    let registry = tokens.verify(token.as_bytes());
     let ignoring_expiry = tokens.verify_ignoring_expiry(token);
     if let Ok(claims) = &registry {
         let at = now();
@@ -142,10 +142,14 @@ fuzz_target!(|data: &[u8]| {
                 check(&token);
             }
         }
-        _ => {
-            if let Ok(token) = std::str::from_utf8(rest) {
-                check(token);
-            }
-        }
+        // The registry token path takes the header's bytes as they came: bytes that are not
+        // UTF-8 are never a token.
+        _ => match std::str::from_utf8(rest) {
+            Ok(token) => check(token),
+            Err(_) => assert!(
+                fixture().tokens.verify(rest).is_err(),
+                "bytes that are not UTF-8 verified"
+            ),
+        },
     }
 });
