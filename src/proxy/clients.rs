@@ -698,6 +698,24 @@ mod tests {
         closed_by_gateway: Arc<AtomicUsize>,
     }
 
+    /// The next request head on `stream` (read on from what `buffer` holds, the bytes after
+    /// the head left there), or `None` once the gateway's side closed the connection.
+    async fn read_head(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        buffer.drain(..end);
+        Some(head)
+    }
+
     /// Runs on a thread and runtime of its own, so that a test can hold up the pool's
     /// thread (and with it every connection task) while the stub goes on.
     ///
@@ -725,20 +743,11 @@ mod tests {
                 let (seen, closed, one_answer) = (seen.clone(), closed.clone(), one_answer.clone());
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 4096];
                     loop {
-                        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => {
-                                    closed.fetch_add(1, Ordering::SeqCst);
-                                    return;
-                                }
-                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                        buffer.drain(..end);
+                        let Some(head) = read_head(&mut stream, &mut buffer).await else {
+                            closed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        };
                         let path = head.split(' ').nth(1).unwrap_or("").to_owned();
                         seen.lock().unwrap().push(path);
                         tokio::time::sleep(answer_after).await;
@@ -857,16 +866,9 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     for answered in [true, false] {
-                        let mut chunk = [0u8; 4096];
-                        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                        buffer.drain(..end);
+                        let Some(head) = read_head(&mut stream, &mut buffer).await else {
+                            return;
+                        };
                         let line = head.split(' ').take(2).collect::<Vec<_>>().join(" ");
                         record.lock().unwrap().push(line.clone());
                         if !answered {
