@@ -607,9 +607,11 @@ fn push_blob_over_tls(stack: &Stack, ca: &Path, bearer: &str, data: &[u8]) -> St
     digest
 }
 
-/// A large answer over HTTP/2 (a blob GET's full-size DATA frames, the path `server::coalesce`
-/// must never hold bytes on) arrives whole and byte-identical: its sha256 is the digest it was
-/// pushed under; and a lone small answer on a connection of its own arrives at once after it.
+/// A large answer over HTTP/2 (a blob GET's full-size DATA frames, whose TLS records
+/// `server::cork` holds below rustls while the answer lasts) arrives whole and byte-identical:
+/// its sha256 is the digest it was pushed under; a lone small answer on a connection of its
+/// own arrives at once after it; and so does the large one to a client that reads slowly (curl
+/// --limit-rate: the socket fills and the held writes must wait for it, then resume).
 #[test]
 fn a_large_http2_answer_arrives_whole_and_a_lone_small_one_after_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -624,10 +626,15 @@ fn a_large_http2_answer_arrives_whole_and_a_lone_small_one_after_it() {
     let large_digest = push_blob_over_tls(&stack, &ca, &bearer, &large);
     let small_digest = push_blob_over_tls(&stack, &ca, &bearer, &small);
     let out_dir = tempfile::tempdir().unwrap();
-    for (digest, size) in [(&large_digest, large.len()), (&small_digest, small.len())] {
+    for (digest, size, rate) in [
+        (&large_digest, large.len(), "0"),
+        (&small_digest, small.len(), "0"),
+        (&large_digest, large.len(), "4M"),
+    ] {
         let file = out_dir.path().join("answer");
         let out = Command::new("curl")
-            .args(["-sS", "--http2", "--max-time", "60", "--cacert"])
+            .args(["-sS", "--http2", "--max-time", "60", "--limit-rate", rate])
+            .arg("--cacert")
             .arg(&ca)
             .arg("-H")
             .arg(format!("Authorization: Bearer {bearer}"))

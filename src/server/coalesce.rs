@@ -13,32 +13,43 @@
 //! a lone small request.
 //!
 //! A large answer: h2 writes and flushes each full DATA frame (9 bytes of header and 16 KiB
-//! of payload) on its own, so a 1 GiB GET was 66,841 `writev`s and, since a frame is 9 bytes
-//! more than a record holds, two TLS records a frame (16,384 + 9): twice the records, AES-GCM
-//! setups and tags. Writes of up to [`GATHER`] (four such frames) are gathered too, and while
-//! a request is under way a flush that has new bytes behind it and at least a record
-//! pending is answered at once without writing them: h2 goes on to queue the next frame into
-//! the same buffer. The bytes are never left behind: the held flush wakes the connection's
-//! task, whose next poll ends with another flush, and a flush with nothing new since the one
-//! before it (no more frames ready: the upstream paused, or the body ended) writes everything.
-//! A full buffer is written before it would overflow, so the rustls records are full.
+//! of payload) on its own, so a 1 GiB GET was 66,841 `writev`s. A write of at least [`LARGE`]
+//! bytes goes straight to the TLS stream (what is gathered goes first), which encrypts it at
+//! once; while a request of the connection is under way, its records are held below rustls
+//! ([`super::cork`]) rather than copied here, and a flush that has new bytes behind it is
+//! answered at once without writing them: h2 goes on to write the next frame, whose records
+//! join the held ones, and [`super::cork::HOLD_MAX`] of them go to the socket in one write.
+//! The bytes are never left behind: the held flush wakes the connection's task, whose next
+//! poll ends with another flush, and a flush with nothing new since the one before it (no more
+//! frames ready: the upstream paused, or the body ended) releases the hold and writes
+//! everything.
+//!
+//! A frame of 16,384 bytes of payload is 9 bytes more than a TLS record holds, so rustls
+//! would make two records of it (16,384 + 9): twice the records, AES-GCM setups and tags. The
+//! answers of an HTTP/2 connection over TLS are therefore cut into pieces of [`FRAME_DATA`]
+//! bytes ([`RecordSized`], no copy: `Bytes` are shared), so that a frame and its header are
+//! one record.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::cork::Hold;
 use super::limits::InFlight;
 
-/// The most plaintext one TLS record carries: a fuller buffer is written out.
+/// The most plaintext one TLS record carries: small writes are gathered up to this.
 pub const RECORD: usize = 16 * 1024;
 
-/// The most a large answer's frames gather before they are written: four full DATA frames
-/// (a 9-byte header and a record's payload each, the client's usual maximum frame size),
-/// rustls's default limit of buffered records (64 KiB) and no more.
-pub const GATHER: usize = 4 * (RECORD + 9);
+/// Writes of this size or more (a DATA frame of a large answer) are not gathered.
+pub const LARGE: usize = RECORD / 2;
+
+/// The data of one HTTP/2 DATA frame that fills a TLS record with its 9-byte header.
+pub const FRAME_DATA: usize = RECORD - 9;
 
 /// A stream whose small writes are gathered until a flush (see the module documentation).
 pub struct Coalesce<S> {
@@ -49,8 +60,10 @@ pub struct Coalesce<S> {
     requests: Option<InFlight>,
     /// The yield of the flush under way, once started.
     yielding: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
-    /// Bytes were buffered since the last flush: one that has none writes what is pending.
+    /// Bytes were accepted since the last flush: one that has none writes everything.
     fresh: bool,
+    /// A large write went to `inner` with its hold on since the last real flush.
+    held: bool,
 }
 
 impl<S> Coalesce<S> {
@@ -67,65 +80,61 @@ impl<S> Coalesce<S> {
             requests,
             yielding: None,
             fresh: false,
+            held: false,
         }
+    }
+
+    /// A request of the connection is being answered: more frames are coming.
+    fn under_way(&self) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|requests| requests.idle_for().is_none())
     }
 }
 
-impl<S: AsyncWrite + Unpin> Coalesce<S> {
-    /// Hand everything pending to `inner`.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_drain_but(cx, 0)
-    }
-
-    /// Hand all but the last `keep` pending bytes to `inner`.
-    fn poll_drain_but(&mut self, cx: &mut Context<'_>, keep: usize) -> Poll<io::Result<()>> {
-        while self.pending.len() > keep {
-            let end = self.pending.len() - keep;
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[..end]))?;
+impl<S: AsyncWrite + Hold + Unpin> Coalesce<S> {
+    /// Hand everything pending to `inner`, its records held below it when `hold`.
+    fn poll_drain(&mut self, cx: &mut Context<'_>, hold: bool) -> Poll<io::Result<()>> {
+        self.inner.set_hold(hold);
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.pending.drain(..n);
         }
-        if self.pending.capacity() > GATHER {
+        if self.pending.capacity() > RECORD {
             self.pending = Vec::new();
         }
         Poll::Ready(Ok(()))
     }
 
-    /// Make room for `len` more bytes: `Ready(true)` when they are to be buffered,
-    /// `Ready(false)` when they should go straight to `inner` (larger than [`GATHER`], buffer
-    /// empty).
-    fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+    /// Gather a small write, or hand a large one (after what is gathered) to `inner`.
+    fn poll_gather(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         if self.requests.is_none() {
-            return Poll::Ready(Ok(false));
+            return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         }
-        // Small frames share one record; a large one may fill the gathering buffer.
-        let limit = if len < RECORD && self.pending.len() < RECORD {
-            RECORD
-        } else {
-            GATHER
-        };
-        if self.pending.len() + len > limit {
-            // A large write keeps the last partial record to lead the next one, so that
-            // rustls fills every record it makes; the rest is whole records.
-            let tail = self.pending.len() % RECORD;
-            let keep = if len >= RECORD && tail + len <= GATHER {
-                tail
-            } else {
-                0
-            };
-            ready!(self.poll_drain_but(cx, keep))?;
+        if len < LARGE {
+            if self.pending.len() + len > RECORD {
+                ready!(self.poll_drain(cx, self.under_way()))?;
+            }
+            for b in bufs {
+                self.pending.extend_from_slice(b);
+            }
+            self.fresh = true;
+            return Poll::Ready(Ok(len));
         }
-        if len > GATHER {
-            return Poll::Ready(Ok(false));
-        }
-        if len >= RECORD && self.pending.capacity() < GATHER {
-            // One allocation of the whole buffer, not a doubling past it.
-            self.pending.reserve_exact(GATHER - self.pending.len());
-        }
+        let hold = self.under_way();
+        ready!(self.poll_drain(cx, hold))?;
+        let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        self.held |= hold;
         self.fresh = true;
-        Poll::Ready(Ok(true))
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -139,18 +148,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
+impl<S: AsyncWrite + Hold + Unpin> AsyncWrite for Coalesce<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if ready!(this.poll_room(cx, buf.len()))? {
-            this.pending.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        self.poll_gather(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -158,15 +162,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        if ready!(this.poll_room(cx, len))? {
-            for b in bufs {
-                this.pending.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(len));
-        }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        self.poll_gather(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -175,48 +171,137 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let fresh = std::mem::take(&mut this.fresh);
-        if !this.pending.is_empty() {
-            let others_under_way = this
-                .requests
-                .as_ref()
-                .is_some_and(|requests| requests.idle_for().is_none());
-            if this.pending.len() >= RECORD {
-                if others_under_way && fresh {
-                    // A large answer's frame: hold it for the next, and make sure the
-                    // connection's task is polled again, which ends with another flush.
-                    cx.waker().wake_by_ref();
-                    return Poll::Ready(Ok(()));
-                }
-            } else if others_under_way || this.yielding.is_some() {
-                // Once per flush: let the connection's other streams queue their frames.
-                let yielding = this
-                    .yielding
-                    .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
-                ready!(yielding.as_mut().poll(cx));
-                this.yielding = None;
-            }
-            ready!(this.poll_drain(cx))?;
+        if this.requests.is_none() {
+            return Pin::new(&mut this.inner).poll_flush(cx);
         }
+        let fresh = std::mem::take(&mut this.fresh);
+        let under_way = this.under_way();
+        if this.held {
+            if under_way && fresh {
+                // A large answer's frame: hold it for the next, and make sure the
+                // connection's task is polled again, which ends with another flush.
+                cx.waker().wake_by_ref();
+                return Poll::Ready(Ok(()));
+            }
+        } else if !this.pending.is_empty() && (under_way || this.yielding.is_some()) {
+            // Once per flush: let the connection's other streams queue their frames.
+            let yielding = this
+                .yielding
+                .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
+            ready!(yielding.as_mut().poll(cx));
+            this.yielding = None;
+        }
+        ready!(this.poll_drain(cx, false))?;
+        this.held = false;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_drain(cx))?;
+        if self.requests.is_some() {
+            ready!(self.poll_drain(cx, false))?;
+        }
+        self.held = false;
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// An answer's data cut into pieces of at most [`FRAME_DATA`] bytes (module documentation):
+/// for the answers of an HTTP/2 connection over TLS; `max` 0 hands frames on unchanged.
+pub struct RecordSized<B> {
+    inner: B,
+    /// The rest of the last data frame, not yet handed on.
+    rest: Bytes,
+    max: usize,
+}
+
+impl<B> RecordSized<B> {
+    pub fn new(inner: B, max: usize) -> RecordSized<B> {
+        RecordSized {
+            inner,
+            rest: Bytes::new(),
+            max,
+        }
+    }
+
+    fn piece(&mut self) -> Bytes {
+        let n = self.rest.len().min(self.max);
+        self.rest.split_to(n)
+    }
+}
+
+impl<B> http_body::Body for RecordSized<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        if !this.rest.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(this.piece()))));
+        }
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if this.max == 0 {
+            return Poll::Ready(frame);
+        }
+        Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| match frame.into_data() {
+                Ok(data) if data.len() > this.max => {
+                    this.rest = data;
+                    Frame::data(this.piece())
+                }
+                Ok(data) => Frame::data(data),
+                Err(frame) => frame,
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint.set_lower(inner.lower() + rest);
+        hint
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
 
-    /// A writer that records each write it is handed.
+    /// A TLS stream that records each write it is handed and the hold it was under.
     #[derive(Default)]
     struct Recorder {
-        writes: Vec<usize>,
+        hold: bool,
+        /// (bytes, held below) of each write.
+        writes: Vec<(usize, bool)>,
         bytes: Vec<u8>,
+        flushes: usize,
+    }
+
+    impl Recorder {
+        fn sizes(&self) -> Vec<usize> {
+            self.writes.iter().map(|w| w.0).collect()
+        }
+    }
+
+    impl Hold for Recorder {
+        fn set_hold(&mut self, hold: bool) {
+            self.hold = hold;
+        }
     }
 
     impl AsyncWrite for Recorder {
@@ -225,14 +310,18 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            self.writes.push(buf.len());
+            let hold = self.hold;
+            self.writes.push((buf.len(), hold));
             self.bytes.extend_from_slice(buf);
             Poll::Ready(Ok(buf.len()))
         }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            assert!(!self.hold, "a flush under the hold would never write");
+            self.flushes += 1;
             Poll::Ready(Ok(()))
         }
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            assert!(!self.hold);
             Poll::Ready(Ok(()))
         }
     }
@@ -250,79 +339,135 @@ mod tests {
             "nothing written before the flush"
         );
         stream.flush().await.unwrap();
-        assert_eq!(stream.inner.writes, [32]);
-        let large = vec![7u8; GATHER + 1];
-        stream.write_all(&large).await.unwrap();
-        assert_eq!(
-            stream.inner.writes,
-            [32, GATHER + 1],
-            "no copy of a write larger than the gathering buffer"
-        );
-        // A small write, then one that would overflow the record: the first goes out first.
+        assert_eq!(stream.inner.writes, [(32, false)]);
+        // A small write, then a large one: the first goes out first, the large one uncopied,
+        // both held below TLS while the request is under way.
         stream.write_all(&[1; 100]).await.unwrap();
-        stream.write_all(&vec![2; RECORD - 50]).await.unwrap();
+        stream.write_all(&vec![2; RECORD]).await.unwrap();
+        assert_eq!(stream.inner.writes[1..], [(100, true), (RECORD, true)]);
+        // Small writes that would overflow a record: what is gathered goes first.
+        stream.write_all(&vec![3; LARGE - 1]).await.unwrap();
+        stream.write_all(&vec![4; LARGE - 1]).await.unwrap();
+        stream.write_all(&vec![5; LARGE - 1]).await.unwrap();
+        assert_eq!(stream.inner.sizes()[3..], [2 * (LARGE - 1)]);
         stream.flush().await.unwrap();
-        assert_eq!(stream.inner.writes[2..], [100, RECORD - 50]);
+        stream.flush().await.unwrap();
+        assert_eq!(stream.inner.sizes()[3..], [2 * (LARGE - 1), LARGE - 1]);
         assert_eq!(
             stream.inner.bytes.len(),
-            32 + GATHER + 1 + 100 + RECORD - 50
+            32 + 100 + RECORD + 3 * (LARGE - 1)
         );
     }
 
     /// What h2 does for a large answer: write one full DATA frame, flush, write the next.
     #[tokio::test]
-    async fn full_data_frames_are_gathered_into_whole_records_while_the_answer_lasts() {
+    async fn a_large_answers_frames_are_held_below_tls_until_a_flush_with_nothing_new() {
         let requests = InFlight::new();
         let under_way = requests.start();
         let mut stream = Coalesce::new(Recorder::default(), Some(requests.clone()));
-        let frame = |i: usize| vec![i as u8; RECORD + 9];
+        let frame = |i: usize| vec![i as u8; RECORD];
         let mut sent = Vec::new();
         for i in 0..10 {
             stream.write_all(&frame(i)).await.unwrap();
             stream.flush().await.unwrap();
             sent.extend_from_slice(&frame(i));
         }
-        let writes = stream.inner.writes.clone();
-        assert!(
-            writes.len() < 4,
-            "10 frames gathered into few writes: {writes:?}"
-        );
-        assert!(
-            writes.iter().all(|w| w % RECORD == 0 && *w <= GATHER),
-            "whole records only while frames keep coming: {writes:?}"
-        );
+        assert_eq!(stream.inner.writes, [(RECORD, true); 10], "no copy, held");
+        assert_eq!(stream.inner.flushes, 0, "no flush while the frames come");
         // A flush with nothing new behind it (no frame ready: the upstream paused) writes all.
         stream.flush().await.unwrap();
+        assert_eq!(stream.inner.flushes, 1);
+        assert!(!stream.inner.hold, "the hold is off for the flush");
         assert_eq!(stream.inner.bytes, sent, "every byte, in order");
-        assert!(stream.pending.is_empty());
-        // The answer ends: its last frame goes out with the first flush.
+        // The answer ends: its last frame is written and flushed at the first flush.
         drop(under_way);
         stream.write_all(&frame(10)).await.unwrap();
         stream.flush().await.unwrap();
         sent.extend_from_slice(&frame(10));
+        assert_eq!(stream.inner.writes[10], (RECORD, false));
+        assert_eq!(stream.inner.flushes, 2);
         assert_eq!(stream.inner.bytes, sent);
     }
 
     #[tokio::test]
-    async fn a_large_write_with_no_request_under_way_is_written_at_the_flush() {
+    async fn a_large_write_with_no_request_under_way_is_not_held() {
         let mut stream = Coalesce::new(Recorder::default(), Some(InFlight::new()));
         stream.write_all(&vec![3; RECORD + 9]).await.unwrap();
         stream.flush().await.unwrap();
-        assert_eq!(stream.inner.writes, [RECORD + 9]);
+        assert_eq!(stream.inner.writes, [(RECORD + 9, false)]);
+        assert_eq!(stream.inner.flushes, 1);
     }
 
     #[tokio::test]
     async fn without_http2_every_write_goes_straight_through() {
         let mut stream = Coalesce::new(Recorder::default(), None);
         stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-        assert_eq!(stream.inner.writes, [19]);
+        assert_eq!(stream.inner.writes, [(19, false)]);
     }
 
     #[tokio::test]
-    async fn shutdown_writes_what_is_pending() {
-        let mut stream = Coalesce::new(Recorder::default(), Some(InFlight::new()));
+    async fn shutdown_writes_what_is_pending_without_the_hold() {
+        let requests = InFlight::new();
+        let _under_way = requests.start();
+        let mut stream = Coalesce::new(Recorder::default(), Some(requests.clone()));
+        stream.write_all(&vec![1; RECORD]).await.unwrap();
         stream.write_all(b"goaway").await.unwrap();
         stream.shutdown().await.unwrap();
-        assert_eq!(stream.inner.bytes, b"goaway");
+        assert_eq!(stream.inner.writes, [(RECORD, true), (6, false)]);
+    }
+
+    /// A body of the given data frames.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|d| Ok(Frame::data(d))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// The sizes of the frames `data` is handed on in, checking that every byte is.
+    async fn pieces(data: Vec<Bytes>, max: usize) -> Vec<usize> {
+        let all: Vec<u8> = data.iter().flat_map(|d| d.to_vec()).collect();
+        let mut body = RecordSized::new(Chunks(data.into()), max);
+        let (mut sizes, mut got) = (Vec::new(), Vec::new());
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            sizes.push(data.len());
+            got.extend_from_slice(&data);
+        }
+        assert!(http_body::Body::is_end_stream(&body));
+        assert_eq!(got, all);
+        sizes
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_cut_into_frames_that_fill_a_record_each() {
+        let big = Bytes::from(
+            (0..3 * FRAME_DATA + 100)
+                .map(|i| i as u8)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            pieces(vec![big.clone(), Bytes::from_static(b"tail")], FRAME_DATA).await,
+            [FRAME_DATA, FRAME_DATA, FRAME_DATA, 100, 4]
+        );
+        assert_eq!(
+            pieces(vec![big.clone()], 0).await,
+            [3 * FRAME_DATA + 100],
+            "0: unchanged"
+        );
+        assert_eq!(
+            FRAME_DATA + 9,
+            RECORD,
+            "a frame and its header fill a record"
+        );
     }
 }

@@ -14,6 +14,7 @@
 mod activity;
 pub mod client_addr;
 mod coalesce;
+mod cork;
 pub mod limits;
 pub mod ops;
 mod park;
@@ -42,7 +43,7 @@ use tower::{Service, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use self::activity::{Activity, LastActivity};
-use self::coalesce::Coalesce;
+use self::coalesce::{Coalesce, RecordSized};
 use self::limits::{ConnectionSlots, Holding, InFlight, UpstreamSlots};
 use self::park::{Readiness, Sniffed};
 use self::sensitive::MarkSensitiveLayer;
@@ -393,28 +394,35 @@ impl Connection {
         let requests = in_flight.clone();
         let last = LastActivity::new();
         let activity = last.clone();
-        let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            if !http_body::Body::is_end_stream(request.body()) {
-                activity.body_seen();
-            }
-            let client = client_addr::resolve(source, request.headers(), &settings.trusted_proxies);
-            request.extensions_mut().insert(Arrival {
-                client,
-                peer,
-                share: share.clone(),
-            });
-            let under_way = requests.start();
-            let answer = service.clone().oneshot(request);
-            async move {
-                let response = answer.await?;
-                Ok::<_, Infallible>(response.map(|body| Holding::new(body, under_way)))
-            }
-        });
+        // `frame_data`: the most data of one answer frame (0: as it comes; see `coalesce`).
+        let hyper_service =
+            move |frame_data: usize| {
+                hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    if !http_body::Body::is_end_stream(request.body()) {
+                        activity.body_seen();
+                    }
+                    let client =
+                        client_addr::resolve(source, request.headers(), &settings.trusted_proxies);
+                    request.extensions_mut().insert(Arrival {
+                        client,
+                        peer,
+                        share: share.clone(),
+                    });
+                    let under_way = requests.start();
+                    let answer = service.clone().oneshot(request);
+                    async move {
+                        let response = answer.await?;
+                        Ok::<_, Infallible>(response.map(|body| {
+                            Holding::new(RecordSized::new(body, frame_data), under_way)
+                        }))
+                    }
+                })
+            };
         match &self.tls {
             None => {
                 self.serve(
                     Activity::new(stream, last.clone()),
-                    hyper_service,
+                    hyper_service(0),
                     last,
                     in_flight,
                 )
@@ -422,15 +430,22 @@ impl Connection {
             }
             Some(acceptor) => {
                 match tls::accept(acceptor, stream, self.settings.header_read_timeout).await {
-                    Ok(stream) => {
-                        // HTTP/2 (by ALPN): several streams' frames to one TLS record.
+                    Ok(mut stream) => {
+                        // HTTP/2 (by ALPN): several streams' frames to one TLS record, a
+                        // large answer's records held below rustls and written together.
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        if h2 {
+                            stream
+                                .get_mut()
+                                .1
+                                .set_buffer_limit(Some(cork::BUFFER_LIMIT));
+                        }
                         let stream = Coalesce::new(stream, h2.then(|| in_flight.clone()));
                         // Boxed: the stream (rustls's state inline, about 2 KiB) moves
                         // between the states of `serve`'s future, each with room for it.
                         self.serve(
                             Box::new(Activity::new(stream, last.clone())),
-                            hyper_service,
+                            hyper_service(if h2 { coalesce::FRAME_DATA } else { 0 }),
                             last,
                             in_flight,
                         )

@@ -41,7 +41,13 @@ impl Readiness for TcpStream {
     }
 }
 
-impl Readiness for TlsStream<TcpStream> {
+impl<S: Readiness> Readiness for super::cork::Cork<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().poll_read_ready(cx)
+    }
+}
+
+impl<S: Readiness> Readiness for TlsStream<S> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let (tcp, session) = self.get_ref();
         // rustls holding something to hand out (it then wants no more): ready now.

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::cork::Cork;
 use crate::config::TlsFiles;
 use crate::telemetry::metrics::metrics;
 
@@ -164,7 +165,7 @@ pub async fn accept(
     acceptor: &TlsAcceptor,
     mut stream: TcpStream,
     timeout: Duration,
-) -> Result<TlsStream<TcpStream>, AcceptError> {
+) -> Result<TlsStream<Cork<TcpStream>>, AcceptError> {
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(timeout, stream.peek(&mut first))
         .await
@@ -182,7 +183,7 @@ pub async fn accept(
         .await;
         return Err(AcceptError::PlainHttp);
     }
-    tokio::time::timeout(timeout, acceptor.accept(stream))
+    tokio::time::timeout(timeout, acceptor.accept(Cork::new(stream)))
         .await
         .map_err(|_| AcceptError::Timeout(timeout))?
         .map_err(AcceptError::Io)
