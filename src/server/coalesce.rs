@@ -37,7 +37,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 use super::cork::Hold;
 use super::limits::InFlight;
@@ -138,15 +138,7 @@ impl<S: AsyncWrite + Hold + Unpin> Coalesce<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
+read_through!(Coalesce);
 
 impl<S: AsyncWrite + Hold + Unpin> AsyncWrite for Coalesce<S> {
     fn poll_write(

@@ -21,7 +21,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 /// Records of less than this many bytes are held while the hold is on: four full records
 /// (16 KiB of plaintext and 22 bytes of TLS 1.3 each) are just more, so they go out together.
@@ -84,15 +84,7 @@ impl<S> Cork<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Cork<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
+read_through!(Cork);
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Cork<S> {
     fn poll_write(
@@ -118,17 +110,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Cork<S> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    flush_through!();
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
 //! - on shutdown it stops accepting, asks every connection to close after its requests
 //!   (keep-alive off, GOAWAY), and waits up to `server.shutdown_grace` for them.
 
+#[macro_use]
+mod forward;
+
 mod activity;
 pub mod client_addr;
 mod coalesce;
