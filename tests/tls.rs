@@ -610,8 +610,9 @@ fn push_blob_over_tls(stack: &Stack, ca: &Path, bearer: &str, data: &[u8]) -> St
 /// A large answer over HTTP/2 (a blob GET's full-size DATA frames, whose TLS records
 /// `server::cork` holds below rustls while the answer lasts) arrives whole and byte-identical:
 /// its sha256 is the digest it was pushed under; a lone small answer on a connection of its
-/// own arrives at once after it; and so does the large one to a client that reads slowly (curl
-/// --limit-rate: the socket fills and the held writes must wait for it, then resume).
+/// own arrives at once after it; and so does the large one (24 MiB, more than loopback's
+/// socket buffers hold) to a client that reads it at 8 MB/s (curl --limit-rate): the socket
+/// fills or the client's window closes, and the held records must wait and then go on.
 #[test]
 fn a_large_http2_answer_arrives_whole_and_a_lone_small_one_after_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -621,7 +622,7 @@ fn a_large_http2_answer_arrives_whole_and_a_lone_small_one_after_it() {
         ALICE_PAT,
         &["repository:mygroup/myproject:pull,push"],
     );
-    let large = support::process::random_bytes(8 * 1024 * 1024 + 5);
+    let large = support::process::random_bytes(24 * 1024 * 1024 + 5);
     let small = support::process::random_bytes(700);
     let large_digest = push_blob_over_tls(&stack, &ca, &bearer, &large);
     let small_digest = push_blob_over_tls(&stack, &ca, &bearer, &small);
@@ -629,7 +630,7 @@ fn a_large_http2_answer_arrives_whole_and_a_lone_small_one_after_it() {
     for (digest, size, rate) in [
         (&large_digest, large.len(), "0"),
         (&small_digest, small.len(), "0"),
-        (&large_digest, large.len(), "4M"),
+        (&large_digest, large.len(), "8M"),
     ] {
         let file = out_dir.path().join("answer");
         let out = Command::new("curl")
