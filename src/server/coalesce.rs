@@ -18,7 +18,8 @@
 //! once; while a request of the connection is under way, its records are held below rustls
 //! ([`super::cork`]) rather than copied here, and a flush that has new bytes behind it is
 //! answered at once without writing them: h2 goes on to write the next frame, whose records
-//! join the held ones, and [`super::cork::HOLD_MAX`] of them go to the socket in one write.
+//! join the held ones, and once they reach [`super::cork::HOLD_MAX`] bytes they go to the
+//! socket in one write.
 //! The bytes are never left behind: the held flush wakes the connection's task, whose next
 //! poll ends with another flush, and a flush with nothing new since the one before it (no more
 //! frames ready: the upstream paused, or the body ended) releases the hold and writes
