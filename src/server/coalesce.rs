@@ -30,6 +30,16 @@
 //! answers of an HTTP/2 connection over TLS are therefore cut into pieces of [`FRAME_DATA`]
 //! bytes ([`RecordSized`], no copy: `Bytes` are shared), so that a frame and its header are
 //! one record.
+//!
+//! HTTP/1 answers over TLS are cut the same way, for another reason: rustls copies each
+//! record's plaintext into a buffer of its own, 5 bytes (the record header) past where that
+//! buffer starts, and glibc's `memcpy` (`rep movsb`) copies 16 KiB at 3 GB/s instead of 60-100
+//! when the destination is 1 to 15 bytes past the source modulo 4 KiB (measured on an AMD
+//! EPYC host; BENCHMARKS.md, the sixth run). hyper hands a large body on in 64 KiB steps, so
+//! every record came from the same offset modulo 4 KiB, and if that offset was a slow one,
+//! every copy was slow: the copy was 36% of the gateway's CPU on a blob GET over HTTP/1.1 and
+//! TLS. Pieces of 16,375 bytes move the offset 9 bytes a record, so about 2 records in 455
+//! land in the slow window (`bench/memcpy_offsets.c` measures a machine's).
 
 use std::future::Future;
 use std::io;

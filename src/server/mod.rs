@@ -446,9 +446,10 @@ impl Connection {
                         let stream = Coalesce::new(stream, h2.then(|| in_flight.clone()));
                         // Boxed: the stream (rustls's state inline, about 2 KiB) moves
                         // between the states of `serve`'s future, each with room for it.
+                        // Answers in pieces of FRAME_DATA over HTTP/1 too: see `coalesce`.
                         self.serve(
                             Box::new(Activity::new(stream, last.clone())),
-                            hyper_service(if h2 { coalesce::FRAME_DATA } else { 0 }),
+                            hyper_service(coalesce::FRAME_DATA),
                             last,
                             in_flight,
                         )
