@@ -126,10 +126,10 @@ impl<S: AsyncWrite + Hold + Unpin> Coalesce<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
         if self.requests.is_none() {
             return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         }
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         if len < LARGE {
             if self.pending.len() + len > RECORD {
                 ready!(self.poll_drain(cx, self.under_way()))?;
@@ -208,8 +208,8 @@ impl<S: AsyncWrite + Hold + Unpin> AsyncWrite for Coalesce<S> {
     }
 }
 
-/// An answer's data cut into pieces of at most [`FRAME_DATA`] bytes (module documentation):
-/// for the answers of an HTTP/2 connection over TLS; `max` 0 hands frames on unchanged.
+/// An answer's data cut into pieces of at most `max` bytes ([`FRAME_DATA`] for the answers of
+/// a TLS connection, HTTP/2 or HTTP/1: module documentation); `max` 0 hands frames on unchanged.
 pub struct RecordSized<B> {
     inner: B,
     /// The rest of the last data frame, not yet handed on.

@@ -12,10 +12,11 @@
 //! case) and tokio-rustls reports the plaintext as written; the next write offers them again
 //! with the new ones, and one of [`HOLD_MAX`] or more goes out whole.
 //!
-//! Bounds: rustls holds at most [`BUFFER_LIMIT`] bytes of records on a corked connection (the limit
-//! the server gives an HTTP/2 connection's rustls), so a refusal never leaves rustls with no room for
-//! the next write; every refusal also wakes the task, and at most [`MAX_REFUSALS`] follow one
-//! another, so even a writer that made only tiny records could neither stall nor spin.
+//! Bounds: rustls holds at most [`BUFFER_LIMIT`] bytes of records on a corked connection (the
+//! limit the server gives an HTTP/2 connection's rustls), so a refusal never leaves rustls with
+//! no room for the next write; every refusal also wakes the task, and at most [`MAX_REFUSALS`]
+//! follow one another, so even a writer that made only tiny records could neither stall nor
+//! spin.
 
 use std::io;
 use std::pin::Pin;
