@@ -208,26 +208,25 @@ impl<S: AsyncWrite + Hold + Unpin> AsyncWrite for Coalesce<S> {
     }
 }
 
-/// An answer's data cut into pieces of at most `max` bytes ([`FRAME_DATA`] for the answers of
-/// a TLS connection, HTTP/2 or HTTP/1: module documentation); `max` 0 hands frames on unchanged.
+/// An answer's data cut into pieces of at most [`FRAME_DATA`] bytes, for the answers of a TLS
+/// connection, HTTP/2 or HTTP/1 (module documentation). Plaintext answers do not pass through
+/// it at all.
 pub struct RecordSized<B> {
     inner: B,
     /// The rest of the last data frame, not yet handed on.
     rest: Bytes,
-    max: usize,
 }
 
 impl<B> RecordSized<B> {
-    pub fn new(inner: B, max: usize) -> RecordSized<B> {
+    pub fn new(inner: B) -> RecordSized<B> {
         RecordSized {
             inner,
             rest: Bytes::new(),
-            max,
         }
     }
 
     fn piece(&mut self) -> Bytes {
-        let n = self.rest.len().min(self.max);
+        let n = self.rest.len().min(FRAME_DATA);
         self.rest.split_to(n)
     }
 }
@@ -248,12 +247,9 @@ where
             return Poll::Ready(Some(Ok(Frame::data(this.piece()))));
         }
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if this.max == 0 {
-            return Poll::Ready(frame);
-        }
         Poll::Ready(frame.map(|frame| {
             frame.map(|frame| match frame.into_data() {
-                Ok(data) if data.len() > this.max => {
+                Ok(data) if data.len() > FRAME_DATA => {
                     this.rest = data;
                     Frame::data(this.piece())
                 }
@@ -437,9 +433,9 @@ mod tests {
     }
 
     /// The sizes of the frames `data` is handed on in, checking that every byte is.
-    async fn pieces(data: Vec<Bytes>, max: usize) -> Vec<usize> {
+    async fn pieces(data: Vec<Bytes>) -> Vec<usize> {
         let all: Vec<u8> = data.iter().flat_map(|d| d.to_vec()).collect();
-        let mut body = RecordSized::new(Chunks(data.into()), max);
+        let mut body = RecordSized::new(Chunks(data.into()));
         let (mut sizes, mut got) = (Vec::new(), Vec::new());
         while let Some(frame) = body.frame().await {
             let data = frame.unwrap().into_data().unwrap();
@@ -459,13 +455,13 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         assert_eq!(
-            pieces(vec![big.clone(), Bytes::from_static(b"tail")], FRAME_DATA).await,
+            pieces(vec![big.clone(), Bytes::from_static(b"tail")]).await,
             [FRAME_DATA, FRAME_DATA, FRAME_DATA, 100, 4]
         );
         assert_eq!(
-            pieces(vec![big.clone()], 0).await,
-            [3 * FRAME_DATA + 100],
-            "0: unchanged"
+            pieces(vec![Bytes::from_static(b"small"), Bytes::new()]).await,
+            [5, 0],
+            "smaller frames pass unchanged"
         );
         assert_eq!(
             FRAME_DATA + 9,

@@ -358,6 +358,59 @@ struct Connection {
     closing: watch::Receiver<bool>,
 }
 
+/// What every request of one connection is admitted with: the connection's facts, put in
+/// each request's extensions ([`Arrival`]), and its counters.
+struct Admission<S> {
+    service: S,
+    settings: Arc<ServerSettings>,
+    /// The client, as the PROXY protocol header named it (else the peer).
+    source: SocketAddr,
+    peer: SocketAddr,
+    share: ConnectionSlots,
+    requests: InFlight,
+    activity: LastActivity,
+}
+
+impl<S: HttpService> Admission<S> {
+    /// The hyper service of the connection: each answer's body passes through `shape` (cut
+    /// into record-sized pieces over TLS, unchanged in plaintext: no layer it does not need).
+    fn service<B>(
+        self,
+        shape: impl Fn(S::Body) -> B + Copy + Send + 'static,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Holding<B, limits::Request>>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+           + 'static
+    where
+        B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
+    {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            if !http_body::Body::is_end_stream(request.body()) {
+                self.activity.body_seen();
+            }
+            let client = client_addr::resolve(
+                self.source,
+                request.headers(),
+                &self.settings.trusted_proxies,
+            );
+            request.extensions_mut().insert(Arrival {
+                client,
+                peer: self.peer,
+                share: self.share.clone(),
+            });
+            let under_way = self.requests.start();
+            let answer = self.service.clone().oneshot(request);
+            async move {
+                let response = answer.await?;
+                Ok::<_, Infallible>(response.map(|body| Holding::new(shape(body), under_way)))
+            }
+        })
+    }
+}
+
 /// How [`Connection::drive`] stopped.
 enum Driven<T> {
     /// The connection's future ended.
@@ -390,42 +443,24 @@ impl Connection {
         } else {
             peer
         };
-        let settings = self.settings.clone();
-        let share =
-            UpstreamSlots::connection_share(self.settings.max_upstream_requests_per_connection);
         let in_flight = InFlight::new();
-        let requests = in_flight.clone();
         let last = LastActivity::new();
-        let activity = last.clone();
-        // `frame_data`: the most data of one answer frame (0: as it comes; see `coalesce`).
-        let hyper_service =
-            move |frame_data: usize| {
-                hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                    if !http_body::Body::is_end_stream(request.body()) {
-                        activity.body_seen();
-                    }
-                    let client =
-                        client_addr::resolve(source, request.headers(), &settings.trusted_proxies);
-                    request.extensions_mut().insert(Arrival {
-                        client,
-                        peer,
-                        share: share.clone(),
-                    });
-                    let under_way = requests.start();
-                    let answer = service.clone().oneshot(request);
-                    async move {
-                        let response = answer.await?;
-                        Ok::<_, Infallible>(response.map(|body| {
-                            Holding::new(RecordSized::new(body, frame_data), under_way)
-                        }))
-                    }
-                })
-            };
+        let admission = Admission {
+            service,
+            settings: self.settings.clone(),
+            source,
+            peer,
+            share: UpstreamSlots::connection_share(
+                self.settings.max_upstream_requests_per_connection,
+            ),
+            requests: in_flight.clone(),
+            activity: last.clone(),
+        };
         match &self.tls {
             None => {
                 self.serve(
                     Activity::new(stream, last.clone()),
-                    hyper_service(0),
+                    admission.service(|body| body),
                     last,
                     in_flight,
                 )
@@ -449,7 +484,7 @@ impl Connection {
                         // Answers in pieces of FRAME_DATA over HTTP/1 too: see `coalesce`.
                         self.serve(
                             Box::new(Activity::new(stream, last.clone())),
-                            hyper_service(coalesce::FRAME_DATA),
+                            admission.service(RecordSized::new),
                             last,
                             in_flight,
                         )
