@@ -42,13 +42,15 @@ impl DecodedPath {
         };
         // The segments between the leading '/' and the end. A trailing '/' is meaningful
         // (`/v2/`, `/blobs/uploads/`), so the last segment may be empty; no other may.
+        // Split as bytes: a path has a few short segments, and `str::split`'s searcher costs
+        // more to set up per segment than this loop costs per byte (callgrind: 600
+        // instructions a request).
         let inner = decoded.strip_prefix('/').unwrap_or(&decoded);
-        let mut segments = inner.split('/').peekable();
-        while let Some(segment) = segments.next() {
-            let last = segments.peek().is_none();
-            if segment == "." || segment == ".." || (segment.is_empty() && !last) {
-                return Err(PathError::DotOrEmptySegment);
-            }
+        let mut segments = inner.as_bytes().split(|&b| b == b'/');
+        let last = segments.next_back().unwrap_or_default();
+        let dot = |segment: &[u8]| segment == b"." || segment == b"..";
+        if dot(last) || segments.any(|segment| segment.is_empty() || dot(segment)) {
+            return Err(PathError::DotOrEmptySegment);
         }
         Ok(DecodedPath(decoded))
     }
@@ -132,9 +134,23 @@ mod tests {
             "/v2/g/app/%2e%2e/tags/list",
             "/v2/g/app/%2E/tags/list",
             "/v2/..",
+            "/v2/g/app/.",
+            "//v2/",
+            "/v2/g/app//",
+            "/./v2/",
         ] {
             assert_eq!(decoded(bad), Err(PathError::DotOrEmptySegment), "{bad}");
         }
         assert_eq!(decoded("/v2/%ff"), Err(PathError::NotText));
+        // Only the last segment may be empty; a dot inside a segment is data.
+        for good in [
+            "/v2/",
+            "/",
+            "",
+            "/v2/g/app/blobs/uploads/",
+            "/v2/g/a.b/..x/tags/list",
+        ] {
+            assert!(decoded(good).is_ok(), "{good}");
+        }
     }
 }
