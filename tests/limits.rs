@@ -321,6 +321,80 @@ fn an_http2_head_dribbled_a_byte_a_second_is_closed_at_the_header_deadline() {
     gateway.wait_for_log("server.header_read_timeout", 1, Duration::from_secs(5));
 }
 
+/// Dribble `head`'s bytes one a second on `stream` until the gateway closes it (or 20 s pass);
+/// what it answered and when it closed, from the first dribbled byte.
+fn dribble_head(stream: &mut TcpStream, head: &[u8]) -> (String, Option<Duration>) {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    for byte in head.iter().cycle() {
+        if drain(stream, &mut seen) || stream.write_all(std::slice::from_ref(byte)).is_err() {
+            return (
+                String::from_utf8_lossy(&seen).into_owned(),
+                Some(started.elapsed()),
+            );
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    (String::from_utf8_lossy(&seen).into_owned(), None)
+}
+
+#[test]
+fn an_http1_head_dribbled_a_byte_a_second_is_closed_at_the_header_deadline() {
+    let mut options = GatewayOptions::new("http://127.0.0.1:1");
+    options.extra = "server: { header_read_timeout: 2s }\n".into();
+    let gateway = Gateway::start(GatewayFiles::init("ec", "http://127.0.0.1:1"), &options);
+    let head = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    // A fresh connection (it is parked between the bytes: park's deadline).
+    let mut stream = connect(&gateway.host);
+    let (answer, closed) = dribble_head(&mut stream, head);
+    let closed = closed.unwrap_or_else(|| panic!("a head dribbled for 20 s is still read"));
+    assert!(
+        answer.is_empty(),
+        "answered a head never completed: {answer}"
+    );
+    assert!(
+        closed >= Duration::from_millis(1500) && closed < Duration::from_secs(6),
+        "closed after {closed:?}, the deadline is 2 s"
+    );
+
+    // A connection that has carried a request body is never parked: the deadline is drive's.
+    let mut stream = connect(&gateway.host);
+    stream
+        .write_all(b"POST /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        .unwrap();
+    let mut first = Vec::new();
+    let waited = Instant::now();
+    while !String::from_utf8_lossy(&first).contains("\r\n\r\n") {
+        assert!(
+            !drain(&mut stream, &mut first),
+            "closed after its first request"
+        );
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "no answer to the POST"
+        );
+    }
+    assert!(
+        first.starts_with(b"HTTP/1.1 405"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    let (answer, closed) = dribble_head(&mut stream, head);
+    let closed = closed.unwrap_or_else(|| panic!("a second head dribbled for 20 s is still read"));
+    assert!(
+        !answer.contains("HTTP/1.1"),
+        "answered a head never completed: {answer}"
+    );
+    assert!(
+        closed < Duration::from_secs(6),
+        "closed {closed:?} into the second head, the deadline is 2 s"
+    );
+}
+
 #[test]
 fn a_body_dribbled_to_an_upload_is_cut_with_a_408_in_both_deployments() {
     for auth in [RegistryAuth::TrustsGateway, RegistryAuth::None] {

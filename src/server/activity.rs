@@ -68,6 +68,12 @@ impl LastActivity {
         self.set(BODY_SEEN, true);
     }
 
+    /// Whether the server's last read found nothing and everything it wrote is flushed: it is
+    /// waiting for the client, not the client for it (a slow reader of an answer is not idle).
+    pub fn waiting_for_client(&self) -> bool {
+        self.shared.flags.load(Ordering::Relaxed) & (READ_PENDING | UNFLUSHED) == READ_PENDING
+    }
+
     /// Whether the HTTP/1 server, which has just returned `Pending`, can be taken apart
     /// without losing anything: its last read found nothing to read, everything it wrote is
     /// flushed, it is not closing, and no request with a body ever came. The caller checks
