@@ -715,9 +715,10 @@ impl Connection {
     }
 
     /// Hold a parked HTTP/1 connection (nothing but the stream) until the client sends bytes;
-    /// `false` when it was closed instead. The deadlines are hyper's and `drive`'s: hyper
-    /// fails a keep-alive connection whose next head has not come `server.header_read_timeout`
-    /// after its last request ended; `server.idle_timeout` and shutdown close it politely.
+    /// `false` when it was closed instead. The deadlines are `drive`'s: a keep-alive
+    /// connection whose next head has not come `server.header_read_timeout` after its last
+    /// request ended is cut (as hyper's own header timeout would, which is off: see
+    /// `http1_builder`); `server.idle_timeout` and shutdown close it politely.
     async fn park<S>(
         &mut self,
         io: &mut S,
