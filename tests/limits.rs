@@ -393,6 +393,69 @@ fn an_http1_head_dribbled_a_byte_a_second_is_closed_at_the_header_deadline() {
         closed < Duration::from_secs(6),
         "closed {closed:?} into the second head, the deadline is 2 s"
     );
+
+    // The start of a head sent with the request before it, then nothing: no byte comes after
+    // that request ends, and the deadline still holds.
+    let mut stream = connect(&gateway.host);
+    stream
+        .write_all(
+            b"POST /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabGET /v2/ HTTP/1.1\r\nHo",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while !drain(&mut stream, &mut seen) {
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "a half head behind a request is still read after {:?}",
+            started.elapsed()
+        );
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert_eq!(seen.matches("HTTP/1.1 ").count(), 1, "{seen}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}, the deadline is 2 s",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_cut_after_the_idle_timeout() {
+    let mut options = GatewayOptions::new("http://127.0.0.1:1");
+    options.extra = "server: { idle_timeout: 2s }\n".into();
+    let gateway = Gateway::start(GatewayFiles::init("ec", "http://127.0.0.1:1"), &options);
+    let pid = gateway.pid();
+    let before = open_fds(pid);
+    // Thousands of pipelined requests and not one byte read: their answers fill both sockets'
+    // buffers, the gateway cannot flush, and a polite close would wait for that forever.
+    let mut stream = TcpStream::connect(&gateway.host).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let requests = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200_000);
+    let mut sent = 0;
+    while sent < requests.len() {
+        match stream.write(&requests[sent..]) {
+            Ok(n) => sent += n,
+            Err(_) => break, // the gateway stopped reading: its answers are stuck
+        }
+    }
+    assert!(
+        sent < requests.len(),
+        "the gateway read all {sent} bytes of requests: its answers did not fill the sockets"
+    );
+    assert!(open_fds(pid) > before, "the connection is not open");
+    let started = Instant::now();
+    while open_fds(pid) > before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a connection whose client reads nothing is still held after {:?} (idle_timeout 2 s)",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stream);
 }
 
 #[test]

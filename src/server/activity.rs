@@ -74,6 +74,12 @@ impl LastActivity {
         self.shared.flags.load(Ordering::Relaxed) & (READ_PENDING | UNFLUSHED) == READ_PENDING
     }
 
+    /// Whether bytes were written and no flush has completed since: the server is waiting for
+    /// the client to take them (a full socket, a closed window), not for the registry.
+    pub fn unflushed(&self) -> bool {
+        self.shared.flags.load(Ordering::Relaxed) & UNFLUSHED != 0
+    }
+
     /// Whether the HTTP/1 server, which has just returned `Pending`, can be taken apart
     /// without losing anything: its last read found nothing to read, everything it wrote is
     /// flushed, it is not closing, and no request with a body ever came. The caller checks

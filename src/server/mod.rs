@@ -7,7 +7,8 @@
 //! - at most `server.max_connections` connections: beyond that, new ones wait in the kernel's
 //!   accept queue instead of being taken and starved;
 //! - a connection with nothing moving for `server.idle_timeout` is closed politely (an HTTP/1
-//!   request under way finishes first; HTTP/2 gets a GOAWAY);
+//!   request under way finishes first; HTTP/2 gets a GOAWAY), and cut a second later when
+//!   nothing waits for the registry (answers a client never takes cannot be flushed);
 //! - on shutdown it stops accepting, asks every connection to close after its requests
 //!   (keep-alive off, GOAWAY), and waits up to `server.shutdown_grace` for them.
 
@@ -420,7 +421,8 @@ enum Driven<T> {
     Done(T),
     /// An HTTP/1 connection is quiet and may be parked (see `park`).
     Park,
-    /// It was cut: asked to close for its header deadline, it did not within [`CLOSE_GRACE`].
+    /// It was cut: asked to close (its header deadline, or idle with nothing it could still
+    /// finish), it did not within [`CLOSE_GRACE`].
     Cut,
 }
 
@@ -688,14 +690,21 @@ impl Connection {
                 _ = tick.tick(), if !closing_asked || cut_at.is_some() => {
                     if let Some(at) = cut_at {
                         if Instant::now() >= at {
-                            tracing::debug!(client = %self.peer, "cutting a connection that did not close after its header deadline");
+                            tracing::debug!(client = %self.peer, "cutting a connection that did not close within {CLOSE_GRACE:?} of being asked to");
                             return Driven::Cut;
                         }
                         continue;
                     }
                     let overdue = in_flight.idle_for().is_some_and(|idle| idle >= header_timeout);
                     let started = overdue && last.read_after(in_flight.idle_since());
-                    if started || (overdue && parkable && last.waiting_for_client()) {
+                    // HTTP/1 that sent nothing since its last answer: counted from the answer's
+                    // last byte leaving (as hyper's timer was), so that a slow reader of the
+                    // answer still has the whole deadline for its next request.
+                    let silent = overdue
+                        && parkable
+                        && last.waiting_for_client()
+                        && last.idle_for() >= header_timeout;
+                    if started || silent {
                         if started {
                             tracing::info!(client = %self.peer, "closing a connection that sent no complete request head within {header_timeout:?} (server.header_read_timeout)");
                         } else {
@@ -707,6 +716,12 @@ impl Connection {
                     } else if last.idle_for() >= idle_timeout {
                         tracing::debug!(client = %self.peer, "closing a connection idle for {idle_timeout:?} (server.idle_timeout)");
                         closing_asked = true;
+                        // Cut after the grace unless a request waits for the registry (it may
+                        // finish first): a polite close waits for the answers to be flushed,
+                        // and a client that keeps its window shut would never let them be.
+                        if in_flight.idle_for().is_some() || last.unflushed() {
+                            cut_at = Some(Instant::now() + CLOSE_GRACE);
+                        }
                         shut(connection.as_mut());
                     }
                 }
