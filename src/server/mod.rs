@@ -337,7 +337,7 @@ fn http1_builder(settings: &ServerSettings) -> http1::Builder {
     http1
         .timer(TokioTimer::new())
         // The header deadline is `drive`'s and `park`'s, not hyper's: hyper arms a timer (a
-        // boxed sleep, registered and removed) for every request head, 2.8% of a small
+        // boxed sleep, registered and removed) for every request head, 3.3% of a small
         // request's instructions (callgrind), where `drive` checks the deadline on its tick.
         .header_read_timeout(None::<Duration>)
         .max_buf_size(settings.max_header_bytes.saturating_mul(2).max(8192));
@@ -617,13 +617,14 @@ impl Connection {
     }
 
     /// Run `connection` until it ends, closing it with `shut` when it has been idle too long
-    /// or the server is shutting down; with `parkable`, stop as soon as it is quiet.
+    /// or the server is shutting down; with `is_http1` (hyper serves it as HTTP/1: not the
+    /// sniffing of the first bytes, not HTTP/2), stop as soon as it is quiet, to park it.
     ///
     /// The header deadline: a connection that completes no request head within
     /// `server.header_read_timeout` of opening, or of its last request ending, is closed
     /// (GOAWAY or no keep-alive, then cut after [`CLOSE_GRACE`]), checked on every `tick`.
     /// Any byte counts as activity for the idle timeout, so without this a head dribbled a
-    /// byte a second would hold the connection forever. HTTP/1 (`parkable`) is held to it
+    /// byte a second would hold the connection forever. HTTP/1 (`is_http1`) is held to it
     /// whether or not it sends anything, as hyper's own header timeout would (off: see
     /// `http1_builder`); an HTTP/2 connection sending nothing at all is left to
     /// `idle_timeout`, since HTTP/2 clients keep quiet connections open between pulls.
@@ -634,7 +635,7 @@ impl Connection {
         tick: &mut tokio::time::Interval,
         last: &LastActivity,
         in_flight: &InFlight,
-        parkable: bool,
+        is_http1: bool,
     ) -> Driven<F::Output> {
         let idle_timeout = self.settings.idle_timeout;
         let header_timeout = self.settings.header_read_timeout;
@@ -647,7 +648,7 @@ impl Connection {
         let park_timer = tokio::time::sleep(PARK_AFTER);
         tokio::pin!(park_timer);
         loop {
-            let may_park = parkable && !closing_asked;
+            let may_park = is_http1 && !closing_asked;
             tokio::select! {
                 polled = std::future::poll_fn(|cx| {
                     if let std::task::Poll::Ready(result) = connection.as_mut().poll(cx) {
@@ -701,7 +702,7 @@ impl Connection {
                     // last byte leaving (as hyper's timer was), so that a slow reader of the
                     // answer still has the whole deadline for its next request.
                     let silent = overdue
-                        && parkable
+                        && is_http1
                         && last.waiting_for_client()
                         && last.idle_for() >= header_timeout;
                     if started || silent {
