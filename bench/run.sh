@@ -25,7 +25,8 @@
 #                   200 idle TLS connections, directories of 10 and 10,000 projects.
 #                   Asserts only that everything completes and the table prints.
 #
-# PORTCULLIS_BIN=/path/to/portcullis uses that binary; default: cargo build --release.
+# PORTCULLIS_BIN=/path/to/portcullis uses that binary; default: scripts/build-release (the
+# shipped, profile-guided build; about 15 minutes), or with --smoke cargo build --release.
 # Needs docker-registry, nginx, haproxy, h2load (nghttp2-client), openssl, wrk, curl, python3
 # (scripts/install-deps installs them).
 set -euo pipefail
@@ -61,8 +62,11 @@ done
 
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
   bin=$(realpath "$PORTCULLIS_BIN")
-else
+elif [ "$smoke" = 1 ]; then
   cargo build --release --quiet
+  bin=$root/target/release/portcullis
+else
+  scripts/build-release
   bin=$root/target/release/portcullis
 fi
 # 1,000 idle connections need file descriptors in the gateway and the helper holding them.
