@@ -102,6 +102,26 @@ YAML
   echo "the stack did not come up" >&2; cat "$work/registry.log" "$work/gateway.log" >&2; return 1
 }
 
+# stack_upload AUTH FILE [CURL ARGS]: FILE pushed through the gateway as a blob of $repo the way
+# clients push layers (POST, PATCH with the body, PUT with the digest), AUTH the Authorization
+# header; prints the digest. Fails, saying which step, on any answer that is not a success.
+stack_upload() {
+  local auth=$1 file=$2 digest location curl_ca=(); shift 2
+  [ ! -f "$work/ca.crt" ] || curl_ca=(--cacert "$work/ca.crt")
+  digest=sha256:$(sha256sum "$file" | cut -d' ' -f1)
+  location=$(curl -sf "${curl_ca[@]}" "$@" -X POST -D - -o /dev/null -H "$auth" "$public/v2/$repo/blobs/uploads/" \
+    | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+  [ -n "$location" ] || { echo "stack_upload: POST of $file failed" >&2; return 1; }
+  case $location in /*) location=$public$location ;; esac
+  location=$(curl -sf "${curl_ca[@]}" "$@" -X PATCH -D - -o /dev/null -H "$auth" -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$file" "$location" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+  [ -n "$location" ] || { echo "stack_upload: PATCH of $file failed" >&2; return 1; }
+  case $location in /*) location=$public$location ;; esac
+  curl -sf "${curl_ca[@]}" "$@" -X PUT -o /dev/null -H "$auth" "$location&digest=$digest" \
+    || { echo "stack_upload: PUT of $file failed" >&2; return 1; }
+  echo "$digest"
+}
+
 # A token for `scope` from the gateway, as alice.
 stack_token() {
   local curl_ca=()
